@@ -1,0 +1,232 @@
+"""Evaluate: TensorFlow Model Analysis on the test split, overall and per slice, with value
+thresholds and (when a champion exists) a change threshold against it -> a blessing."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from components.ingest import read_split
+from components.raw_features import category_text
+from components.train import encode_labels, read_model_info
+from mlops.config import PipelineConfig
+from mlops.io import atomic_dir, write_json_atomic
+
+LABEL_INDEX_KEY = "__label_index__"
+CANDIDATE = "candidate"
+BASELINE = "baseline"
+SIGNATURE = "serving_tf_example"
+METRICS_FILE = "metrics.json"
+
+
+def write_examples(config: PipelineConfig, frame: Any, classes: list[str], path: Path) -> int:
+    """Write rows as TFRecord tf.Examples: raw features (missing values omitted), the label index."""
+    import tensorflow as tf
+
+    labels = encode_labels(frame[config.data.label].tolist(), classes, "test")
+    features = config.features
+    count = 0
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for row, label in zip(frame.to_dict("records"), labels, strict=True):
+            feature = {
+                LABEL_INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+            }
+            for name in features.numeric:
+                value = row.get(name)
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+            for name in features.categorical:
+                text = category_text(row.get(name))
+                if text:
+                    feature[name] = tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[text.encode()])
+                    )
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+            count += 1
+    return count
+
+
+def build_eval_config(config: PipelineConfig, num_classes: int, has_baseline: bool) -> Any:
+    from google.protobuf import wrappers_pb2
+    from tensorflow_model_analysis.proto import config_pb2
+
+    evaluation = config.evaluation
+    model_specs = [
+        config_pb2.ModelSpec(
+            name=CANDIDATE,
+            signature_name=SIGNATURE,
+            label_key=LABEL_INDEX_KEY,
+            prediction_key="probabilities",
+        )
+    ]
+    if has_baseline:
+        model_specs.append(
+            config_pb2.ModelSpec(
+                name=BASELINE,
+                signature_name=SIGNATURE,
+                label_key=LABEL_INDEX_KEY,
+                prediction_key="probabilities",
+                is_baseline=True,
+            )
+        )
+
+    def gate(metric: str) -> list[Any]:
+        """Thresholds for `metric`, applied to the overall slice only (small slices must not
+        veto a model; they are reported and plotted instead)."""
+        threshold = config_pb2.MetricThreshold()
+        for rule in evaluation.thresholds:
+            if rule.metric == metric:
+                threshold.value_threshold.lower_bound.value = rule.lower_bound
+        change = evaluation.change_threshold
+        if has_baseline and change and change.metric == metric:
+            threshold.change_threshold.direction = config_pb2.MetricDirection.HIGHER_IS_BETTER
+            threshold.change_threshold.absolute.value = -change.max_degradation
+        if not threshold.ByteSize():
+            return []
+        return [
+            config_pb2.PerSliceMetricThreshold(
+                slicing_specs=[config_pb2.SlicingSpec()], threshold=threshold
+            )
+        ]
+
+    def metric(class_name: str, name: str, gated: str | None = None) -> Any:
+        return config_pb2.MetricConfig(
+            class_name=class_name,
+            config=json.dumps({"name": name}),
+            per_slice_thresholds=gate(gated) if gated else [],
+        )
+
+    overall = config_pb2.MetricsSpec(
+        metrics=[
+            config_pb2.MetricConfig(class_name="ExampleCount"),
+            metric("SparseCategoricalAccuracy", "accuracy", gated="accuracy"),
+            config_pb2.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+        ]
+    )
+    # AUC one-vs-rest: the positive class of a binary task, macro-averaged over classes otherwise.
+    per_class = config_pb2.MetricsSpec(
+        metrics=[
+            metric("AUC", "auc", gated="auc"),
+            metric("Precision", "precision"),
+            metric("Recall", "recall"),
+        ],
+    )
+    if num_classes == 2:
+        per_class.binarize.class_ids.values.append(1)
+        # Plots cannot be macro-averaged, so the calibration plot is for binary tasks only.
+        per_class.metrics.append(config_pb2.MetricConfig(class_name="CalibrationPlot"))
+    else:
+        per_class.binarize.class_ids.values.extend(range(num_classes))
+        per_class.aggregate.macro_average = True
+        for class_id in range(num_classes):
+            per_class.aggregate.class_weights[class_id] = 1.0
+    slicing = [config_pb2.SlicingSpec()] + [
+        config_pb2.SlicingSpec(feature_keys=[name]) for name in evaluation.slices
+    ]
+    return config_pb2.EvalConfig(
+        model_specs=model_specs,
+        metrics_specs=[overall, per_class],
+        slicing_specs=slicing,
+        options=config_pb2.Options(min_slice_size=wrappers_pb2.Int32Value(value=1)),
+    )
+
+
+def _slice_name(slice_key: tuple) -> str:
+    if not slice_key:
+        return "overall"
+    return ",".join(f"{column}={value}" for column, value in slice_key)
+
+
+def summarize_metrics(eval_result: Any, num_classes: int) -> dict[str, dict[str, float]]:
+    """Flatten TFMA's slicing metrics to {slice: {accuracy, auc, precision, recall, example_count}};
+    binary tasks report the positive class, multi-class tasks the macro average over classes."""
+    wanted = {"accuracy", "auc", "precision", "recall", "example_count"}
+    summary: dict[str, dict[str, float]] = {}
+    for slice_key, outputs in eval_result.slicing_metrics:
+        values: dict[str, float] = {}
+        for sub_key, metrics in outputs.get("", {}).items():
+            if sub_key not in ("", "classId:1" if num_classes == 2 else ""):
+                continue
+            for key, value in metrics.items():
+                # Macro averages appear as "macro_average: true\n_auc".
+                name = key.rsplit("\n_", 1)[-1] if key.startswith("macro_average") else key
+                if name in wanted and "doubleValue" in value:
+                    values[name] = float(value["doubleValue"])
+        summary[_slice_name(slice_key)] = values
+    return summary
+
+
+def _load_eval_result(output_dir: str, model_name: str, single_model: bool) -> Any:
+    import tensorflow_model_analysis as tfma
+
+    # With one model TFMA records no model name.
+    return tfma.load_eval_result(output_dir, model_name=None if single_model else model_name)
+
+
+def run_evaluate(
+    config: PipelineConfig,
+    dataset_dir: str | Path,
+    model_dir: str | Path,
+    output_dir: str | Path,
+    baseline_model_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """TFMA on the test split; returns {blessed, metrics, baseline_metrics, failures}.
+
+    `output_dir` holds TFMA's output (loadable with `tfma.load_eval_result` and
+    `tfma.load_validation_result`), the test examples, and metrics.json.
+    """
+    import apache_beam as beam
+    import tensorflow_model_analysis as tfma
+
+    info = read_model_info(model_dir)
+    classes = info["classes"]
+    test = read_split(dataset_dir, "test")
+    has_baseline = bool(baseline_model_dir)
+    eval_config = build_eval_config(config, len(classes), has_baseline)
+    with atomic_dir(output_dir) as out:
+        data_path = out / "test_examples.tfrecord"
+        rows = write_examples(config, test, classes, data_path)
+        models = [
+            tfma.default_eval_shared_model(
+                str(model_dir), eval_config=eval_config, model_name=CANDIDATE
+            )
+        ]
+        if has_baseline:
+            models.append(
+                tfma.default_eval_shared_model(
+                    str(baseline_model_dir), eval_config=eval_config, model_name=BASELINE
+                )
+            )
+        tfma.run_model_analysis(
+            eval_shared_model=models,
+            eval_config=eval_config,
+            data_location=str(data_path),
+            output_path=str(out),
+            pipeline_options=beam.options.pipeline_options.PipelineOptions(config.beam_args),
+        )
+        eval_result = _load_eval_result(str(out), CANDIDATE, single_model=not has_baseline)
+        validation = tfma.load_validation_result(str(out))
+        metrics = summarize_metrics(eval_result, len(classes))
+        baseline_metrics = {}
+        if has_baseline:
+            baseline_result = _load_eval_result(str(out), BASELINE, single_model=False)
+            baseline_metrics = summarize_metrics(baseline_result, len(classes)).get("overall", {})
+        failures = [
+            f"{failure.metric_key.name}: {failure.message}"
+            for failed_slice in validation.metric_validations_per_slice
+            for failure in failed_slice.failures
+        ]
+        summary = {
+            "blessed": bool(validation.validation_ok),
+            "examples": rows,
+            "classes": classes,
+            "metrics": metrics,
+            "baseline_metrics": baseline_metrics,
+            "has_baseline": has_baseline,
+            "failures": failures,
+        }
+        write_json_atomic(out / METRICS_FILE, summary)
+    return summary

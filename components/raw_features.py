@@ -1,0 +1,92 @@
+"""The raw-feature contract shared by transform, training, evaluation and serving.
+
+Numeric features enter the model as float32 with NaN for a missing value; categorical features as
+text with "" for a missing value (an integer-coded category 8 reads "8"). Every consumer converts
+with these functions, so training and serving see identical inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops.config import FeatureConfig
+
+MISSING_CATEGORY = ""
+
+
+def category_text(value: Any) -> str:
+    if value is None:
+        return MISSING_CATEGORY
+    if isinstance(value, float):
+        if math.isnan(value):
+            return MISSING_CATEGORY
+        if value.is_integer():
+            return str(int(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if value is pd.NA:
+        return MISSING_CATEGORY
+    return str(value)
+
+
+def numeric_value(value: Any) -> float:
+    if value is None or value is pd.NA:
+        return math.nan
+    return float(value)
+
+
+def coerce_record(record: Mapping[str, Any], features: FeatureConfig) -> dict[str, Any]:
+    """One row as the model's raw inputs (features absent from the record count as missing)."""
+    row: dict[str, Any] = {}
+    for name in features.numeric:
+        row[name] = np.float32(numeric_value(record.get(name)))
+    for name in features.categorical:
+        row[name] = category_text(record.get(name))
+    return row
+
+
+def frame_to_arrays(frame: pd.DataFrame, features: FeatureConfig) -> dict[str, np.ndarray]:
+    """A whole frame as the model's raw inputs: float32 arrays and arrays of Python str."""
+    arrays: dict[str, np.ndarray] = {}
+    for name in features.numeric:
+        arrays[name] = (
+            pd.to_numeric(frame[name], errors="coerce")
+            .astype("float64")
+            .to_numpy(dtype=np.float32, na_value=np.nan)
+        )
+    for name in features.categorical:
+        arrays[name] = np.array([category_text(v) for v in frame[name].tolist()], dtype=object)
+    return arrays
+
+
+def tf_input_signature(features: FeatureConfig) -> dict[str, Any]:
+    """`tf.TensorSpec`s of the raw-feature serving signature (one value per row)."""
+    import tensorflow as tf
+
+    spec = {name: tf.TensorSpec([None], tf.float32, name=name) for name in features.numeric}
+    spec.update(
+        {name: tf.TensorSpec([None], tf.string, name=name) for name in features.categorical}
+    )
+    return spec
+
+
+def tf_example_spec(features: FeatureConfig) -> dict[str, Any]:
+    """Parsing spec for serialized tf.Example inputs; absent values become NaN / ""."""
+    import tensorflow as tf
+
+    spec = {
+        name: tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)
+        for name in features.numeric
+    }
+    spec.update(
+        {
+            name: tf.io.FixedLenFeature([], tf.string, default_value=MISSING_CATEGORY)
+            for name in features.categorical
+        }
+    )
+    return spec

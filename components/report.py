@@ -1,0 +1,174 @@
+"""Report: one self-contained HTML page per run with the data (distributions train vs eval,
+anomalies, skew), the training curves and the evaluation (metrics by slice, blessing)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from components import data_validation as dv
+from components.evaluate import METRICS_FILE
+from components.report_plots import bar_chart_html, feature_distribution_figures, figure_to_img
+from components.train import read_model_info
+from components.validate import SUMMARY_FILE
+from mlops.config import PipelineConfig
+from mlops.io import read_json, write_text_atomic
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ddd;
+padding: 0.25em 0.6em; text-align: left; } th { background: #f4f4f4; }
+.grid { display: flex; flex-wrap: wrap; gap: 0.5em; } .grid figure { margin: 0; }
+.ok { color: #17692e; font-weight: bold; } .bad { color: #a11; font-weight: bold; }
+"""
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def _curves_html(curves: dict[str, list[float]]) -> str:
+    figures = []
+    for metric in ("loss", "sparse_categorical_accuracy"):
+        if metric not in curves:
+            continue
+        fig = Figure(figsize=(4.0, 2.5))
+        ax = fig.add_axes((0.15, 0.2, 0.8, 0.7))
+        ax.plot(curves[metric], label="train")
+        if f"val_{metric}" in curves:
+            ax.plot(curves[f"val_{metric}"], label="eval")
+        ax.set_title(metric.replace("sparse_categorical_", ""), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.legend(fontsize=7)
+        figures.append(figure_to_img(fig, f"training {metric}"))
+    return '<div class="grid">' + "".join(figures) + "</div>"
+
+
+def build_report(
+    config: PipelineConfig,
+    statistics_dir: str | Path,
+    anomalies_dir: str | Path,
+    model_dir: str | Path,
+    evaluation_dir: str | Path,
+) -> str:
+    stats = dv.read_statistics(Path(statistics_dir) / "FeatureStats.pb")
+    validation = read_json(Path(anomalies_dir) / SUMMARY_FILE)
+    evaluation = read_json(Path(evaluation_dir) / METRICS_FILE)
+    info = read_model_info(model_dir)
+    blessed = evaluation["blessed"]
+    parts = [
+        f"<h1>{html.escape(config.name)}: training run report</h1>",
+        f"<p>{html.escape(config.framing.objective)}</p>",
+        "<p>Blessing: "
+        + (
+            '<span class="ok">BLESSED</span>'
+            if blessed
+            else '<span class="bad">NOT BLESSED</span> — '
+            + html.escape("; ".join(evaluation["failures"]))
+        )
+        + f" · success criterion {config.framing.success_metric} ≥ "
+        f"{config.framing.success_threshold}: "
+        f"{_fmt(evaluation['metrics'].get('overall', {}).get(config.framing.success_metric))}</p>",
+    ]
+
+    parts.append("<h2>Evaluation (test split, TFMA)</h2>")
+    metrics = evaluation["metrics"]
+    slices = list(metrics)
+    names = ["accuracy", "auc", "precision", "recall"]
+    parts.append(
+        _table(
+            ["slice", "examples", *names],
+            [
+                [s, metrics[s].get("example_count"), *(metrics[s].get(n) for n in names)]
+                for s in slices
+            ],
+        )
+    )
+    if evaluation.get("baseline_metrics"):
+        base = evaluation["baseline_metrics"]
+        parts.append("<p>Champion (baseline) on the same test split:</p>")
+        parts.append(_table(names, [[base.get(n) for n in names]]))
+    parts.append(
+        '<div class="grid">'
+        + "".join(
+            bar_chart_html(
+                f"{name} by slice", slices, {name: [metrics[s].get(name, 0.0) for s in slices]}
+            )
+            for name in ("accuracy", "auc")
+        )
+        + "</div>"
+    )
+
+    parts.append("<h2>Training</h2>")
+    parts.append(
+        _table(
+            ["epochs run", "eval accuracy", "eval loss", "strategy"],
+            [[info["epochs_run"], info["eval_accuracy"], info["eval_loss"], info["strategy"]]],
+        )
+    )
+    parts.append(_curves_html(info.get("curves", {})))
+
+    parts.append("<h2>Data validation</h2>")
+    parts.append(f"<p>Schema: {html.escape(validation['schema_source'])}</p>")
+    rows = []
+    for split, summary in validation["anomalies"].items():
+        for feature, detail in summary["features"].items():
+            rows.append([split, feature, detail["severity"], detail["description"]])
+    parts.append(
+        _table(["split", "feature", "severity", "anomaly"], rows)
+        if rows
+        else "<p>No anomalies.</p>"
+    )
+    skew_rows = [
+        [
+            feature,
+            m["type"],
+            m["value"],
+            m["threshold"],
+            "yes" if m["value"] > m["threshold"] else "",
+        ]
+        for feature, measurements in validation["skew"]["drift_skew"].items()
+        for m in measurements
+    ]
+    parts.append("<p>Train vs eval skew:</p>")
+    parts.append(_table(["feature", "measure", "distance", "threshold", "flagged"], skew_rows))
+    features = [*config.features.raw_features, config.data.label]
+    figures = feature_distribution_figures(stats, features)
+    parts.append(
+        '<div class="grid">'
+        + "".join(f"<figure>{img}</figure>" for img in figures.values())
+        + "</div>"
+    )
+    body = "\n".join(parts)
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(config.name)} run"
+        f"</title><style>{STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def run_report(
+    config: PipelineConfig,
+    statistics_dir: str | Path,
+    anomalies_dir: str | Path,
+    model_dir: str | Path,
+    evaluation_dir: str | Path,
+    output_path: str | Path,
+) -> dict[str, Any]:
+    page = build_report(config, statistics_dir, anomalies_dir, model_dir, evaluation_dir)
+    write_text_atomic(output_path, page)
+    return {"path": str(output_path), "bytes": len(page)}

@@ -1,0 +1,240 @@
+"""Train: a Keras model on TFT-transformed features, exported with the transform graph inside.
+
+The SavedModel's `serving_default` takes raw features by name (float32 with NaN for missing numbers,
+strings with "" for missing categories), applies the TFT graph and returns class probabilities;
+`serving_tf_example` does the same from serialized tf.Example protos (used by TFMA and batch jobs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.ingest import read_split
+from components.raw_features import (
+    category_text,
+    frame_to_arrays,
+    tf_example_spec,
+    tf_input_signature,
+)
+from components.transform import categorical_sizes, read_label_classes
+from mlops.config import PipelineConfig
+from mlops.io import atomic_dir, write_json_atomic
+
+MODEL_INFO_FILE = "model_info.json"
+
+
+def class_weights(label_ids: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Balanced weights: n / (k * count_c); classes absent from train get weight 1."""
+    counts = np.bincount(label_ids, minlength=num_classes)
+    total = counts.sum()
+    return {
+        c: float(total / (num_classes * counts[c])) if counts[c] else 1.0
+        for c in range(num_classes)
+    }
+
+
+def encode_labels(values: Any, classes: list[str], split: str) -> np.ndarray:
+    index = {name: i for i, name in enumerate(classes)}
+    texts = [category_text(v) for v in values]
+    unknown = sorted({t for t in texts if t not in index})
+    if unknown:
+        raise ValueError(
+            f"{split} split has label values {unknown[:5]} not seen in train (classes {classes})"
+        )
+    return np.array([index[t] for t in texts], dtype=np.int64)
+
+
+def build_model(
+    transformed_spec: dict[str, Any],
+    sizes: dict[str, int],
+    num_classes: int,
+    config: PipelineConfig,
+) -> Any:
+    import keras
+
+    training = config.training
+    inputs: dict[str, Any] = {}
+    parts: list[Any] = []
+    for name in sorted(transformed_spec):
+        if name in sizes:
+            inputs[name] = keras.Input(shape=(), dtype="int64", name=name)
+            embedded = keras.layers.Embedding(
+                sizes[name], training.embedding_dim, name=f"emb_{name}"
+            )(inputs[name])
+            parts.append(embedded)
+        else:
+            inputs[name] = keras.Input(shape=(), dtype="float32", name=name)
+            parts.append(keras.layers.Reshape((1,), name=f"col_{name}")(inputs[name]))
+    hidden = keras.layers.Concatenate(name="features")(parts)
+    for i, units in enumerate(training.hidden_units):
+        hidden = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(hidden)
+        if training.dropout:
+            hidden = keras.layers.Dropout(training.dropout, name=f"dropout_{i}")(hidden)
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(
+        hidden
+    )
+    model = keras.Model(inputs=inputs, outputs=probabilities)
+    model.compile(
+        optimizer=keras.optimizers.Adam(training.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["sparse_categorical_accuracy"],
+    )
+    return model
+
+
+def _transform(layer: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    raw = {name: tf.constant(values) for name, values in arrays.items()}
+    return layer(raw)
+
+
+def export_serving_model(
+    model: Any,
+    tft_output: Any,
+    classes: list[str],
+    config: PipelineConfig,
+    export_dir: Path,
+) -> None:
+    import tensorflow as tf
+
+    features = config.features
+
+    class ServingModule(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.tft_layer = tft_output.transform_features_layer()
+            self.class_names = tf.constant(classes)
+
+        def predict_raw(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            transformed = self.tft_layer(raw)
+            inputs = {name: transformed[name] for name in model.input}
+            probabilities = self.model(inputs, training=False)
+            best = tf.argmax(probabilities, axis=1)
+            rows = tf.shape(probabilities)[0]
+            return {
+                "probabilities": probabilities,
+                "classes": tf.tile(self.class_names[tf.newaxis, :], [rows, 1]),
+                "predicted_label": tf.gather(self.class_names, best),
+                "predicted_index": best,
+            }
+
+    module = ServingModule()
+    raw_signature = tf_input_signature(features)
+    example_spec = tf_example_spec(features)
+
+    @tf.function(input_signature=[raw_signature])
+    def serve_raw(raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return module.predict_raw(raw)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return module.predict_raw(tf.io.parse_example(examples, example_spec))
+
+    module.serve_raw = serve_raw
+    module.serve_examples = serve_examples
+    tf.saved_model.save(
+        module,
+        str(export_dir),
+        signatures={
+            "serving_default": serve_raw.get_concrete_function(),
+            "serving_tf_example": serve_examples.get_concrete_function(),
+        },
+    )
+
+
+def run_train(
+    config: PipelineConfig,
+    dataset_dir: str | Path,
+    transform_dir: str | Path,
+    model_dir: str | Path,
+    logs_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Fit on train with early stopping on eval; export the raw-feature SavedModel to `model_dir`.
+
+    Returns the final training and eval metrics, epochs run and the curves (also in
+    `model_info.json`). TensorBoard logs go to `logs_dir` when given.
+    """
+    # Keras 3 must be imported before tensorflow_transform, which otherwise switches tf.keras to
+    # Keras 2 for the whole process.
+    import keras  # noqa: I001
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from mlops.distribute import choose_strategy
+
+    training = config.training
+    keras.utils.set_random_seed(training.seed)
+    tft_output = tft.TFTransformOutput(str(transform_dir))
+    classes = read_label_classes(transform_dir)
+    label = config.data.label
+    layer = tft_output.transform_features_layer()
+
+    splits = {}
+    for split in ("train", "eval"):
+        frame = read_split(dataset_dir, split)
+        # The TFT graph runs once per split here, not once per batch and epoch.
+        features = _transform(layer, frame_to_arrays(frame, config.features))
+        splits[split] = (features, encode_labels(frame[label].tolist(), classes, split))
+
+    strategy, strategy_name = choose_strategy()
+    sizes = categorical_sizes(config.features, tft_output)
+    with strategy.scope():
+        model = build_model(splits["train"][0], sizes, len(classes), config)
+
+    def dataset(split: str, shuffle: bool) -> tf.data.Dataset:
+        features, labels = splits[split]
+        ds = tf.data.Dataset.from_tensor_slices((dict(features), labels))
+        if shuffle:
+            ds = ds.shuffle(len(labels), seed=training.seed, reshuffle_each_iteration=True)
+        return ds.batch(training.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    callbacks: list[Any] = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=training.early_stopping_patience, restore_best_weights=True
+        )
+    ]
+    if logs_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logs_dir), profile_batch=0))
+    weights = (
+        class_weights(splits["train"][1], len(classes))
+        if training.class_weight == "balanced"
+        else None
+    )
+    history = model.fit(
+        dataset("train", shuffle=True),
+        validation_data=dataset("eval", shuffle=False),
+        epochs=training.epochs,
+        class_weight=weights,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    eval_loss, eval_accuracy = model.evaluate(dataset("eval", shuffle=False), verbose=0)
+    curves = {key: [float(v) for v in values] for key, values in history.history.items()}
+    info = {
+        "label": label,
+        "classes": classes,
+        "raw_features": {
+            "numeric": config.features.numeric,
+            "categorical": config.features.categorical,
+        },
+        "epochs_run": len(curves.get("loss", [])),
+        "eval_loss": float(eval_loss),
+        "eval_accuracy": float(eval_accuracy),
+        "class_weights": weights,
+        "strategy": strategy_name,
+        "curves": curves,
+    }
+    with atomic_dir(model_dir) as out:
+        export_serving_model(model, tft_output, classes, config, out)
+        write_json_atomic(out / "assets.extra" / MODEL_INFO_FILE, info)
+    return {k: v for k, v in info.items() if k != "curves"}
+
+
+def read_model_info(model_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(model_dir) / "assets.extra" / MODEL_INFO_FILE).read_text())

@@ -1,0 +1,154 @@
+"""Transform: analyze the train split with TensorFlow Transform on Beam.
+
+The output is a standard TFT directory (`transform_fn/`, `transformed_metadata/`) plus
+`label_classes.json`. Training applies the transform graph inside TensorFlow and the exported
+model embeds it, so training and serving preprocess identically. Only the analysis is a Beam job:
+transformed data is never materialised (it would cost a second pass and disk for nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from components.ingest import read_split
+from components.raw_features import category_text, coerce_record
+from mlops.config import FeatureConfig, PipelineConfig
+from mlops.io import atomic_dir
+
+LABEL_CLASSES_FILE = "label_classes.json"
+CROSS_SEPARATOR = "\x1f"
+
+
+def z_name(feature: str) -> str:
+    return f"{feature}_z"
+
+
+def missing_name(feature: str) -> str:
+    return f"{feature}_missing"
+
+
+def bucket_name(feature: str) -> str:
+    return f"{feature}_bucket"
+
+
+def id_name(feature: str) -> str:
+    return f"{feature}_id"
+
+
+def cross_name(cross: list[str]) -> str:
+    return "cross_" + "_x_".join(cross)
+
+
+def build_preprocessing_fn(features: FeatureConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """TFT preprocessing from config: impute + z-score, bucketize, vocabularies, hashed crosses.
+
+    Every analyzer reads raw inputs, so TFT runs a single analysis phase. Numeric statistics skip
+    missing values (z-scoring the present values and filling the gaps with 0 is mean imputation)
+    and a `<name>_missing` indicator keeps the fact that a value was absent.
+    """
+
+    def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, Any]:
+        import tensorflow as tf
+        import tensorflow_transform as tft
+
+        outputs: dict[str, Any] = {}
+        crossable: dict[str, Any] = {}
+        for name in features.numeric:
+            column = tf.expand_dims(inputs[name], 1)
+            present = tf.logical_not(tf.math.is_nan(column))
+            indices = tf.where(present)
+            sparse = tf.SparseTensor(
+                indices, tf.gather_nd(column, indices), tf.shape(column, out_type=tf.int64)
+            )
+            scaled = tft.scale_to_z_score(sparse)
+            outputs[z_name(name)] = tf.squeeze(tf.sparse.to_dense(scaled, default_value=0.0), 1)
+            outputs[missing_name(name)] = tf.squeeze(1.0 - tf.cast(present, tf.float32), 1)
+            if name in features.bucketize:
+                count = features.bucketize[name]
+                buckets = tft.bucketize(sparse, count, name=f"bucketize_{name}")
+                # Missing values get a bucket of their own, `count`.
+                dense = tf.squeeze(tf.sparse.to_dense(buckets, default_value=count), 1)
+                outputs[bucket_name(name)] = dense
+                crossable[name] = tf.strings.as_string(dense)
+        for name in features.categorical:
+            outputs[id_name(name)] = tft.compute_and_apply_vocabulary(
+                inputs[name],
+                frequency_threshold=features.vocab_frequency_threshold,
+                num_oov_buckets=features.oov_buckets,
+                vocab_filename=name,
+            )
+            crossable[name] = inputs[name]
+        for cross in features.crosses:
+            joined = tf.strings.join([crossable[name] for name in cross], separator=CROSS_SEPARATOR)
+            outputs[cross_name(cross)] = tf.strings.to_hash_bucket_fast(
+                joined, features.cross_hash_buckets
+            )
+        return outputs
+
+    return preprocessing_fn
+
+
+def categorical_sizes(features: FeatureConfig, tft_output: Any) -> dict[str, int]:
+    """Number of distinct ids of every integer output of the transform (embedding sizes)."""
+    sizes: dict[str, int] = {}
+    for name in features.categorical:
+        sizes[id_name(name)] = tft_output.vocabulary_size_by_name(name) + features.oov_buckets
+    for name, count in features.bucketize.items():
+        sizes[bucket_name(name)] = count + 1
+    for cross in features.crosses:
+        sizes[cross_name(cross)] = features.cross_hash_buckets
+    return sizes
+
+
+def label_classes(labels: Any) -> list[str]:
+    """Sorted class names of the label (as text, so 0/1 labels read "0"/"1")."""
+    classes = sorted({category_text(v) for v in labels if category_text(v) != ""})
+    if len(classes) < 2:
+        raise ValueError(f"the label needs at least two classes in train, found {classes}")
+    return classes
+
+
+def read_label_classes(transform_dir: str | Path) -> list[str]:
+    return json.loads((Path(transform_dir) / LABEL_CLASSES_FILE).read_text())
+
+
+def run_transform(
+    config: PipelineConfig, dataset_dir: str | Path, output_dir: str | Path
+) -> dict[str, Any]:
+    """Analyze train with TFT on Beam (runner from `config.beam_args`) into `output_dir`."""
+    import apache_beam as beam
+    import tensorflow as tf
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    features = config.features
+    train = read_split(dataset_dir, "train")
+    classes = label_classes(train[config.data.label].tolist())
+    raw_spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features.numeric}
+    raw_spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in features.categorical})
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
+    train_path = str(Path(dataset_dir) / "train.parquet")
+
+    with atomic_dir(output_dir) as out, tempfile.TemporaryDirectory() as tft_tmp:
+        options = beam.options.pipeline_options.PipelineOptions(config.beam_args)
+        # force_tf_compat_v1 traces the graph once in TF1 mode: measurably faster here, and the
+        # result still loads with TFTransformOutput in TF2.
+        with (
+            beam.Pipeline(options=options) as pipeline,
+            tft_beam.Context(temp_dir=tft_tmp, force_tf_compat_v1=True),
+        ):
+            rows = (
+                pipeline
+                | "ReadTrain" >> beam.io.ReadFromParquet(train_path, columns=features.raw_features)
+                | "ToRawFeatures" >> beam.Map(coerce_record, features)
+            )
+            transform_fn = (rows, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
+                build_preprocessing_fn(features)
+            )
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(out))
+        (out / LABEL_CLASSES_FILE).write_text(json.dumps(classes))
+    return {"label_classes": classes, "train_rows": len(train)}

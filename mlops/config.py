@@ -1,0 +1,284 @@
+"""Typed pipeline configuration: one YAML file per use case, validated once.
+
+The config enters a pipeline as a JSON string parameter, so a compiled template can be rerun with
+other values; every step parses it back with `PipelineConfig.from_json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "penguins.yaml"
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class ConfigError(ValueError):
+    """A config file is invalid; the message names the file, the key, the value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    """How rows are split into train/eval/test, deterministically."""
+
+    method: Literal["hash", "time"] = "hash"
+    # hash: columns whose values are hashed (empty = every column of the row).
+    key_columns: list[str] = []
+    # time: rows sorted by this column; the oldest go to train, the newest to test.
+    time_column: str | None = None
+    eval_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.15
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.method == "time" and not self.time_column:
+            raise ValueError("split.method 'time' needs split.time_column")
+        if self.eval_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                "split.eval_fraction + split.test_fraction must leave >= 10% for train"
+            )
+        return self
+
+
+class DataConfig(_Strict):
+    # A path or URI (file, gs://) to CSV, JSON Lines or Parquet, or "palmerpenguins" for the
+    # dataset that ships in the palmerpenguins package.
+    source: str
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    label: str
+    # Columns dropped at ingest, e.g. a label leak.
+    exclude_columns: list[str] = []
+    # The column that orders rows in time (time splits, evaluation over time, drift windows).
+    time_column: str | None = None
+    # Ingest fails if more than this fraction of rows cannot be parsed.
+    max_bad_row_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    split: SplitConfig = SplitConfig()
+
+
+class FeatureConfig(_Strict):
+    """Feature engineering, applied by TensorFlow Transform (train and serving alike)."""
+
+    numeric: list[str] = []
+    categorical: list[str] = []
+    # Numeric features also bucketised into this many quantile buckets.
+    bucketize: dict[str, Annotated[int, Field(ge=2, le=1000)]] = {}
+    # Each cross is a list of categorical or bucketised features hashed together.
+    crosses: list[Annotated[list[str], Field(min_length=2)]] = []
+    cross_hash_buckets: Annotated[int, Field(ge=2)] = 64
+    # Categorical values seen fewer times than this map to the out-of-vocabulary bucket.
+    vocab_frequency_threshold: Annotated[int, Field(ge=1)] = 1
+    oov_buckets: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureConfig:
+        if not self.numeric and not self.categorical:
+            raise ValueError("features needs at least one numeric or categorical feature")
+        overlap = set(self.numeric) & set(self.categorical)
+        if overlap:
+            raise ValueError(f"features {sorted(overlap)} are both numeric and categorical")
+        for name in self.bucketize:
+            if name not in self.numeric:
+                raise ValueError(
+                    f"features.bucketize names '{name}', which is not in features.numeric"
+                )
+        crossable = set(self.categorical) | set(self.bucketize)
+        for cross in self.crosses:
+            for name in cross:
+                if name not in crossable:
+                    raise ValueError(
+                        f"features.crosses names '{name}'; allowed: categorical or bucketized "
+                        f"features {sorted(crossable)}"
+                    )
+        return self
+
+    @property
+    def raw_features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class ComparatorConfig(_Strict):
+    """Thresholds for train/eval skew and drift; L-infinity (categorical), JS divergence (numeric)."""
+
+    categorical_linf: Annotated[float, Field(gt=0, le=1)] | None = 0.1
+    numeric_jsd: Annotated[float, Field(gt=0, le=1)] | None = 0.1
+    per_feature: dict[str, Annotated[float, Field(gt=0, le=1)]] = {}
+
+
+class ValidationConfig(_Strict):
+    # A curated text Schema (schema.pbtxt); when unset the schema is inferred from train.
+    schema_path: str | None = None
+    max_string_domain_size: Annotated[int, Field(ge=1)] = 100
+    skew: ComparatorConfig = ComparatorConfig()
+    # Blocking anomalies stop the pipeline; set false to only report them.
+    fail_on_anomalies: bool = True
+
+
+class TrainingConfig(_Strict):
+    hidden_units: list[Annotated[int, Field(ge=1)]] = [32, 16]
+    embedding_dim: Annotated[int, Field(ge=1)] = 4
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    learning_rate: Annotated[float, Field(gt=0)] = 0.01
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    epochs: Annotated[int, Field(ge=1)] = 50
+    early_stopping_patience: Annotated[int, Field(ge=1)] = 5
+    # "balanced" weights classes by inverse frequency; "none" disables class weights.
+    class_weight: Literal["balanced", "none"] = "balanced"
+    seed: int = 42
+
+
+class ThresholdConfig(_Strict):
+    """Value threshold on an overall metric, e.g. accuracy >= 0.9."""
+
+    metric: Literal["accuracy", "auc"]
+    lower_bound: Annotated[float, Field(ge=0, le=1)]
+
+
+class ChangeThresholdConfig(_Strict):
+    """Candidate must not be worse than the champion by more than `max_degradation`."""
+
+    metric: Literal["accuracy", "auc"]
+    max_degradation: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class EvaluationConfig(_Strict):
+    slices: list[str] = []
+    thresholds: list[ThresholdConfig] = []
+    change_threshold: ChangeThresholdConfig | None = None
+    # Slices smaller than this are reported but never gate the blessing.
+    min_slice_size: Annotated[int, Field(ge=1)] = 10
+
+
+class WorkerPoolConfig(_Strict):
+    machine_type: str = "n1-standard-4"
+    accelerator_type: str | None = None
+    accelerator_count: Annotated[int, Field(ge=0)] = 0
+    replica_count: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkerPoolConfig:
+        if bool(self.accelerator_type) != bool(self.accelerator_count):
+            raise ValueError("accelerator_type and accelerator_count must be set together")
+        return self
+
+
+class VertexConfig(_Strict):
+    project: str | None = None
+    region: str = "us-central1"
+    pipeline_root: str | None = None
+    service_account: str | None = None
+    # The project image every component and the prediction server run in.
+    image: str = "us-docker.pkg.dev/PROJECT/mlops/mlops-template:latest"
+    serving_image: str | None = None
+    training: WorkerPoolConfig = WorkerPoolConfig()
+    # Beam runner for the data-heavy steps on Google Cloud.
+    beam_runner: Literal["DataflowRunner", "DirectRunner"] = "DataflowRunner"
+    model_display_name: str | None = None
+
+
+class LocalConfig(_Strict):
+    # Runs, registry and reports are written under this directory (relative to the repo root).
+    root: str = ".mlops"
+
+
+class FramingConfig(_Strict):
+    """The business framing: what is predicted, for whom, and what success means."""
+
+    objective: str
+    success_metric: Literal["accuracy", "auc"]
+    success_threshold: Annotated[float, Field(ge=0, le=1)]
+
+
+class PipelineConfig(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")]
+    framing: FramingConfig
+    data: DataConfig
+    features: FeatureConfig
+    validation: ValidationConfig = ValidationConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    local: LocalConfig = LocalConfig()
+    vertex: VertexConfig = VertexConfig()
+    # Beam pipeline options for the local target (FnApiRunner avoids Prism's download offline).
+    beam_args: list[str] = ["--runner=FnApiRunner"]
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        label = self.data.label
+        if label in self.features.raw_features:
+            raise ValueError(f"data.label '{label}' must not also be a feature")
+        leaked = set(self.data.exclude_columns) & set(self.features.raw_features)
+        if leaked:
+            raise ValueError(f"features {sorted(leaked)} are listed in data.exclude_columns")
+        for name in self.evaluation.slices:
+            if name not in self.features.raw_features:
+                raise ValueError(
+                    f"evaluation.slices names '{name}'; allowed: raw features "
+                    f"{self.features.raw_features}"
+                )
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> PipelineConfig:
+        return cls.model_validate(json.loads(text))
+
+    def with_overrides(self, **fields: Any) -> PipelineConfig:
+        """A copy with top-level sections replaced, validated again."""
+        data = self.model_dump()
+        data.update(fields)
+        return PipelineConfig.model_validate(data)
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    lines = [f"invalid config {path}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Load and validate a YAML config; relative data/schema paths resolve against the repo root."""
+    path = Path(path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"config file {path} not found (configs in {CONFIG_DIR}: {known})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    return _resolve_paths(config)
+
+
+def _resolve_paths(config: PipelineConfig) -> PipelineConfig:
+    def resolve(value: str) -> str:
+        if "://" in value or value == "palmerpenguins" or Path(value).is_absolute():
+            return value
+        return str((REPO_ROOT / value).resolve())
+
+    data = config.data.model_copy(update={"source": resolve(config.data.source)})
+    validation = config.validation
+    if validation.schema_path:
+        validation = validation.model_copy(update={"schema_path": resolve(validation.schema_path)})
+    local = config.local.model_copy(update={"root": resolve(config.local.root)})
+    return config.model_copy(update={"data": data, "validation": validation, "local": local})
