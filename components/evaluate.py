@@ -159,6 +159,27 @@ def summarize_metrics(eval_result: Any, num_classes: int) -> dict[str, dict[str,
     return summary
 
 
+def overall_confusion_matrix(eval_result: Any, num_classes: int) -> list[list[int]]:
+    """Counts [actual][predicted] of the overall slice, from TFMA's confusion matrix plot."""
+    matrix = [[0] * num_classes for _ in range(num_classes)]
+    for slice_key, plots in eval_result.plots:
+        if slice_key:
+            continue
+        plot = plots.get("", {}).get("", {}).get("multiClassConfusionMatrixAtThresholds", {})
+        for entry in (plot.get("matrices") or [{}])[0].get("entries", []):
+            # Proto JSON omits zero fields: class id 0 is an absent key.
+            actual = int(entry.get("actualClassId", 0))
+            predicted = int(entry.get("predictedClassId", 0))
+            if 0 <= actual < num_classes and 0 <= predicted < num_classes:
+                matrix[actual][predicted] += int(entry.get("numWeightedExamples", 0))
+    return matrix
+
+
+def confusion_matrix(evaluation_dir: str | Path) -> tuple[list[str], list[list[int]]]:
+    summary = json.loads((Path(evaluation_dir) / METRICS_FILE).read_text())
+    return summary["classes"], summary["confusion_matrix"]
+
+
 def _load_eval_result(output_dir: str, model_name: str, single_model: bool) -> Any:
     import tensorflow_model_analysis as tfma
 
@@ -227,6 +248,7 @@ def run_evaluate(
             "baseline_metrics": baseline_metrics,
             "has_baseline": has_baseline,
             "failures": failures,
+            "confusion_matrix": overall_confusion_matrix(eval_result, len(classes)),
         }
         write_json_atomic(out / METRICS_FILE, summary)
     return summary

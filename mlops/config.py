@@ -183,6 +183,10 @@ class VertexConfig(_Strict):
     # Beam runner for the data-heavy steps on Google Cloud.
     beam_runner: Literal["DataflowRunner", "DirectRunner"] = "DataflowRunner"
     model_display_name: str | None = None
+    # Existing Vertex model resource (projects/P/locations/L/models/ID): new versions go under it.
+    parent_model: str | None = Field(
+        default=None, pattern=r"^projects/[^/]+/locations/[^/]+/models/[^/]+$"
+    )
 
 
 class LocalConfig(_Strict):

@@ -1,0 +1,251 @@
+"""Thin KFP lightweight components over the step functions.
+
+Each body parses the config, calls one plain function and adapts its result to KFP outputs; the
+logic lives in the step modules. `make_ops(image)` turns them into components whose `base_image`
+is the project image (it has this package installed, hence `install_kfp_package=False`).
+Bodies are serialised into the pipeline spec, so they import what they use; KFP reads the
+annotations at definition time, so this module must not use `from __future__ import annotations`.
+"""
+
+from typing import NamedTuple
+
+from google_cloud_pipeline_components.types.artifact_types import UnmanagedContainerModel
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+
+def ingest(config_json: str, step_log: str, dataset: Output[Dataset]) -> None:
+    from components.ingest import run_ingest
+    from mlops.config import PipelineConfig
+    from mlops.steps import run_step
+
+    config = PipelineConfig.from_json(config_json)
+    summary = run_step(step_log, "ingest", run_ingest, config, dataset.path)
+    dataset.metadata.update({"rows": summary["rows"], "source": summary["source"]})
+
+
+def validate_data(
+    config_json: str,
+    step_log: str,
+    dataset: Input[Dataset],
+    statistics: Output[Artifact],
+    schema: Output[Artifact],
+    anomalies: Output[Artifact],
+) -> None:
+    from components.validate import run_data_validation
+    from mlops.config import PipelineConfig
+    from mlops.steps import run_step
+
+    config = PipelineConfig.from_json(config_json)
+    summary = run_step(
+        step_log,
+        "validate_data",
+        run_data_validation,
+        config,
+        dataset.path,
+        statistics.path,
+        schema.path,
+        anomalies.path,
+    )
+    anomalies.metadata["schema_source"] = summary["schema_source"]
+
+
+def transform(
+    config_json: str,
+    step_log: str,
+    dataset: Input[Dataset],
+    schema: Input[Artifact],
+    transform_graph: Output[Artifact],
+) -> None:
+    from components.transform import run_transform
+    from mlops.config import PipelineConfig
+    from mlops.steps import exit_without_teardown, run_step
+
+    config = PipelineConfig.from_json(config_json)
+    summary = run_step(
+        step_log, "transform", run_transform, config, dataset.path, transform_graph.path
+    )
+    transform_graph.metadata.update(summary)
+    # TFT/Beam can crash the interpreter at shutdown after all output is written.
+    exit_without_teardown()
+
+
+def train(
+    config_json: str,
+    step_log: str,
+    dataset: Input[Dataset],
+    transform_graph: Input[Artifact],
+    model: Output[Model],
+    training_logs: Output[Artifact],
+    training_metrics: Output[Metrics],
+) -> None:
+    from components.train import run_train
+    from mlops.config import PipelineConfig
+    from mlops.steps import exit_without_teardown, run_step
+
+    config = PipelineConfig.from_json(config_json)
+    summary = run_step(
+        step_log,
+        "train",
+        run_train,
+        config,
+        dataset.path,
+        transform_graph.path,
+        model.path,
+        training_logs.path,
+    )
+    model.metadata.update({"framework": "tensorflow", "classes": summary["classes"]})
+    for key in ("eval_accuracy", "eval_loss", "epochs_run"):
+        training_metrics.log_metric(key, summary[key])
+    exit_without_teardown()
+
+
+def find_champion_local(config_json: str) -> str:
+    from components.register import find_champion_local as find
+    from mlops.config import PipelineConfig
+
+    return find(PipelineConfig.from_json(config_json))
+
+
+def find_champion_vertex(config_json: str) -> str:
+    from components.register import find_champion_vertex as find
+    from mlops.config import PipelineConfig
+
+    return find(PipelineConfig.from_json(config_json))
+
+
+def evaluate(
+    config_json: str,
+    step_log: str,
+    baseline_model_uri: str,
+    dataset: Input[Dataset],
+    model: Input[Model],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+) -> NamedTuple("EvaluateOutputs", [("blessed", bool)]):
+    from collections import namedtuple
+
+    from components.evaluate import confusion_matrix, run_evaluate
+    from mlops.config import PipelineConfig
+    from mlops.steps import exit_without_teardown, run_step
+
+    config = PipelineConfig.from_json(config_json)
+    summary = run_step(
+        step_log,
+        "evaluate",
+        run_evaluate,
+        config,
+        dataset.path,
+        model.path,
+        evaluation.path,
+        baseline_model_uri or None,
+    )
+    for name, value in summary["metrics"].get("overall", {}).items():
+        metrics.log_metric(name, value)
+    metrics.log_metric("blessed", float(summary["blessed"]))
+    classes, matrix = confusion_matrix(evaluation.path)
+    confusion.log_confusion_matrix(classes, matrix)
+    evaluation.metadata["blessed"] = summary["blessed"]
+    exit_without_teardown()
+    return namedtuple("EvaluateOutputs", ["blessed"])(bool(summary["blessed"]))
+
+
+def register_local(
+    config_json: str,
+    step_log: str,
+    run_id: str,
+    dataset: Input[Dataset],
+    model: Input[Model],
+    evaluation: Input[Artifact],
+) -> str:
+    import json
+
+    from components.register import run_register_local
+    from mlops.config import PipelineConfig
+    from mlops.steps import run_step
+
+    config = PipelineConfig.from_json(config_json)
+    result = run_step(
+        step_log,
+        "register",
+        run_register_local,
+        config,
+        model.path,
+        evaluation.path,
+        run_id,
+        dataset.uri,
+    )
+    return json.dumps(result)
+
+
+def vertex_serving_model(
+    serving_image: str,
+    model: Input[Model],
+    unmanaged_model: Output[UnmanagedContainerModel],
+) -> None:
+    """Point a `google.UnmanagedContainerModel` at the SavedModel for ModelUploadOp."""
+    unmanaged_model.uri = model.uri
+    unmanaged_model.metadata["containerSpec"] = {
+        "imageUri": serving_image,
+        "command": ["mlops", "serve"],
+        "healthRoute": "/health",
+        "predictRoute": "/predict",
+    }
+
+
+def report(
+    config_json: str,
+    step_log: str,
+    statistics: Input[Artifact],
+    anomalies: Input[Artifact],
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    report: Output[HTML],
+) -> None:
+    from components.report import run_report
+    from mlops.config import PipelineConfig
+    from mlops.steps import run_step
+
+    config = PipelineConfig.from_json(config_json)
+    run_step(
+        step_log,
+        "report",
+        run_report,
+        config,
+        statistics.path,
+        anomalies.path,
+        model.path,
+        evaluation.path,
+        report.path,
+    )
+
+
+STEP_FUNCTIONS = {
+    "ingest": ingest,
+    "validate_data": validate_data,
+    "transform": transform,
+    "train": train,
+    "find_champion_local": find_champion_local,
+    "find_champion_vertex": find_champion_vertex,
+    "evaluate": evaluate,
+    "register_local": register_local,
+    "vertex_serving_model": vertex_serving_model,
+    "report": report,
+}
+
+
+class Ops(dict):
+    """name -> KFP component, all in one image."""
+
+    def __getattr__(self, name: str):
+        return self[name]
+
+
+def make_ops(image: str) -> Ops:
+    return Ops(
+        {
+            name: dsl.component(func, base_image=image, install_kfp_package=False)
+            for name, func in STEP_FUNCTIONS.items()
+        }
+    )

@@ -1,0 +1,152 @@
+"""Run a pipeline on this machine with kfp.local's SubprocessRunner; every run writes under its
+own run id and leaves a `run.json` manifest and an HTML report."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops.config import PipelineConfig
+from mlops.io import write_json_atomic
+from mlops.steps import read_step_log
+from pipelines.training import build_training_pipeline
+
+STEP_ORDER = ["ingest", "validate_data", "transform", "train", "evaluate", "register", "report"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    run_dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.manifest["status"] == "SUCCEEDED"
+
+
+def new_run_id(config: PipelineConfig) -> str:
+    return f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def run_training_locally(config: PipelineConfig, run_id: str | None = None) -> RunResult:
+    """Run the training pipeline locally; never raises for a failed step (the manifest says)."""
+    from kfp import local
+
+    run_id = run_id or new_run_id(config)
+    run_dir = Path(config.local.root) / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    step_log = run_dir / "steps.jsonl"
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(run_dir / "artifacts"),
+        raise_on_error=True,
+    )
+    pipeline = build_training_pipeline(config, target="local")
+    started = time.time()
+    error = None
+    try:
+        pipeline(config_json=config.to_json(), step_log=str(step_log), run_id=run_id)
+    except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
+        error = f"{type(exc).__name__}: {exc}"
+    manifest = build_manifest(config, run_id, run_dir, read_step_log(step_log), started, error)
+    report = manifest.get("report")
+    if report and Path(report).is_file():
+        shutil.copyfile(report, run_dir / "report.html")
+        manifest["report"] = str(run_dir / "report.html")
+    write_json_atomic(run_dir / "run.json", manifest)
+    return RunResult(run_id, run_dir, manifest)
+
+
+def build_manifest(
+    config: PipelineConfig,
+    run_id: str,
+    run_dir: Path,
+    records: list[dict[str, Any]],
+    started: float,
+    error: str | None,
+) -> dict[str, Any]:
+    steps: dict[str, dict[str, Any]] = {}
+    for record in records:
+        steps[record["step"]] = {
+            "status": record["status"],
+            "duration_s": record["duration_s"],
+            **({"outputs": record["outputs"]} if record.get("outputs") else {}),
+            **({"error": record["error"]} if record.get("error") else {}),
+        }
+    for name in STEP_ORDER:
+        steps.setdefault(name, {"status": "NOT_RUN"})
+    results = {r["step"]: r.get("result") for r in records if r["status"] == "SUCCEEDED"}
+    evaluation = results.get("evaluate") or {}
+    registration = results.get("register") or {}
+    failed = error is not None or any(s["status"] == "FAILED" for s in steps.values())
+    return {
+        "run_id": run_id,
+        "pipeline": f"{config.name}-training",
+        "target": "local",
+        "status": "FAILED" if failed else "SUCCEEDED",
+        "error": error,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "run_dir": str(run_dir),
+        "steps": {
+            name: steps[name] for name in [*STEP_ORDER, *sorted(set(steps) - set(STEP_ORDER))]
+        },
+        "data": (results.get("ingest") or {}).get("rows"),
+        "metrics": (evaluation.get("metrics") or {}).get("overall", {}),
+        "baseline_metrics": evaluation.get("baseline_metrics", {}),
+        "blessed": evaluation.get("blessed"),
+        "blessing_failures": evaluation.get("failures", []),
+        "registered_version": registration.get("version"),
+        "champion_version": registration.get("champion"),
+        "success_criterion": {
+            "metric": config.framing.success_metric,
+            "threshold": config.framing.success_threshold,
+            "value": (evaluation.get("metrics") or {})
+            .get("overall", {})
+            .get(config.framing.success_metric),
+        },
+        "report": (results.get("report") or {}).get("path"),
+    }
+
+
+def summarize(manifest: dict[str, Any]) -> str:
+    """A short human summary of a run manifest."""
+    lines = [f"run {manifest['run_id']}: {manifest['status']} in {manifest['duration_s']}s"]
+    for name, step in manifest["steps"].items():
+        duration = f"{step['duration_s']:>6.1f}s" if "duration_s" in step else "       "
+        lines.append(f"  {name:<14} {step['status']:<10} {duration}  {step.get('error', '')}")
+    if manifest.get("data"):
+        lines.append("  rows: " + ", ".join(f"{k} {v}" for k, v in manifest["data"].items()))
+    if manifest.get("metrics"):
+        shown = {k: v for k, v in manifest["metrics"].items() if k != "example_count"}
+        lines.append("  test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    if manifest.get("baseline_metrics"):
+        shown = {k: v for k, v in manifest["baseline_metrics"].items() if k != "example_count"}
+        lines.append("  champion:     " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    criterion = manifest.get("success_criterion") or {}
+    if criterion.get("value") is not None:
+        met = "met" if criterion["value"] >= criterion["threshold"] else "NOT met"
+        lines.append(
+            f"  success criterion {criterion['metric']} >= {criterion['threshold']}: {met} "
+            f"({criterion['value']:.4f})"
+        )
+    if manifest.get("blessed") is not None:
+        verdict = "BLESSED" if manifest["blessed"] else "NOT BLESSED"
+        detail = "; ".join(manifest.get("blessing_failures") or [])
+        lines.append(f"  blessing: {verdict}{' — ' + detail if detail else ''}")
+    if manifest.get("registered_version") is not None:
+        lines.append(
+            f"  registered version {manifest['registered_version']}; champion is version "
+            f"{manifest['champion_version']}"
+        )
+    if manifest.get("error"):
+        lines.append(f"  error: {manifest['error'][:2000]}")
+    if manifest.get("report"):
+        lines.append(f"  report: {manifest['report']}")
+    lines.append(f"  manifest: {Path(manifest['run_dir']) / 'run.json'}")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""The training pipeline, written once: ingest -> validate -> transform -> train -> evaluate
+(against the champion) -> register -> report, for the `local` and `vertex` targets.
+
+Steps that only exist on Google Cloud are chosen here, at build time, with the same inputs and
+outputs as their local twins: training becomes a Vertex custom job (machine type, accelerators and
+replicas from config) and registration becomes GCPC's `ModelUploadOp` with version aliases.
+"""
+
+from typing import Literal
+
+from kfp import dsl
+
+from components.ops import make_ops
+from mlops.config import PipelineConfig
+from mlops.registry import CHAMPION
+
+Target = Literal["local", "vertex"]
+TARGETS: tuple[str, ...] = ("local", "vertex")
+
+
+def pipeline_name(config: PipelineConfig) -> str:
+    return f"{config.name}-training"
+
+
+def build_training_pipeline(config: PipelineConfig, target: Target = "local"):
+    """Return the `@dsl.pipeline` for `config` on `target`. The config is the default of the
+    `config_json` parameter, so a compiled template can be rerun with another config."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    ops = make_ops(config.vertex.image)
+    vertex = config.vertex
+
+    if target == "vertex":
+        from google_cloud_pipeline_components.v1.custom_job import (
+            create_custom_training_job_from_component,
+        )
+
+        pool = vertex.training
+        train_op = create_custom_training_job_from_component(
+            ops.train,
+            display_name=f"{config.name}-train",
+            machine_type=pool.machine_type,
+            accelerator_type=pool.accelerator_type or "",
+            accelerator_count=pool.accelerator_count if pool.accelerator_type else 1,
+            replica_count=pool.replica_count,
+            service_account=vertex.service_account or "",
+        )
+    else:
+        train_op = ops.train
+
+    @dsl.pipeline(
+        name=pipeline_name(config),
+        description=f"Training pipeline for '{config.name}': {config.framing.objective}",
+    )
+    def training_pipeline(
+        config_json: str = config.to_json(),
+        step_log: str = "",
+        run_id: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    ) -> None:
+        common = {"config_json": config_json, "step_log": step_log}
+        ingest = ops.ingest(**common).set_display_name("ingest")
+        dataset = ingest.outputs["dataset"]
+        validate = ops.validate_data(dataset=dataset, **common).set_display_name("validate-data")
+        transform = ops.transform(
+            dataset=dataset, schema=validate.outputs["schema"], **common
+        ).set_display_name("transform")
+        train = train_op(
+            dataset=dataset, transform_graph=transform.outputs["transform_graph"], **common
+        ).set_display_name("train")
+        if target == "vertex":
+            champion = ops.find_champion_vertex(config_json=config_json)
+        else:
+            champion = ops.find_champion_local(config_json=config_json)
+        champion.set_display_name("find-champion").set_caching_options(False)
+        model = train.outputs["model"]
+        evaluate = ops.evaluate(
+            baseline_model_uri=champion.output, dataset=dataset, model=model, **common
+        ).set_display_name("evaluate")
+        evaluation = evaluate.outputs["evaluation"]
+        if target == "vertex":
+            _register_on_vertex(config, ops, model, evaluate.outputs["blessed"])
+        else:
+            ops.register_local(
+                run_id=run_id, dataset=dataset, model=model, evaluation=evaluation, **common
+            ).set_display_name("register").set_caching_options(False)
+        ops.report(
+            statistics=validate.outputs["statistics"],
+            anomalies=validate.outputs["anomalies"],
+            model=model,
+            evaluation=evaluation,
+            **common,
+        ).set_display_name("report")
+
+    return training_pipeline
+
+
+def _register_on_vertex(config: PipelineConfig, ops, model, blessed) -> None:  # noqa: ANN001
+    """Upload the blessed model to Vertex AI Model Registry as a new version aliased champion."""
+    from google_cloud_pipeline_components.types.artifact_types import VertexModel
+    from google_cloud_pipeline_components.v1.model import ModelUploadOp
+
+    vertex = config.vertex
+    with dsl.If(blessed == True, name="blessed"):  # noqa: E712 - KFP builds a condition from ==
+        serving = ops.vertex_serving_model(
+            serving_image=vertex.serving_image or vertex.image, model=model
+        ).set_display_name("serving-model")
+        upload_args = {
+            "display_name": vertex.model_display_name or config.name,
+            "unmanaged_container_model": serving.outputs["unmanaged_model"],
+            "version_aliases": [CHAMPION],
+            "location": vertex.region,
+        }
+        if vertex.project:
+            upload_args["project"] = vertex.project
+        if vertex.parent_model:
+            parent = dsl.importer(
+                artifact_uri=f"https://{vertex.region}-aiplatform.googleapis.com/v1/{vertex.parent_model}",
+                artifact_class=VertexModel,
+                metadata={"resourceName": vertex.parent_model},
+            ).set_display_name("parent-model")
+            upload_args["parent_model"] = parent.output
+        ModelUploadOp(**upload_args).set_display_name("register")
