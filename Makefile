@@ -1,0 +1,56 @@
+# Everything installs into .venv from requirements.lock (the same pins the Docker image and CI use).
+# `make run` and `make test` bootstrap it on a fresh machine; both are idempotent.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/penguins.yaml
+TARGET ?= vertex
+UV_VERSION := 0.13.9
+export PYTHONDONTWRITEBYTECODE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast compile lint format lock bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv from requirements.lock
+
+run: $(STAMP) ## run the training pipeline locally (CONFIG=configs/penguins.yaml)
+	$(BIN)/mlops run --config $(CONFIG)
+
+test: $(STAMP) ## run the whole test suite (unit, component, pipeline, Vertex contract)
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP) ## unit and contract tests only (skips whole-pipeline runs)
+	$(BIN)/pytest -q -m "not slow"
+
+compile: $(STAMP) ## compile the pipeline (CONFIG=..., TARGET=vertex|local)
+	$(BIN)/mlops compile --config $(CONFIG) --target $(TARGET)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock: $(STAMP) ## re-resolve requirements.in into requirements.lock
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock --custom-compile-command "make lock"
+	$(BIN)/uv pip compile requirements-gpu.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements-gpu.lock --custom-compile-command "make lock"
+
+bench: $(STAMP) ## time the pipeline on penguins and taxi, with and without KFP
+	$(BIN)/python benchmarks/pipeline_timing.py
+
+clean: ## remove local runs, registry and compiled specs (keeps .venv)
+	rm -rf .mlops

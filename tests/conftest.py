@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops.config import CONFIG_DIR, PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TAXI_CSV = SHARED_DATA / "chicago_taxi" / "big_tipper.csv"
+TAXI_SCHEMA = SHARED_DATA / "chicago_taxi" / "tfx_schema.pbtxt"
+
+
+def config_in(tmp: Path, name: str = "penguins", **overrides) -> PipelineConfig:
+    """A repo config whose runs and registry live under `tmp`."""
+    config = load_config(CONFIG_DIR / f"{name}.yaml")
+    local = config.local.model_copy(update={"root": str(tmp / "mlops-root")})
+    return config.model_copy(update={"local": local, **overrides})
+
+
+@pytest.fixture
+def penguins_config(tmp_path: Path) -> PipelineConfig:
+    return config_in(tmp_path, "penguins")
+
+
+@pytest.fixture
+def taxi_config(tmp_path: Path) -> PipelineConfig:
+    return config_in(tmp_path, "taxi")
