@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/penguins.yaml
 TARGET ?= vertex
 UV_VERSION := 0.13.9
-export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast compile lint format lock bench clean

@@ -1,0 +1,150 @@
+"""transform -> train -> evaluate as plain functions on penguins (one chain, shared by the tests)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.evaluate import run_evaluate
+from components.ingest import read_split, run_ingest
+from components.raw_features import frame_to_arrays
+from components.train import class_weights, read_model_info, run_train
+from components.transform import run_transform
+from tests.conftest import config_in
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chain")
+    config = config_in(tmp, "penguins")
+    paths = {name: tmp / name for name in ("data", "transform", "model", "logs", "evaluation")}
+    run_ingest(config, paths["data"])
+    transform = run_transform(config, paths["data"], paths["transform"])
+    training = run_train(config, paths["data"], paths["transform"], paths["model"], paths["logs"])
+    evaluation = run_evaluate(config, paths["data"], paths["model"], paths["evaluation"])
+    return config, paths, {"transform": transform, "train": training, "evaluate": evaluation}
+
+
+def _signature(model_dir: Path, name: str):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(model_dir))
+    return loaded, loaded.signatures[name]
+
+
+def test_transform_writes_a_tft_output(chain) -> None:
+    import tensorflow_transform as tft
+
+    config, paths, results = chain
+    assert results["transform"]["label_classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+    output = tft.TFTransformOutput(str(paths["transform"]))
+    assert output.vocabulary_size_by_name("island") == 3
+    spec = output.transformed_feature_spec()
+    assert {"bill_length_mm_z", "bill_length_mm_missing", "body_mass_g_bucket", "island_id"} <= set(
+        spec
+    )
+    assert "cross_island_x_sex" in spec
+
+
+def test_training_keeps_curves_and_tensorboard_logs(chain) -> None:
+    config, paths, results = chain
+    info = read_model_info(paths["model"])
+    assert info["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert 1 <= info["epochs_run"] <= config.training.epochs
+    assert len(info["curves"]["val_loss"]) == info["epochs_run"]
+    assert info["eval_accuracy"] >= 0.9
+    assert list(paths["logs"].rglob("events.out.tfevents*"))
+
+
+def test_class_weights_balance_classes() -> None:
+    weights = class_weights(np.array([0, 0, 0, 1]), 3)
+    assert weights[0] == pytest.approx(4 / 9) and weights[1] == pytest.approx(4 / 3)
+    assert weights[2] == 1.0
+
+
+def test_saved_model_predicts_raw_rows_with_missing_values(chain) -> None:
+    import tensorflow as tf
+
+    config, paths, _ = chain
+    loaded, serve = _signature(paths["model"], "serving_default")
+    rows = {
+        "bill_length_mm": [39.1, math.nan, 46.5],
+        "bill_depth_mm": [18.7, math.nan, 14.8],
+        "flipper_length_mm": [181.0, math.nan, 217.0],
+        "body_mass_g": [3750.0, math.nan, 5200.0],
+        "year": [2007.0, 2008.0, math.nan],
+        "island": ["Torgersen", "", "Biscoe"],
+        "sex": ["male", "", "female"],
+    }
+    outputs = serve(
+        **{
+            name: tf.constant(values, dtype=tf.string if isinstance(values[0], str) else tf.float32)
+            for name, values in rows.items()
+        }
+    )
+    probabilities = outputs["probabilities"].numpy()
+    assert probabilities.shape == (3, 3)
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    labels = [v.decode() for v in outputs["predicted_label"].numpy()]
+    assert labels[0] == "Adelie" and labels[2] == "Gentoo"
+    del loaded
+
+
+def test_example_signature_matches_raw_signature(chain) -> None:
+    import tensorflow as tf
+
+    from components.evaluate import write_examples
+
+    config, paths, _ = chain
+    test = read_split(paths["data"], "test")
+    loaded, serve = _signature(paths["model"], "serving_default")
+    raw = serve(**{k: tf.constant(v) for k, v in frame_to_arrays(test, config.features).items()})
+    records = paths["evaluation"].parent / "examples.tfrecord"
+    write_examples(config, test, ["Adelie", "Chinstrap", "Gentoo"], records)
+    examples = [r.numpy() for r in tf.data.TFRecordDataset(str(records))]
+    from_examples = loaded.signatures["serving_tf_example"](examples=tf.constant(examples))
+    np.testing.assert_allclose(
+        raw["probabilities"].numpy(), from_examples["probabilities"].numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_tfma_result_loads_and_blesses(chain) -> None:
+    import tensorflow_model_analysis as tfma
+
+    config, paths, results = chain
+    evaluation = results["evaluate"]
+    assert evaluation["blessed"] is True and evaluation["has_baseline"] is False
+    assert evaluation["metrics"]["overall"]["accuracy"] >= 0.95
+    assert tfma.load_validation_result(str(paths["evaluation"])).validation_ok
+    result = tfma.load_eval_result(str(paths["evaluation"]))
+    slices = {tuple(key) for key, _ in result.slicing_metrics}
+    assert (("island", "Biscoe"),) in slices and (("sex", "female"),) in slices
+    test_rows = len(read_split(paths["data"], "test"))
+    assert sum(map(sum, evaluation["confusion_matrix"])) == test_rows
+    assert evaluation["metrics"]["overall"]["example_count"] == test_rows
+
+
+def test_change_threshold_against_a_champion(chain, tmp_path: Path) -> None:
+    config, paths, _ = chain
+    same = run_evaluate(config, paths["data"], paths["model"], tmp_path / "vs-self", paths["model"])
+    assert same["has_baseline"] and same["blessed"]
+    assert same["baseline_metrics"]["accuracy"] == pytest.approx(
+        same["metrics"]["overall"]["accuracy"]
+    )
+
+
+def test_unmet_value_threshold_refuses_the_blessing(chain, tmp_path: Path) -> None:
+    config, paths, _ = chain
+    evaluation = config.evaluation.model_dump()
+    evaluation["thresholds"] = [{"metric": "accuracy", "lower_bound": 1.0}]
+    strict = config.with_overrides(evaluation=evaluation)
+    result = run_evaluate(strict, paths["data"], paths["model"], tmp_path / "strict")
+    if result["metrics"]["overall"]["accuracy"] < 1.0:
+        assert result["blessed"] is False
+        assert any("accuracy" in failure for failure in result["failures"])
+    else:  # a perfect model passes any bound; the gate itself is then untestable on this split
+        assert result["blessed"] is True

@@ -1,0 +1,228 @@
+"""Offline contract tests of the Vertex AI variant: compiled structure, PipelineJob construction
+with anonymous credentials, and the requests that would reach Google's APIs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+
+from mlops.config import PipelineConfig
+from pipelines import cli
+from pipelines.vertex import (
+    SubmitSettings,
+    build_pipeline_job,
+    compile_training_pipeline,
+    vertex_runtime_config,
+)
+from tests.conftest import config_in
+
+PARENT = "projects/my-project/locations/europe-west4/models/1234"
+
+
+def _vertex_config(tmp_path: Path, **vertex) -> PipelineConfig:
+    config = config_in(tmp_path, "taxi")
+    return config.with_overrides(vertex={**config.vertex.model_dump(), **vertex})
+
+
+@pytest.fixture
+def taxi_vertex(tmp_path: Path) -> tuple[PipelineConfig, dict]:
+    config = _vertex_config(
+        tmp_path,
+        project="my-project",
+        region="europe-west4",
+        image="europe-docker.pkg.dev/my-project/mlops/image:1.0",
+        parent_model=PARENT,
+    )
+    path = compile_training_pipeline(config, "vertex", tmp_path / "taxi.json")
+    return config, json.loads(path.read_text())
+
+
+def _executor_of(spec: dict, component: str) -> dict:
+    executor = spec["components"][component]["executorLabel"]
+    return spec["deploymentSpec"]["executors"][executor]
+
+
+def test_training_becomes_a_custom_job_with_configured_resources(taxi_vertex) -> None:
+    config, spec = taxi_vertex
+    executor = _executor_of(spec, "comp-train")
+    assert "google_cloud_pipeline_components" in " ".join(executor["container"]["command"])
+    assert "CustomJob" in executor["container"]["args"]
+    inputs = spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
+    (pool,) = inputs["worker_pool_specs"]["defaultValue"]
+    assert pool["machine_spec"] == {
+        "machine_type": "n1-standard-8",
+        "accelerator_type": "NVIDIA_TESLA_T4",
+        "accelerator_count": 1.0,
+    }
+    assert pool["replica_count"] == 1.0
+    assert pool["container_spec"]["image_uri"] == config.vertex.image
+    assert "def train(" in pool["container_spec"]["command"][-1]
+
+
+def test_model_upload_is_gated_by_the_blessing_with_aliases_and_parent(taxi_vertex) -> None:
+    _, spec = taxi_vertex
+    root_tasks = spec["root"]["dag"]["tasks"]
+    (condition,) = [name for name in root_tasks if name.startswith("condition")]
+    assert "evaluate-blessed'] == true" in root_tasks[condition]["triggerPolicy"]["condition"]
+    inner = spec["components"][f"comp-{condition}"]["dag"]["tasks"]
+    upload = inner["model-upload"]
+    assert _executor_of(spec, upload["componentRef"]["name"])["container"]["image"].startswith(
+        "gcr.io/ml-pipeline/google-cloud-pipeline-components:"
+    )
+    parameters = upload["inputs"]["parameters"]
+    assert parameters["version_aliases"]["runtimeValue"]["constant"] == ["champion"]
+    assert parameters["location"]["runtimeValue"]["constant"] == "europe-west4"
+    assert parameters["project"]["runtimeValue"]["constant"] == "my-project"
+    artifacts = upload["inputs"]["artifacts"]
+    assert (
+        artifacts["unmanaged_container_model"]["taskOutputArtifact"]["producerTask"]
+        == "vertex-serving-model"
+    )
+    assert artifacts["parent_model"]["taskOutputArtifact"]["producerTask"] == "importer"
+    importer = _executor_of(spec, inner["importer"]["componentRef"]["name"])["importer"]
+    assert importer["metadata"] == {"resourceName": PARENT}
+    assert importer["typeSchema"]["schemaTitle"] == "google.VertexModel"
+
+
+def test_steps_run_in_the_project_image_and_config_is_a_parameter(taxi_vertex) -> None:
+    config, spec = taxi_vertex
+    for component in ("comp-ingest", "comp-validate-data", "comp-transform", "comp-evaluate"):
+        assert _executor_of(spec, component)["container"]["image"] == config.vertex.image
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == {"config_json", "step_log", "run_id"}
+    assert PipelineConfig.from_json(parameters["config_json"]["defaultValue"]) == config
+    assert "find-champion-vertex" in spec["root"]["dag"]["tasks"]
+    assert "register-local" not in spec["root"]["dag"]["tasks"]
+
+
+def test_local_target_compiles_with_local_registry(tmp_path: Path) -> None:
+    config = config_in(tmp_path, "penguins")
+    spec = json.loads(compile_training_pipeline(config, "local", tmp_path / "p.json").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"register-local", "find-champion-local", "train"} <= set(tasks)
+    assert "CustomJob" not in json.dumps(spec["deploymentSpec"]["executors"]["exec-train"])
+
+
+def test_pipeline_job_is_constructed_offline(taxi_vertex, tmp_path: Path) -> None:
+    config, _ = taxi_vertex
+    template = compile_training_pipeline(config, "vertex", tmp_path / "t.json")
+    settings = SubmitSettings.resolve(
+        config,
+        pipeline_root="gs://bucket/pipelines",
+        service_account="sa@p.iam.gserviceaccount.com",
+    )
+    job = build_pipeline_job(config, template, settings, credentials=AnonymousCredentials())
+    resource = job._gca_resource
+    assert resource.display_name == "taxi-training"
+    assert resource.runtime_config.gcs_output_directory == "gs://bucket/pipelines"
+    sent = PipelineConfig.from_json(resource.runtime_config.parameter_values["config_json"])
+    # On Google Cloud the Beam steps run on Dataflow.
+    assert sent.beam_args[0] == "--runner=DataflowRunner"
+    assert "--temp_location=gs://bucket/pipelines/beam-temp" in sent.beam_args
+    assert job.project == "my-project" and job.location == "europe-west4"
+
+
+def test_submit_sends_one_create_request(taxi_vertex, tmp_path: Path) -> None:
+    from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
+    from google.cloud.aiplatform_v1.types import PipelineJob
+
+    config, _ = taxi_vertex
+    template = compile_training_pipeline(config, "vertex", tmp_path / "t.json")
+    settings = SubmitSettings.resolve(
+        config, pipeline_root="gs://bucket/root", service_account="sa@p.iam.gserviceaccount.com"
+    )
+    job = build_pipeline_job(config, template, settings, credentials=AnonymousCredentials())
+    created = PipelineJob(
+        name=f"projects/my-project/locations/europe-west4/pipelineJobs/{job.job_id}"
+    )
+    from google.cloud import storage
+    from google.cloud.aiplatform.utils import resource_manager_utils
+
+    def bucket_metadata(self, client=None):  # Cloud Storage's answer: the bucket's owner
+        self._properties["projectNumber"] = "123"
+
+    # submit() first checks that the pipeline root's bucket exists and belongs to the project
+    # (Cloud Storage and Resource Manager APIs), then creates the job (Vertex AI API).
+    with (
+        mock.patch.object(storage.Bucket, "exists", return_value=True) as bucket_exists,
+        mock.patch.object(storage.Bucket, "reload", bucket_metadata),
+        mock.patch.object(resource_manager_utils, "get_project_number", return_value=123),
+        mock.patch.object(
+            PipelineServiceClient, "create_pipeline_job", return_value=created
+        ) as create,
+    ):
+        job.submit(service_account=settings.service_account)
+    bucket_exists.assert_called_once()
+    create.assert_called_once()
+    request = create.call_args.kwargs
+    assert request["parent"] == "projects/my-project/locations/europe-west4"
+    assert request["pipeline_job"].service_account == "sa@p.iam.gserviceaccount.com"
+    assert request["pipeline_job"].runtime_config.gcs_output_directory == "gs://bucket/root"
+
+
+def test_submit_needs_project_and_pipeline_root(tmp_path: Path) -> None:
+    from mlops.config import ConfigError
+
+    config = _vertex_config(tmp_path)
+    with pytest.raises(ConfigError, match="--project or vertex.project"):
+        SubmitSettings.resolve(config, pipeline_root="gs://b/r")
+    with pytest.raises(ConfigError, match="must be a gs:// URI"):
+        SubmitSettings.resolve(config, project="p", pipeline_root="/tmp/x")
+
+
+def test_cli_dry_run_prints_the_job_and_sends_nothing(tmp_path: Path, capsys) -> None:
+    from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
+
+    with mock.patch.object(PipelineServiceClient, "create_pipeline_job") as create:
+        code = cli.main(
+            [
+                "submit",
+                "--config",
+                "configs/penguins.yaml",
+                "--project",
+                "p",
+                "--pipeline-root",
+                "gs://b/r",
+                "--template",
+                str(compile_training_pipeline(config_in(tmp_path), "vertex", tmp_path / "p.json")),
+                "--dry-run",
+            ]
+        )
+    assert code == 0
+    create.assert_not_called()
+    printed = capsys.readouterr().out
+    assert "nothing was sent" in printed
+    described = json.loads(printed.split("\n", 1)[1])
+    assert described["project"] == "p" and described["pipeline_root"] == "gs://b/r"
+    assert "train" in described["tasks"]
+
+
+def test_find_champion_vertex_asks_for_the_champion_alias(tmp_path: Path) -> None:
+    from google.cloud import aiplatform
+
+    from components.register import find_champion_vertex
+
+    config = _vertex_config(tmp_path, project="my-project", region="europe-west4")
+    parent = mock.Mock(resource_name=PARENT)
+    champion = mock.Mock(uri="gs://bucket/models/7")
+    with (
+        mock.patch.object(aiplatform.Model, "list", return_value=[parent]) as listing,
+        mock.patch.object(aiplatform, "Model", wraps=aiplatform.Model) as model_class,
+    ):
+        model_class.list = listing
+        model_class.return_value = champion
+        assert find_champion_vertex(config) == "gs://bucket/models/7"
+    assert listing.call_args.kwargs["filter"] == 'display_name="taxi"'
+    assert model_class.call_args.kwargs["model_name"] == f"{PARENT}@champion"
+    with mock.patch.object(aiplatform.Model, "list", return_value=[]):
+        assert find_champion_vertex(config) == ""
+
+
+def test_runtime_config_keeps_local_runner_when_configured(tmp_path: Path) -> None:
+    config = _vertex_config(tmp_path, beam_runner="DirectRunner")
+    settings = SubmitSettings("p", "r", "gs://b", None)
+    assert vertex_runtime_config(config, settings).beam_args == ["--runner=DirectRunner"]
