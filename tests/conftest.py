@@ -19,6 +19,39 @@ def config_in(tmp: Path, name: str = "penguins", **overrides) -> PipelineConfig:
     return config.model_copy(update={"local": local, **overrides})
 
 
+@pytest.fixture(scope="session")
+def penguins_chain(tmp_path_factory):
+    """ingest -> validate -> transform -> train -> evaluate on penguins as plain functions, once
+    per session: (config, paths, results)."""
+    from components.evaluate import run_evaluate
+    from components.ingest import run_ingest
+    from components.train import run_train
+    from components.transform import run_transform
+    from components.validate import run_data_validation
+
+    tmp = tmp_path_factory.mktemp("chain")
+    config = config_in(tmp, "penguins")
+    names = (
+        "data",
+        "statistics",
+        "schema",
+        "anomalies",
+        "transform",
+        "model",
+        "logs",
+        "evaluation",
+    )
+    paths = {name: tmp / name for name in names}
+    run_ingest(config, paths["data"])
+    run_data_validation(
+        config, paths["data"], paths["statistics"], paths["schema"], paths["anomalies"]
+    )
+    transform = run_transform(config, paths["data"], paths["transform"])
+    training = run_train(config, paths["data"], paths["transform"], paths["model"], paths["logs"])
+    evaluation = run_evaluate(config, paths["data"], paths["model"], paths["evaluation"])
+    return config, paths, {"transform": transform, "train": training, "evaluate": evaluation}
+
+
 @pytest.fixture
 def penguins_config(tmp_path: Path) -> PipelineConfig:
     return config_in(tmp_path, "penguins")

@@ -9,23 +9,9 @@ import numpy as np
 import pytest
 
 from components.evaluate import run_evaluate
-from components.ingest import read_split, run_ingest
+from components.ingest import read_split
 from components.raw_features import frame_to_arrays
-from components.train import class_weights, read_model_info, run_train
-from components.transform import run_transform
-from tests.conftest import config_in
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("chain")
-    config = config_in(tmp, "penguins")
-    paths = {name: tmp / name for name in ("data", "transform", "model", "logs", "evaluation")}
-    run_ingest(config, paths["data"])
-    transform = run_transform(config, paths["data"], paths["transform"])
-    training = run_train(config, paths["data"], paths["transform"], paths["model"], paths["logs"])
-    evaluation = run_evaluate(config, paths["data"], paths["model"], paths["evaluation"])
-    return config, paths, {"transform": transform, "train": training, "evaluate": evaluation}
+from components.train import class_weights, read_model_info
 
 
 def _signature(model_dir: Path, name: str):
@@ -35,10 +21,10 @@ def _signature(model_dir: Path, name: str):
     return loaded, loaded.signatures[name]
 
 
-def test_transform_writes_a_tft_output(chain) -> None:
+def test_transform_writes_a_tft_output(penguins_chain) -> None:
     import tensorflow_transform as tft
 
-    config, paths, results = chain
+    config, paths, results = penguins_chain
     assert results["transform"]["label_classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     output = tft.TFTransformOutput(str(paths["transform"]))
     assert output.vocabulary_size_by_name("island") == 3
@@ -49,8 +35,8 @@ def test_transform_writes_a_tft_output(chain) -> None:
     assert "cross_island_x_sex" in spec
 
 
-def test_training_keeps_curves_and_tensorboard_logs(chain) -> None:
-    config, paths, results = chain
+def test_training_keeps_curves_and_tensorboard_logs(penguins_chain) -> None:
+    config, paths, results = penguins_chain
     info = read_model_info(paths["model"])
     assert info["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     assert 1 <= info["epochs_run"] <= config.training.epochs
@@ -65,10 +51,10 @@ def test_class_weights_balance_classes() -> None:
     assert weights[2] == 1.0
 
 
-def test_saved_model_predicts_raw_rows_with_missing_values(chain) -> None:
+def test_saved_model_predicts_raw_rows_with_missing_values(penguins_chain) -> None:
     import tensorflow as tf
 
-    config, paths, _ = chain
+    config, paths, _ = penguins_chain
     loaded, serve = _signature(paths["model"], "serving_default")
     rows = {
         "bill_length_mm": [39.1, math.nan, 46.5],
@@ -94,12 +80,12 @@ def test_saved_model_predicts_raw_rows_with_missing_values(chain) -> None:
     del loaded
 
 
-def test_example_signature_matches_raw_signature(chain) -> None:
+def test_example_signature_matches_raw_signature(penguins_chain) -> None:
     import tensorflow as tf
 
     from components.evaluate import write_examples
 
-    config, paths, _ = chain
+    config, paths, _ = penguins_chain
     test = read_split(paths["data"], "test")
     loaded, serve = _signature(paths["model"], "serving_default")
     raw = serve(**{k: tf.constant(v) for k, v in frame_to_arrays(test, config.features).items()})
@@ -112,10 +98,10 @@ def test_example_signature_matches_raw_signature(chain) -> None:
     )
 
 
-def test_tfma_result_loads_and_blesses(chain) -> None:
+def test_tfma_result_loads_and_blesses(penguins_chain) -> None:
     import tensorflow_model_analysis as tfma
 
-    config, paths, results = chain
+    config, paths, results = penguins_chain
     evaluation = results["evaluate"]
     assert evaluation["blessed"] is True and evaluation["has_baseline"] is False
     assert evaluation["metrics"]["overall"]["accuracy"] >= 0.95
@@ -128,8 +114,8 @@ def test_tfma_result_loads_and_blesses(chain) -> None:
     assert evaluation["metrics"]["overall"]["example_count"] == test_rows
 
 
-def test_change_threshold_against_a_champion(chain, tmp_path: Path) -> None:
-    config, paths, _ = chain
+def test_change_threshold_against_a_champion(penguins_chain, tmp_path: Path) -> None:
+    config, paths, _ = penguins_chain
     same = run_evaluate(config, paths["data"], paths["model"], tmp_path / "vs-self", paths["model"])
     assert same["has_baseline"] and same["blessed"]
     assert same["baseline_metrics"]["accuracy"] == pytest.approx(
@@ -137,8 +123,8 @@ def test_change_threshold_against_a_champion(chain, tmp_path: Path) -> None:
     )
 
 
-def test_unmet_value_threshold_refuses_the_blessing(chain, tmp_path: Path) -> None:
-    config, paths, _ = chain
+def test_unmet_value_threshold_refuses_the_blessing(penguins_chain, tmp_path: Path) -> None:
+    config, paths, _ = penguins_chain
     evaluation = config.evaluation.model_dump()
     evaluation["thresholds"] = [{"metric": "accuracy", "lower_bound": 1.0}]
     strict = config.with_overrides(evaluation=evaluation)
