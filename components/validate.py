@@ -40,6 +40,25 @@ def prepare_inferred_schema(schema: schema_pb2.Schema, config: PipelineConfig) -
     return schema
 
 
+def apply_domains(schema: schema_pb2.Schema, config: PipelineConfig) -> schema_pb2.Schema:
+    """Add the configured valid ranges (validation.domains) as float_domain / int_domain."""
+    result = schema_pb2.Schema.FromString(schema.SerializeToString())
+    features = {feature.name: feature for feature in result.feature}
+    for name, domain in config.validation.domains.items():
+        if name not in features:
+            raise ValueError(
+                f"validation.domains names '{name}', which is not a column of the data "
+                f"(columns: {sorted(features)})"
+            )
+        feature = features[name]
+        target = feature.int_domain if feature.type == schema_pb2.INT else feature.float_domain
+        if domain.min is not None:
+            target.min = int(domain.min) if feature.type == schema_pb2.INT else domain.min
+        if domain.max is not None:
+            target.max = int(domain.max) if feature.type == schema_pb2.INT else domain.max
+    return result
+
+
 def schema_with_thresholds(schema: schema_pb2.Schema, config: PipelineConfig) -> schema_pb2.Schema:
     """Skew thresholds from config, on the features the model uses (a curated schema's own
     thresholds stay where config sets none)."""
@@ -100,7 +119,7 @@ def run_data_validation(
         )
         schema = prepare_inferred_schema(inferred, config)
         schema_source = "inferred from train"
-    schema = schema_with_thresholds(schema, config)
+    schema = schema_with_thresholds(apply_domains(schema, config), config)
     environment = TRAINING if list(schema.default_environment) else None
 
     used = {*config.features.raw_features, config.data.label}

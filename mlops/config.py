@@ -114,9 +114,19 @@ class ComparatorConfig(_Strict):
     per_feature: dict[str, Annotated[float, Field(gt=0, le=1)]] = {}
 
 
+class DomainConfig(_Strict):
+    """Valid range of a numeric feature (a schema float_domain/int_domain): values outside it are
+    anomalies in training data and in serving data alike."""
+
+    min: float | None = None
+    max: float | None = None
+
+
 class ValidationConfig(_Strict):
     # A curated text Schema (schema.pbtxt); when unset the schema is inferred from train.
     schema_path: str | None = None
+    # Known valid ranges of numeric features, added to the schema (inferred or curated).
+    domains: dict[str, DomainConfig] = {}
     max_string_domain_size: Annotated[int, Field(ge=1)] = 100
     skew: ComparatorConfig = ComparatorConfig()
     # Blocking anomalies stop the pipeline; set false to only report them.
@@ -189,6 +199,59 @@ class VertexConfig(_Strict):
     )
 
 
+class ServingConfig(_Strict):
+    """Online prediction: request limits, request logging, and the endpoint's deployment."""
+
+    max_instances: Annotated[int, Field(ge=1)] = 1000
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
+    # Fraction of requests (and their predictions) written to the request log.
+    request_log_sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Share of traffic a newly deployed version gets while the previous one keeps the rest.
+    canary_percent: Annotated[int, Field(ge=0, le=100)] = 0
+    # Vertex AI endpoint
+    machine_type: str = "n1-standard-2"
+    min_replicas: Annotated[int, Field(ge=1)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 2
+    # bq://project.dataset.table for Vertex request-response logging (None: no logging on Vertex)
+    bigquery_log_table: str | None = Field(default=None, pattern=r"^bq://[^.]+\.[^.]+\.[^.]+$")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("serving.max_replicas must be >= serving.min_replicas")
+        return self
+
+
+class RetrainConfig(_Strict):
+    """When a monitoring run launches the training pipeline."""
+
+    enabled: bool = True
+    # Features whose skew or drift triggers retraining (empty: any monitored feature).
+    features: list[str] = []
+    on_prediction_drift: bool = True
+    # Retrain when labelled serving data shows this metric below this value.
+    min_quality: ThresholdConfig | None = None
+    # Never judge (or retrain on) fewer serving examples than this.
+    min_examples: Annotated[int, Field(ge=1)] = 100
+    # Minimum hours between two retraining launches.
+    cooldown_hours: Annotated[float, Field(ge=0)] = 24.0
+
+
+class MonitoringConfig(_Strict):
+    """Training-serving skew, window-to-window drift and prediction drift thresholds."""
+
+    skew: ComparatorConfig = ComparatorConfig()
+    drift: ComparatorConfig = ComparatorConfig()
+    prediction_drift_linf: Annotated[float, Field(gt=0, le=1)] = 0.1
+    # Length of the window of logged requests a monitoring run looks at (and of the one before).
+    window_hours: Annotated[float, Field(gt=0)] = 24.0
+    retrain: RetrainConfig = RetrainConfig()
+    # Vertex AI Model Monitoring: how often it samples and checks the endpoint.
+    vertex_sample_rate: Annotated[float, Field(gt=0, le=1)] = 0.8
+    vertex_interval_hours: Annotated[int, Field(ge=1)] = 1
+    alert_emails: list[str] = []
+
+
 class LocalConfig(_Strict):
     # Runs, registry and reports are written under this directory (relative to the repo root).
     root: str = ".mlops"
@@ -210,6 +273,8 @@ class PipelineConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    serving: ServingConfig = ServingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     local: LocalConfig = LocalConfig()
     vertex: VertexConfig = VertexConfig()
     # Beam pipeline options for the local target (FnApiRunner avoids Prism's download offline).

@@ -1,0 +1,154 @@
+"""Time the training pipeline per step and in total: through KFP (kfp.local, one subprocess per
+step) and as the same plain functions called in one process, and print the ratio.
+
+    .venv/bin/python benchmarks/pipeline_timing.py [penguins taxi]
+
+Each variant runs in a fresh process with its own temporary registry, so both pay their imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STEPS = ["ingest", "validate_data", "transform", "train", "evaluate", "register", "report"]
+
+
+def _config(name: str, root: Path):
+    from mlops.config import CONFIG_DIR, load_config
+
+    config = load_config(CONFIG_DIR / f"{name}.yaml")
+    return config.model_copy(update={"local": config.local.model_copy(update={"root": str(root)})})
+
+
+def run_kfp(name: str, root: Path) -> dict:
+    from pipelines.local import run_training_locally
+
+    started = time.perf_counter()
+    result = run_training_locally(_config(name, root))
+    wall = time.perf_counter() - started
+    steps = {step: info.get("duration_s") for step, info in result.manifest["steps"].items()}
+    return {
+        "wall_s": wall,
+        "steps": steps,
+        "status": result.manifest["status"],
+        "metrics": result.manifest["metrics"],
+    }
+
+
+def run_in_process(name: str, root: Path) -> dict:
+    """The same step functions, one process, no KFP (imports counted inside the steps)."""
+    started = time.perf_counter()
+    from components.evaluate import run_evaluate
+    from components.ingest import run_ingest
+    from components.register import find_champion_local, run_register_local
+    from components.report import run_report
+    from components.train import run_train
+    from components.transform import run_transform
+    from components.validate import run_data_validation
+
+    config = _config(name, root)
+    out = root / "in-process"
+    timings: dict[str, float] = {}
+
+    def timed(step: str, func, *args):
+        t = time.perf_counter()
+        result = func(*args)
+        timings[step] = round(time.perf_counter() - t, 2)
+        return result
+
+    timed("ingest", run_ingest, config, out / "data")
+    timed(
+        "validate_data",
+        run_data_validation,
+        config,
+        out / "data",
+        out / "stats",
+        out / "schema",
+        out / "anomalies",
+    )
+    timed("transform", run_transform, config, out / "data", out / "transform")
+    timed("train", run_train, config, out / "data", out / "transform", out / "model", out / "logs")
+    baseline = find_champion_local(config) or None
+    evaluation = timed(
+        "evaluate", run_evaluate, config, out / "data", out / "model", out / "evaluation", baseline
+    )
+    timed("register", run_register_local, config, out / "model", out / "evaluation", "bench")
+    timed(
+        "report",
+        run_report,
+        config,
+        out / "stats",
+        out / "anomalies",
+        out / "model",
+        out / "evaluation",
+        out / "report.html",
+    )
+    return {
+        "wall_s": time.perf_counter() - started,
+        "steps": timings,
+        "metrics": evaluation["metrics"]["overall"],
+    }
+
+
+def _child(variant: str, name: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        completed = subprocess.run(
+            [sys.executable, __file__, "--child", variant, name, tmp],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode not in (0,) or not lines:
+        sys.stderr.write(completed.stdout[-3000:] + completed.stderr[-3000:])
+        raise SystemExit(f"{variant} run of {name} failed (exit {completed.returncode})")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("configs", nargs="*", default=["penguins", "taxi"])
+    parser.add_argument(
+        "--child", nargs=3, metavar=("VARIANT", "CONFIG", "ROOT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        variant, name, root = args.child
+        result = (run_kfp if variant == "kfp" else run_in_process)(name, Path(root))
+        print("RESULT " + json.dumps(result), flush=True)
+        os._exit(0)  # TFT/Beam can crash the interpreter at teardown; the result is printed
+
+    print(f"machine: {os.cpu_count()} CPUs; each variant in a fresh process\n")
+    for name in args.configs:
+        kfp = _child("kfp", name)
+        plain = _child("in-process", name)
+        print(
+            f"== {name} ({kfp['status']}; test metrics {json.dumps({k: round(v, 4) for k, v in kfp['metrics'].items()})})"
+        )
+        print(f"  {'step':<14} {'kfp.local s':>12} {'in-process s':>13}")
+        for step in STEPS:
+            print(
+                f"  {step:<14} {kfp['steps'].get(step) or 0:>12.1f} {plain['steps'].get(step, 0):>13.1f}"
+            )
+        step_sum = sum(v or 0 for v in kfp["steps"].values())
+        print(f"  {'sum of steps':<14} {step_sum:>12.1f} {sum(plain['steps'].values()):>13.1f}")
+        print(f"  {'total wall':<14} {kfp['wall_s']:>12.1f} {plain['wall_s']:>13.1f}")
+        print(f"  KFP / in-process wall ratio: {kfp['wall_s'] / plain['wall_s']:.2f}")
+        print(
+            f"  (kfp.local step times exclude each subprocess's start and imports: "
+            f"{kfp['wall_s'] - step_sum:.1f}s of the wall)\n"
+        )
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()
