@@ -9,7 +9,10 @@ annotations at definition time, so this module must not use `from __future__ imp
 
 from typing import NamedTuple
 
-from google_cloud_pipeline_components.types.artifact_types import UnmanagedContainerModel
+from google_cloud_pipeline_components.types.artifact_types import (
+    UnmanagedContainerModel,
+    VertexEndpoint,
+)
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -158,6 +161,8 @@ def register_local(
     dataset: Input[Dataset],
     model: Input[Model],
     evaluation: Input[Artifact],
+    statistics: Input[Artifact],
+    schema: Input[Artifact],
 ) -> str:
     import json
 
@@ -175,22 +180,28 @@ def register_local(
         evaluation.path,
         run_id,
         dataset.uri,
+        statistics.path,
+        schema.path,
     )
     return json.dumps(result)
 
 
 def vertex_serving_model(
+    config_json: str,
     serving_image: str,
     model: Input[Model],
     unmanaged_model: Output[UnmanagedContainerModel],
 ) -> None:
-    """Point a `google.UnmanagedContainerModel` at the SavedModel for ModelUploadOp."""
+    """Point a `google.UnmanagedContainerModel` at the SavedModel for ModelUploadOp; Vertex runs
+    our prediction server on it (the model arrives as AIP_STORAGE_URI)."""
     unmanaged_model.uri = model.uri
     unmanaged_model.metadata["containerSpec"] = {
         "imageUri": serving_image,
-        "command": ["mlops", "serve"],
+        "command": ["python", "-m", "components.serving"],
+        "args": ["--config-json", config_json],
         "healthRoute": "/health",
         "predictRoute": "/predict",
+        "ports": [{"containerPort": 8080}],
     }
 
 
@@ -221,6 +232,121 @@ def report(
     )
 
 
+def deploy_local(config_json: str, step_log: str, model_version: str, canary_percent: int) -> str:
+    import json
+
+    from components.deploy import run_deploy_local
+    from mlops.config import PipelineConfig
+    from mlops.steps import run_step
+
+    config = PipelineConfig.from_json(config_json)
+    canary = None if canary_percent < 0 else canary_percent
+    record = run_step(step_log, "deploy", run_deploy_local, config, model_version, canary)
+    return json.dumps(record["traffic"])
+
+
+def batch_predict_local(
+    config_json: str,
+    step_log: str,
+    model_version: str,
+    source: str,
+    id_column: str,
+    predictions: Output[Dataset],
+) -> None:
+    from components.batch_predict import run_batch_predict
+    from components.deploy import resolve_version
+    from mlops.config import PipelineConfig
+    from mlops.steps import exit_without_teardown, run_step
+
+    config = PipelineConfig.from_json(config_json)
+    version = resolve_version(config, model_version)
+    summary = run_step(
+        step_log,
+        "batch_predict",
+        run_batch_predict,
+        config,
+        str(version.model_dir),
+        source,
+        predictions.path,
+        id_column,
+    )
+    predictions.metadata.update({"rows": summary["rows"], "model_version": version.version})
+    exit_without_teardown()
+
+
+def vertex_request_logging(config_json: str, endpoint: Input[VertexEndpoint]) -> None:
+    from components.deploy import enable_vertex_request_logging
+    from mlops.config import PipelineConfig
+
+    config = PipelineConfig.from_json(config_json)
+    enable_vertex_request_logging(config, endpoint.metadata["resourceName"])
+
+
+def monitor(
+    config_json: str,
+    step_log: str,
+    source: str,
+    previous_source: str,
+    model_version: str,
+    reference_json: str,
+    monitoring: Output[Artifact],
+) -> NamedTuple("MonitorOutputs", [("retrain", bool), ("reasons", str)]):
+    import json
+    from collections import namedtuple
+
+    from components.retrain import run_monitor_step
+    from mlops.config import PipelineConfig
+    from mlops.steps import exit_without_teardown, run_step
+
+    config = PipelineConfig.from_json(config_json)
+    result = run_step(
+        step_log,
+        "monitor",
+        run_monitor_step,
+        config,
+        source,
+        monitoring.path,
+        previous_source,
+        model_version,
+        None,
+        json.loads(reference_json) if reference_json else None,
+    )
+    decision = result["decision"]
+    monitoring.metadata.update({"retrain": decision["retrain"], "findings": result["findings"]})
+    exit_without_teardown()
+    return namedtuple("MonitorOutputs", ["retrain", "reasons"])(
+        bool(decision["retrain"]), json.dumps(decision["reasons"])
+    )
+
+
+def launch_training(
+    config_json: str, step_log: str, target: str, reasons: str, template_path: str
+) -> str:
+    import json
+
+    from components.retrain import launch_training as launch
+    from mlops.config import PipelineConfig
+    from mlops.steps import exit_without_teardown, run_step
+
+    config = PipelineConfig.from_json(config_json)
+    launched = run_step(
+        step_log, "launch_training", launch, config, target, json.loads(reasons), template_path
+    )
+    exit_without_teardown()
+    return json.dumps(launched)
+
+
+def vertex_model_monitoring(
+    config_json: str, endpoint_resource: str, training_data_uri: str
+) -> str:
+    from components.retrain import setup_vertex_model_monitoring
+    from mlops.config import PipelineConfig
+
+    config = PipelineConfig.from_json(config_json)
+    job = setup_vertex_model_monitoring(config, endpoint_resource, training_data_uri)
+    return job.resource_name
+
+
 STEP_FUNCTIONS = {
     "ingest": ingest,
     "validate_data": validate_data,
@@ -232,6 +358,12 @@ STEP_FUNCTIONS = {
     "register_local": register_local,
     "vertex_serving_model": vertex_serving_model,
     "report": report,
+    "deploy_local": deploy_local,
+    "batch_predict_local": batch_predict_local,
+    "vertex_request_logging": vertex_request_logging,
+    "monitor": monitor,
+    "launch_training": launch_training,
+    "vertex_model_monitoring": vertex_model_monitoring,
 }
 
 

@@ -64,6 +64,8 @@ def run_register_local(
     evaluation_dir: str | Path,
     run_id: str,
     data_uri: str = "",
+    statistics_dir: str | Path = "",
+    schema_dir: str | Path = "",
 ) -> dict[str, Any]:
     """Register the candidate as a new version; alias it `champion` only if evaluation blessed it."""
     evaluation = read_json(Path(evaluation_dir) / METRICS_FILE)
@@ -82,6 +84,9 @@ def run_register_local(
             "data_source": config.data.source,
             "data_uri": data_uri,
             "evaluation_dir": str(evaluation_dir),
+            # What monitoring compares serving data with (training statistics and schema).
+            "statistics_dir": str(statistics_dir),
+            "schema_dir": str(schema_dir),
             "config": config.model_dump(mode="json"),
         },
         aliases=[CHAMPION] if blessed else [],

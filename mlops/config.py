@@ -206,6 +206,9 @@ class ServingConfig(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
     # Fraction of requests (and their predictions) written to the request log.
     request_log_sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Batch prediction defaults: the input file and the column that keys each prediction.
+    batch_input: str | None = None
+    batch_id_column: str | None = None
     # Share of traffic a newly deployed version gets while the previous one keeps the rest.
     canary_percent: Annotated[int, Field(ge=0, le=100)] = 0
     # Vertex AI endpoint
@@ -349,5 +352,10 @@ def _resolve_paths(config: PipelineConfig) -> PipelineConfig:
     validation = config.validation
     if validation.schema_path:
         validation = validation.model_copy(update={"schema_path": resolve(validation.schema_path)})
+    serving = config.serving
+    if serving.batch_input:
+        serving = serving.model_copy(update={"batch_input": resolve(serving.batch_input)})
     local = config.local.model_copy(update={"root": resolve(config.local.root)})
-    return config.model_copy(update={"data": data, "validation": validation, "local": local})
+    return config.model_copy(
+        update={"data": data, "validation": validation, "local": local, "serving": serving}
+    )

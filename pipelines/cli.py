@@ -33,11 +33,17 @@ def _default_template(config: PipelineConfig, target: str) -> Path:
 
 
 def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from pipelines.vertex import compile_training_pipeline
+    from pipelines.vertex import compile_pipeline
 
-    output = Path(args.output) if args.output else _default_template(config, args.target)
-    compile_training_pipeline(config, args.target, output)
-    print(f"compiled {config.name} training pipeline for {args.target}: {output}")
+    output = (
+        Path(args.output)
+        if args.output
+        else Path(config.local.root)
+        / "compiled"
+        / f"{config.name}-{args.pipeline}-{args.target}.json"
+    )
+    compile_pipeline(config, args.pipeline, args.target, output)
+    print(f"compiled {config.name} {args.pipeline} pipeline for {args.target}: {output}")
     return 0
 
 
@@ -83,6 +89,98 @@ def cmd_models(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from components.deploy import run_deploy_local
+
+    record = run_deploy_local(config, args.version, args.canary)
+    print(f"endpoint {record['name']}: traffic {json.dumps(record['traffic'])}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, config: PipelineConfig) -> int:
+    import time
+
+    from components.deploy import endpoints_root, resolve_version
+    from components.retrain import request_log_dir
+    from components.serving import serve
+    from mlops.endpoints import LocalEndpoints
+
+    endpoint = None if args.version else LocalEndpoints(endpoints_root(config)).find(config.name)
+    if endpoint:
+        models, traffic = endpoint["models"], endpoint["traffic"]
+        source = f"endpoint {config.name} (traffic {json.dumps(traffic)})"
+    else:
+        version = resolve_version(config, args.version or "champion")
+        models, traffic = (
+            {str(version.version): str(version.model_dir)},
+            {str(version.version): 100},
+        )
+        source = f"model {config.name} version {version.version}"
+    log = request_log_dir(config) / f"requests-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"serving {source} on {args.host}:{args.port or 'AIP_HTTP_PORT/8080'}; request log {log}")
+    serve(models, traffic, config, host=args.host, port=args.port, request_log=str(log))
+    return 0
+
+
+def cmd_batch_predict(args: argparse.Namespace, config: PipelineConfig) -> int:
+    import os
+
+    from components.batch_predict import run_batch_predict
+    from components.deploy import resolve_version
+
+    source = args.input or config.serving.batch_input
+    id_column = args.id_column or config.serving.batch_id_column
+    if not source or not id_column:
+        raise ConfigError(
+            "batch-predict needs --input and --id-column (or serving.batch_input "
+            "and serving.batch_id_column in the config)"
+        )
+    version = resolve_version(config, args.version)
+    summary = run_batch_predict(config, str(version.model_dir), source, args.output, id_column)
+    print(
+        f"predicted {summary['rows']} rows with {config.name} version {version.version} "
+        f"into {args.output}"
+    )
+    sys.stdout.flush()
+    os._exit(0)  # Beam + TF can crash the interpreter at teardown; everything is written
+
+
+def cmd_monitor(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from components.retrain import request_log_dir
+    from pipelines.local import run_locally, summarize
+
+    source = args.input or str(request_log_dir(config))
+    result = run_locally(
+        config
+        if args.retrain
+        else config.with_overrides(
+            monitoring={
+                **config.monitoring.model_dump(),
+                "retrain": {**config.monitoring.retrain.model_dump(), "enabled": False},
+            }
+        ),
+        "monitoring",
+        source=source,
+        previous_source=args.previous or "",
+        model_version=args.version,
+    )
+    print()
+    print(summarize(result.manifest))
+    monitor = result.manifest["results"].get("monitor") or {}
+    for finding in monitor.get("findings", []):
+        print(f"  finding: {finding.get('message', finding)}")
+    decision = monitor.get("decision")
+    if decision:
+        verdict = "RETRAIN" if decision["retrain"] else "no retraining"
+        print(
+            f"  decision: {verdict}; reasons: {decision['reasons'] or 'none'}; "
+            f"blocked by: {decision['blocked_by'] or 'nothing'}"
+        )
+        print(f"  monitoring report: {monitor.get('report')}")
+    return 0 if result.succeeded else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlops",
@@ -109,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(compile_)
     compile_.add_argument("--target", choices=["local", "vertex"], default="vertex")
+    compile_.add_argument(
+        "--pipeline", choices=["training", "prediction", "monitoring"], default="training"
+    )
     compile_.add_argument("--output", "-o", help="where to write the compiled spec")
     compile_.set_defaults(func=cmd_compile)
 
@@ -137,6 +238,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(models)
     models.set_defaults(func=cmd_models)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="point the local endpoint at a model version (optionally as a canary)",
+        description="Reads the local registry; writes <local.root>/endpoints/<name>.json, the "
+        "traffic split that `mlops serve` honours.",
+    )
+    _add_config(deploy)
+    deploy.add_argument("--version", default="champion", help="version number or alias")
+    deploy.add_argument(
+        "--canary",
+        type=int,
+        help="percent of traffic for this version (default serving.canary_percent)",
+    )
+    deploy.set_defaults(func=cmd_deploy)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve online predictions over HTTP (Vertex AI custom-container contract)",
+        description="Serves the local endpoint's traffic split (or --version) on AIP_HTTP_PORT "
+        "(default 8080) with AIP_HEALTH_ROUTE / AIP_PREDICT_ROUTE; logs sampled requests to "
+        "<local.root>/request_logs/<name>/.",
+    )
+    _add_config(serve)
+    serve.add_argument("--version", help="serve this version or alias only (ignores the endpoint)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, help="default: $AIP_HTTP_PORT or 8080")
+    serve.set_defaults(func=cmd_serve)
+
+    batch = commands.add_parser(
+        "batch-predict",
+        help="predict a CSV / JSON Lines / Parquet file with Beam",
+        description="Reads --input (rows with an id column and the raw features) and writes "
+        "<output>/predictions-*.jsonl, one line per row keyed by the id.",
+    )
+    _add_config(batch)
+    batch.add_argument("--input", help="default serving.batch_input")
+    batch.add_argument("--output", required=True, help="directory for the predictions")
+    batch.add_argument("--id-column", help="default serving.batch_id_column")
+    batch.add_argument("--version", default="champion", help="version number or alias")
+    batch.set_defaults(func=cmd_batch_predict)
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="check serving data for skew and drift and decide whether to retrain",
+        description="Compares serving data (default: the local request logs' latest window) with "
+        "the model's training data; writes <local.root>/runs/<run id>/ with SchemaDiff.pb, "
+        "monitoring.json and report.html, and runs the training pipeline when the retraining "
+        "policy (monitoring.retrain) says so.",
+    )
+    _add_config(monitor)
+    monitor.add_argument("--input", help="a batch file or a directory of request logs")
+    monitor.add_argument("--previous", help="the previous window's batch file (for drift)")
+    monitor.add_argument("--version", default="champion", help="model version or alias")
+    monitor.add_argument(
+        "--no-retrain",
+        dest="retrain",
+        action="store_false",
+        help="decide, but never launch training",
+    )
+    monitor.set_defaults(func=cmd_monitor)
     return parser
 
 

@@ -15,7 +15,11 @@ from mlops.io import write_json_atomic
 from mlops.steps import read_step_log
 from pipelines.training import build_training_pipeline
 
-STEP_ORDER = ["ingest", "validate_data", "transform", "train", "evaluate", "register", "report"]
+STEP_ORDERS = {
+    "training": ["ingest", "validate_data", "transform", "train", "evaluate", "register", "report"],
+    "prediction": ["deploy", "batch_predict"],
+    "monitoring": ["monitor", "launch_training"],
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,27 @@ def new_run_id(config: PipelineConfig) -> str:
 
 def run_training_locally(config: PipelineConfig, run_id: str | None = None) -> RunResult:
     """Run the training pipeline locally; never raises for a failed step (the manifest says)."""
+    return run_locally(config, "training", run_id=run_id)
+
+
+def _build(config: PipelineConfig, kind: str):
+    if kind == "training":
+        return build_training_pipeline(config, target="local")
+    if kind == "prediction":
+        from pipelines.prediction import build_prediction_pipeline
+
+        return build_prediction_pipeline(config, target="local")
+    if kind == "monitoring":
+        from pipelines.monitoring import build_monitoring_pipeline
+
+        return build_monitoring_pipeline(config, target="local")
+    raise ValueError(f"unknown pipeline {kind!r}; choose from {sorted(STEP_ORDERS)}")
+
+
+def run_locally(
+    config: PipelineConfig, kind: str, run_id: str | None = None, **parameters
+) -> RunResult:
+    """Run one of the pipelines with kfp.local; a failed step is reported in the manifest."""
     from kfp import local
 
     run_id = run_id or new_run_id(config)
@@ -46,14 +71,18 @@ def run_training_locally(config: PipelineConfig, run_id: str | None = None) -> R
         pipeline_root=str(run_dir / "artifacts"),
         raise_on_error=True,
     )
-    pipeline = build_training_pipeline(config, target="local")
+    pipeline = _build(config, kind)
+    if kind == "training":
+        parameters["run_id"] = run_id
     started = time.time()
     error = None
     try:
-        pipeline(config_json=config.to_json(), step_log=str(step_log), run_id=run_id)
+        pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
     except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
         error = f"{type(exc).__name__}: {exc}"
-    manifest = build_manifest(config, run_id, run_dir, read_step_log(step_log), started, error)
+    manifest = build_manifest(
+        config, run_id, run_dir, read_step_log(step_log), started, error, kind
+    )
     report = manifest.get("report")
     if report and Path(report).is_file():
         shutil.copyfile(report, run_dir / "report.html")
@@ -69,6 +98,7 @@ def build_manifest(
     records: list[dict[str, Any]],
     started: float,
     error: str | None,
+    kind: str = "training",
 ) -> dict[str, Any]:
     steps: dict[str, dict[str, Any]] = {}
     for record in records:
@@ -78,7 +108,8 @@ def build_manifest(
             **({"outputs": record["outputs"]} if record.get("outputs") else {}),
             **({"error": record["error"]} if record.get("error") else {}),
         }
-    for name in STEP_ORDER:
+    order = STEP_ORDERS[kind]
+    for name in order:
         steps.setdefault(name, {"status": "NOT_RUN"})
     results = {r["step"]: r.get("result") for r in records if r["status"] == "SUCCEEDED"}
     evaluation = results.get("evaluate") or {}
@@ -86,16 +117,15 @@ def build_manifest(
     failed = error is not None or any(s["status"] == "FAILED" for s in steps.values())
     return {
         "run_id": run_id,
-        "pipeline": f"{config.name}-training",
+        "pipeline": f"{config.name}-{kind}",
         "target": "local",
         "status": "FAILED" if failed else "SUCCEEDED",
         "error": error,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "run_dir": str(run_dir),
-        "steps": {
-            name: steps[name] for name in [*STEP_ORDER, *sorted(set(steps) - set(STEP_ORDER))]
-        },
+        "steps": {name: steps[name] for name in [*order, *sorted(set(steps) - set(order))]},
+        "results": {name: result for name, result in results.items() if kind != "training"},
         "data": (results.get("ingest") or {}).get("rows"),
         "metrics": (evaluation.get("metrics") or {}).get("overall", {}),
         "baseline_metrics": evaluation.get("baseline_metrics", {}),

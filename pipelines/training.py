@@ -78,10 +78,16 @@ def build_training_pipeline(config: PipelineConfig, target: Target = "local"):
         ).set_display_name("evaluate")
         evaluation = evaluate.outputs["evaluation"]
         if target == "vertex":
-            _register_on_vertex(config, ops, model, evaluate.outputs["blessed"])
+            _register_on_vertex(config, ops, model, evaluate.outputs["blessed"], config_json)
         else:
             ops.register_local(
-                run_id=run_id, dataset=dataset, model=model, evaluation=evaluation, **common
+                run_id=run_id,
+                dataset=dataset,
+                model=model,
+                evaluation=evaluation,
+                statistics=validate.outputs["statistics"],
+                schema=validate.outputs["schema"],
+                **common,
             ).set_display_name("register").set_caching_options(False)
         ops.report(
             statistics=validate.outputs["statistics"],
@@ -94,7 +100,7 @@ def build_training_pipeline(config: PipelineConfig, target: Target = "local"):
     return training_pipeline
 
 
-def _register_on_vertex(config: PipelineConfig, ops, model, blessed) -> None:  # noqa: ANN001
+def _register_on_vertex(config: PipelineConfig, ops, model, blessed, config_json) -> None:  # noqa: ANN001
     """Upload the blessed model to Vertex AI Model Registry as a new version aliased champion."""
     from google_cloud_pipeline_components.types.artifact_types import VertexModel
     from google_cloud_pipeline_components.v1.model import ModelUploadOp
@@ -102,7 +108,7 @@ def _register_on_vertex(config: PipelineConfig, ops, model, blessed) -> None:  #
     vertex = config.vertex
     with dsl.If(blessed == True, name="blessed"):  # noqa: E712 - KFP builds a condition from ==
         serving = ops.vertex_serving_model(
-            serving_image=vertex.serving_image or vertex.image, model=model
+            config_json=config_json, serving_image=vertex.serving_image or vertex.image, model=model
         ).set_display_name("serving-model")
         upload_args = {
             "display_name": vertex.model_display_name or config.name,

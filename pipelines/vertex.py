@@ -12,11 +12,26 @@ from pipelines.training import build_training_pipeline, pipeline_name
 
 
 def compile_training_pipeline(config: PipelineConfig, target: str, output: str | Path) -> Path:
+    return compile_pipeline(config, "training", target, output)
+
+
+def compile_pipeline(config: PipelineConfig, kind: str, target: str, output: str | Path) -> Path:
+    """Compile the training, prediction or monitoring pipeline for a target to a JSON spec."""
     from kfp import compiler
 
+    from pipelines.monitoring import build_monitoring_pipeline
+    from pipelines.prediction import build_prediction_pipeline
+
+    builders = {
+        "training": build_training_pipeline,
+        "prediction": build_prediction_pipeline,
+        "monitoring": build_monitoring_pipeline,
+    }
+    if kind not in builders:
+        raise ValueError(f"pipeline must be one of {sorted(builders)}, not {kind!r}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_training_pipeline(config, target), str(output))
+    compiler.Compiler().compile(builders[kind](config, target), str(output))
     return output
 
 

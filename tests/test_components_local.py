@@ -51,7 +51,13 @@ def component_run(penguins_chain, tmp_path_factory):
         champion = ops.find_champion_local(config_json=config_json)
         ops.evaluate(baseline_model_uri=champion.output, dataset=dataset, model=model, **common)
         ops.register_local(
-            run_id="component-test", dataset=dataset, model=model, evaluation=evaluation, **common
+            run_id="component-test",
+            dataset=dataset,
+            model=model,
+            evaluation=evaluation,
+            statistics=imported("statistics"),
+            schema=imported("schema"),
+            **common,
         )
         ops.report(
             statistics=imported("statistics"),

@@ -1,0 +1,167 @@
+"""Batch prediction: a Beam pipeline over CSV / JSON Lines / Parquet that writes one JSON line per
+input row, keyed by the row's id, with the same raw-feature conversion and the same SavedModel
+signature as the online server (so batch and online predictions are identical)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+
+from components.ingest import detect_format
+from components.raw_features import coerce_record
+from mlops.config import FeatureConfig, PipelineConfig
+from mlops.io import atomic_dir, uri_exists, write_json_atomic
+
+PREDICTIONS_PREFIX = "predictions"
+
+
+class BatchPredictError(ValueError):
+    pass
+
+
+def prediction_rows(
+    outputs: dict[str, Any], ids: list[Any], id_column: str
+) -> list[dict[str, Any]]:
+    """Model outputs -> one JSON-ready dict per row: id, label, probabilities by class."""
+    probabilities = outputs["probabilities"].numpy()
+    classes = [c.decode() for c in outputs["classes"].numpy()[0]] if len(ids) else []
+    labels = [label.decode() for label in outputs["predicted_label"].numpy()]
+    return [
+        {
+            id_column: row_id,
+            "label": label,
+            "probabilities": {name: float(p) for name, p in zip(classes, row, strict=True)},
+        }
+        for row_id, label, row in zip(ids, labels, probabilities, strict=True)
+    ]
+
+
+class PredictBatches(beam.DoFn):
+    """Loads the SavedModel once per worker and predicts lists of (id, raw features) rows."""
+
+    def __init__(self, model_dir: str, features: FeatureConfig, id_column: str) -> None:
+        self._model_dir = model_dir
+        self._features = features
+        self._id_column = id_column
+
+    def setup(self) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        self._loaded = tf.saved_model.load(self._model_dir)  # keep it: signatures need it alive
+        self._signature = self._loaded.signatures["serving_default"]
+
+    def process(self, batch: list[tuple[Any, dict[str, Any]]]):
+        import numpy as np
+
+        tf = self._tf
+        ids = [row_id for row_id, _ in batch]
+        inputs = {}
+        for name in self._features.numeric:
+            inputs[name] = tf.constant(np.array([row[name] for _, row in batch], dtype=np.float32))
+        for name in self._features.categorical:
+            inputs[name] = tf.constant([row[name] for _, row in batch], dtype=tf.string)
+        outputs = self._signature(**inputs)
+        yield from prediction_rows(outputs, ids, self._id_column)
+
+
+def _read_rows(pipeline: beam.Pipeline, source: str, fmt: str) -> beam.PCollection:
+    if fmt == "parquet":
+        return pipeline | "ReadParquet" >> beam.io.ReadFromParquet(source)
+    if fmt == "jsonl":
+        return (
+            pipeline
+            | "ReadJsonLines" >> beam.io.ReadFromText(source)
+            | "ParseJson" >> beam.Filter(str.strip)
+            | "Loads" >> beam.Map(json.loads)
+        )
+    return (
+        pipeline
+        | "ReadCsv" >> beam.io.ReadFromCsv(source)
+        | "AsDict" >> beam.Map(lambda row: row._asdict())
+    )
+
+
+def _keyed(record: dict[str, Any], id_column: str, features: FeatureConfig) -> tuple[Any, dict]:
+    if id_column not in record:
+        raise BatchPredictError(
+            f"input row has no id column {id_column!r} (columns: {sorted(record)})"
+        )
+    row_id = record[id_column]
+    if hasattr(row_id, "item"):  # numpy scalars from pandas-backed readers
+        row_id = row_id.item()
+    missing = [name for name in features.raw_features if name not in record]
+    if missing:
+        raise BatchPredictError(f"row {row_id!r}: feature columns {missing} are missing")
+    return row_id, coerce_record(record, features)
+
+
+def _check_header(source: str, fmt: str, id_column: str, features: FeatureConfig) -> None:
+    """Fail before launching workers when the columns are wrong (CSV/Parquet headers)."""
+    columns: list[str] | None = None
+    if "://" in source:
+        return
+    if fmt == "csv":
+        import csv
+
+        with open(source, newline="") as handle:
+            columns = next(csv.reader(handle), [])
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(source).names
+    if columns is None:
+        return
+    missing = [c for c in [id_column, *features.raw_features] if c not in columns]
+    if missing:
+        raise BatchPredictError(
+            f"{source}: columns {missing} are missing (id column {id_column!r} and the raw "
+            f"features are required); columns are {columns}"
+        )
+
+
+def run_batch_predict(
+    config: PipelineConfig,
+    model_dir: str | Path,
+    source: str,
+    output_dir: str | Path,
+    id_column: str,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Predict every row of `source` into `output_dir/predictions-*.jsonl` (Beam, runner from
+    `config.beam_args`); returns {rows, files, model_dir}."""
+    if not uri_exists(source):
+        raise BatchPredictError(f"batch input {source!r} does not exist")
+    fmt = detect_format(source, "auto")
+    features = config.features
+    _check_header(source, fmt, id_column, features)
+    options = beam.options.pipeline_options.PipelineOptions(config.beam_args)
+    with atomic_dir(output_dir) as out:
+        with beam.Pipeline(options=options) as pipeline:
+            predictions = (
+                _read_rows(pipeline, source, fmt)
+                | "KeyById" >> beam.Map(_keyed, id_column, features)
+                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
+                | "Predict" >> beam.ParDo(PredictBatches(str(model_dir), features, id_column))
+            )
+            _ = (
+                predictions
+                | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
+                | "Write"
+                >> beam.io.WriteToText(str(out / PREDICTIONS_PREFIX), file_name_suffix=".jsonl")
+            )
+        files = sorted(p.name for p in out.glob(f"{PREDICTIONS_PREFIX}*.jsonl"))
+        rows = sum(1 for name in files for line in (out / name).open() if line.strip())
+        summary = {"rows": rows, "files": files, "model_dir": str(model_dir), "source": source}
+        write_json_atomic(out / "batch_predict.json", summary)
+    return summary
+
+
+def read_predictions(output_dir: str | Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted(Path(output_dir).glob(f"{PREDICTIONS_PREFIX}*.jsonl")):
+        rows.extend(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return rows

@@ -1,0 +1,120 @@
+"""The prediction pipeline: deploy a registered model to an endpoint and batch-predict a file.
+
+Local target: the endpoint record the local server honours (with a canary split) and a Beam batch
+job. Vertex target: EndpointCreateOp -> ModelDeployOp (machine type, replicas, traffic from
+config), request-response logging to BigQuery, and ModelBatchPredictOp on the same model.
+"""
+
+from kfp import dsl
+
+from components.ops import make_ops
+from mlops.config import PipelineConfig
+from mlops.registry import CHAMPION
+
+TARGETS = ("local", "vertex")
+
+
+def prediction_pipeline_name(config: PipelineConfig) -> str:
+    return f"{config.name}-prediction"
+
+
+def vertex_model_uri(config: PipelineConfig) -> tuple[str, str]:
+    """(resource name with the champion alias, its API URI) of the Vertex registry model."""
+    if not config.vertex.parent_model:
+        raise ValueError(
+            "the Vertex prediction pipeline deploys vertex.parent_model@champion: set "
+            "vertex.parent_model (projects/P/locations/L/models/ID) in the config"
+        )
+    resource = f"{config.vertex.parent_model}@{CHAMPION}"
+    return resource, f"https://{config.vertex.region}-aiplatform.googleapis.com/v1/{resource}"
+
+
+def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    ops = make_ops(config.vertex.image)
+    serving = config.serving
+    default_input = serving.batch_input or ""
+    default_id = serving.batch_id_column or ""
+
+    if target == "local":
+
+        @dsl.pipeline(
+            name=prediction_pipeline_name(config),
+            description=f"Deploy and batch-predict for '{config.name}'",
+        )
+        def local_prediction(
+            config_json: str = config.to_json(),
+            step_log: str = "",
+            model_version: str = CHAMPION,
+            canary_percent: int = -1,
+            batch_input: str = default_input,
+            id_column: str = default_id,
+        ) -> None:
+            common = {"config_json": config_json, "step_log": step_log}
+            ops.deploy_local(
+                model_version=model_version, canary_percent=canary_percent, **common
+            ).set_display_name("deploy").set_caching_options(False)
+            ops.batch_predict_local(
+                model_version=model_version, source=batch_input, id_column=id_column, **common
+            ).set_display_name("batch-predict").set_caching_options(False)
+
+        return local_prediction
+
+    from google_cloud_pipeline_components.types.artifact_types import VertexModel
+    from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
+    from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
+
+    vertex = config.vertex
+    resource, uri = vertex_model_uri(config)
+    location = {
+        "location": vertex.region,
+        **({"project": vertex.project} if vertex.project else {}),
+    }
+
+    @dsl.pipeline(
+        name=prediction_pipeline_name(config),
+        description=f"Deploy and batch-predict for '{config.name}' on Vertex AI",
+    )
+    def vertex_prediction(
+        config_json: str = config.to_json(),
+        batch_input: str = default_input,
+        id_column: str = default_id,
+        batch_output: str = "",
+    ) -> None:
+        model = dsl.importer(
+            artifact_uri=uri, artifact_class=VertexModel, metadata={"resourceName": resource}
+        ).set_display_name("champion-model")
+        endpoint = EndpointCreateOp(
+            display_name=f"{config.name}-endpoint", **location
+        ).set_display_name("endpoint-create")
+        ModelDeployOp(
+            model=model.output,
+            endpoint=endpoint.outputs["endpoint"],
+            deployed_model_display_name=config.name,
+            traffic_split={"0": 100},
+            dedicated_resources_machine_type=serving.machine_type,
+            dedicated_resources_min_replica_count=serving.min_replicas,
+            dedicated_resources_max_replica_count=serving.max_replicas,
+            service_account=vertex.service_account or "",
+        ).set_display_name("model-deploy")
+        if serving.bigquery_log_table:
+            ops.vertex_request_logging(
+                config_json=config_json, endpoint=endpoint.outputs["endpoint"]
+            ).set_display_name("request-logging")
+        ModelBatchPredictOp(
+            job_display_name=f"{config.name}-batch-predict",
+            model=model.output,
+            gcs_source_uris=[batch_input],
+            instances_format="jsonl",
+            predictions_format="jsonl",
+            key_field=id_column,
+            gcs_destination_output_uri_prefix=batch_output,
+            machine_type=serving.machine_type,
+            starting_replica_count=serving.min_replicas,
+            max_replica_count=serving.max_replicas,
+            service_account=vertex.service_account or "",
+            **location,
+        ).set_display_name("batch-predict")
+
+    return vertex_prediction
