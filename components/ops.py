@@ -290,9 +290,8 @@ def monitor(
     model_version: str,
     reference_json: str,
     monitoring: Output[Artifact],
-) -> NamedTuple("MonitorOutputs", [("retrain", bool), ("reasons", str)]):
+) -> None:
     import json
-    from collections import namedtuple
 
     from components.retrain import run_monitor_step
     from mlops.config import PipelineConfig
@@ -314,23 +313,37 @@ def monitor(
     decision = result["decision"]
     monitoring.metadata.update({"retrain": decision["retrain"], "findings": result["findings"]})
     exit_without_teardown()
-    return namedtuple("MonitorOutputs", ["retrain", "reasons"])(
-        bool(decision["retrain"]), json.dumps(decision["reasons"])
+
+
+def retrain_decision(monitoring: Input[Artifact]) -> bool:
+    """The monitoring step's decision as a task's single output (kfp.local resolves `dsl.If`
+    conditions only on a task's `Output`)."""
+    import json
+    from pathlib import Path
+
+    return bool(
+        json.loads((Path(monitoring.path) / "decision.json").read_text())["decision"]["retrain"]
     )
 
 
 def launch_training(
-    config_json: str, step_log: str, target: str, reasons: str, template_path: str
+    config_json: str,
+    step_log: str,
+    target: str,
+    monitoring: Input[Artifact],
+    template_path: str,
 ) -> str:
     import json
+    from pathlib import Path
 
     from components.retrain import launch_training as launch
     from mlops.config import PipelineConfig
     from mlops.steps import exit_without_teardown, run_step
 
     config = PipelineConfig.from_json(config_json)
+    decision = json.loads((Path(monitoring.path) / "decision.json").read_text())["decision"]
     launched = run_step(
-        step_log, "launch_training", launch, config, target, json.loads(reasons), template_path
+        step_log, "launch_training", launch, config, target, decision["reasons"], template_path
     )
     exit_without_teardown()
     return json.dumps(launched)
@@ -362,6 +375,7 @@ STEP_FUNCTIONS = {
     "batch_predict_local": batch_predict_local,
     "vertex_request_logging": vertex_request_logging,
     "monitor": monitor,
+    "retrain_decision": retrain_decision,
     "launch_training": launch_training,
     "vertex_model_monitoring": vertex_model_monitoring,
 }

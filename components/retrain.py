@@ -147,10 +147,7 @@ def launch_training(
     the launch so the cool-down holds."""
     now = now or datetime.now(UTC)
     if target == "local":
-        from pipelines.local import run_training_locally
-
-        result = run_training_locally(config)
-        launched = {"target": "local", "run_id": result.run_id, "status": result.manifest["status"]}
+        launched = {"target": "local", **_run_training_process(config)}
     elif target == "vertex":
         from pipelines.vertex import SubmitSettings, build_pipeline_job, submit
 
@@ -164,6 +161,40 @@ def launch_training(
         raise ValueError(f"target must be 'local' or 'vertex', not {target!r}")
     record_retrain(retrain_state_path(config), now, reasons)
     return launched
+
+
+def _run_training_process(config: PipelineConfig) -> dict[str, Any]:
+    """Run the local training pipeline in its own process, as `mlops run` would: a KFP task's
+    runtime (`_KFP_RUNTIME`) has no pipeline-building DSL, and the training run must not share
+    this step's process state."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        handle.write(config.to_json())
+    env = {k: v for k, v in os.environ.items() if k != "_KFP_RUNTIME"}
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "run", "--config-json", handle.name],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.unlink(handle.name)
+    summary = completed.stdout.strip().splitlines()
+    run_line = next((line for line in summary if line.startswith("run ")), "")
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"the training run failed (exit {completed.returncode}): {run_line}\n"
+            + "\n".join(summary[-15:])
+            + completed.stderr[-2000:]
+        )
+    return {"status": "SUCCEEDED", "summary": run_line, "run_json": json.dumps(summary[-2:])}
 
 
 def setup_vertex_model_monitoring(

@@ -17,6 +17,10 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
         default=str(DEFAULT_CONFIG),
         help=f"pipeline config YAML (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])})",
     )
+    parser.add_argument(
+        "--config-json",
+        help="a config already validated and serialised as JSON (a file), instead of --config",
+    )
 
 
 def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
@@ -305,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        if args.config_json:
+            config = PipelineConfig.from_json(Path(args.config_json).read_text())
+        else:
+            config = load_config(args.config)
         return args.func(args, config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -51,9 +51,14 @@ def build_monitoring_pipeline(config: PipelineConfig, target: str = "local"):
                 .set_display_name("monitor")
                 .set_caching_options(False)
             )
-            with dsl.If(monitor.outputs["retrain"] == True, name="retrain"):  # noqa: E712
+            decision = ops.retrain_decision(monitoring=monitor.outputs["monitoring"])
+            decision.set_display_name("retrain-decision").set_caching_options(False)
+            with dsl.If(decision.output == True, name="retrain"):  # noqa: E712
                 ops.launch_training(
-                    target="local", reasons=monitor.outputs["reasons"], template_path="", **common
+                    target="local",
+                    monitoring=monitor.outputs["monitoring"],
+                    template_path="",
+                    **common,
                 ).set_display_name("launch-training").set_caching_options(False)
 
         return local_monitoring
@@ -84,10 +89,12 @@ def build_monitoring_pipeline(config: PipelineConfig, target: str = "local"):
             reference_json=reference_json,
             **common,
         ).set_display_name("monitor")
-        with dsl.If(monitor.outputs["retrain"] == True, name="retrain"):  # noqa: E712
+        decision = ops.retrain_decision(monitoring=monitor.outputs["monitoring"])
+        decision.set_display_name("retrain-decision")
+        with dsl.If(decision.output == True, name="retrain"):  # noqa: E712
             ops.launch_training(
                 target="vertex",
-                reasons=monitor.outputs["reasons"],
+                monitoring=monitor.outputs["monitoring"],
                 template_path=training_template_uri,
                 **common,
             ).set_display_name("launch-training")

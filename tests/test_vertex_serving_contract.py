@@ -96,9 +96,9 @@ def test_vertex_prediction_needs_a_parent_model(tmp_path: Path) -> None:
 def test_monitoring_pipeline_sets_up_model_monitoring_and_gated_retraining(tmp_path: Path) -> None:
     spec = _spec(_config(tmp_path), "monitoring", tmp_path)
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"vertex-model-monitoring", "monitor"} <= set(tasks)
+    assert {"vertex-model-monitoring", "monitor", "retrain-decision"} <= set(tasks)
     (condition,) = [name for name in tasks if name.startswith("condition")]
-    assert "monitor-retrain'] == true" in tasks[condition]["triggerPolicy"]["condition"]
+    assert "retrain-decision-Output'] == true" in tasks[condition]["triggerPolicy"]["condition"]
     inner = spec["components"][f"comp-{condition}"]["dag"]["tasks"]
     launch = inner["launch-training"]["inputs"]["parameters"]
     assert launch["target"]["runtimeValue"]["constant"] == "vertex"

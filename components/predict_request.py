@@ -1,0 +1,231 @@
+"""Validation of online prediction requests (Vertex AI's `{"instances": [...]}` body).
+
+Pure functions, no TensorFlow: a request either becomes raw-feature arrays that follow
+`components.raw_features`' contract, or a `RequestError` whose status is 4xx and whose message
+names the instance index and the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from components.raw_features import coerce_record
+from mlops.config import FeatureConfig
+
+JSON_CONTENT_TYPE = "application/json"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_ALLOWED_TOP_LEVEL = ("instances", "parameters")
+
+
+class RequestError(Exception):
+    """A bad request: `status` is the HTTP status (4xx), `message` says what was expected."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def describe(value: Any, limit: int = 40) -> str:
+    """`string 'heavy'`, `boolean true`, `array` ...: the value as a client would recognise it."""
+    kind = json_type(value)
+    if isinstance(value, list | dict):
+        return kind
+    text = json.dumps(value) if isinstance(value, bool) or value is None else repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{kind} {text}"
+
+
+def check_content_type(content_type: str | None) -> None:
+    """Only JSON is accepted; an absent content type is taken to be JSON."""
+    if not content_type or not content_type.strip():
+        return
+    media_type, _, params = content_type.partition(";")
+    if media_type.strip().lower() != JSON_CONTENT_TYPE:
+        raise RequestError(
+            415, f"unsupported content type '{media_type.strip()}'; expected {JSON_CONTENT_TYPE}"
+        )
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise RequestError(415, f"unsupported charset '{value.strip()}'; expected utf-8")
+
+
+def _reject_constant(name: str) -> Any:
+    raise RequestError(400, f"body is not valid JSON: {name} is not a JSON value")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise RequestError(400, f"body is not valid JSON for a request: duplicate key '{key}'")
+        obj[key] = value
+    return obj
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity literals, no duplicate keys."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise RequestError(400, 'body is empty; expected a JSON object {"instances": [...]}')
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+    except json.JSONDecodeError as exc:
+        raise RequestError(
+            400, f"body is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise RequestError(400, "body is not valid JSON for a request: nested too deeply") from None
+
+
+def _numeric(value: Any, where: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(400, f"{where}: expected a number or null, got {describe(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
+        raise RequestError(
+            400,
+            f"{where}: expected a finite number within float32 range (|x| <= {_FLOAT32_MAX:.4g}) "
+            f"or null, got {describe(value)}",
+        )
+
+
+def _categorical(value: Any, where: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                400, f"{where}: string is not valid Unicode (it holds a lone surrogate)"
+            ) from None
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(
+            400, f"{where}: expected a string, an integer or null, got {describe(value)}"
+        )
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+def check_instance(instance: Any, index: int, features: FeatureConfig) -> None:
+    """One instance: exactly the raw features, each of an accepted JSON type."""
+    where = f"instances[{index}]"
+    if not isinstance(instance, dict):
+        raise RequestError(
+            400,
+            f"{where}: expected an object mapping feature names to values, got {describe(instance)}",
+        )
+    expected = features.raw_features
+    missing = [name for name in expected if name not in instance]
+    unknown = sorted(key for key in instance if key not in set(expected))
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing feature(s) {_names(missing)}")
+        if unknown:
+            parts.append(f"unknown feature(s) {_names(unknown)}")
+        raise RequestError(
+            400,
+            f"{where}: {'; '.join(parts)} (every instance must have exactly: {_names(expected)};"
+            " use null for a missing value)",
+        )
+    for name in features.numeric:
+        _numeric(instance[name], f"{where}.{name}")
+    for name in features.categorical:
+        _categorical(instance[name], f"{where}.{name}")
+
+
+def parse_request(
+    body: bytes, content_type: str | None, features: FeatureConfig, max_instances: int
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """A request body as (the instances as received, raw-feature arrays for `serving_default`).
+
+    Arrays match `raw_features.frame_to_arrays`: float32 with NaN for missing numbers, object
+    arrays of str with "" for missing categories.
+    """
+    check_content_type(content_type)
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise RequestError(
+            400,
+            f'body must be a JSON object {{"instances": [...]}}, got {json_type(payload)}',
+        )
+    unknown = sorted(key for key in payload if key not in _ALLOWED_TOP_LEVEL)
+    if unknown:
+        raise RequestError(
+            400,
+            f"unknown top-level key(s) {_names(unknown)}; allowed: {_names(list(_ALLOWED_TOP_LEVEL))}",
+        )
+    if "parameters" in payload and not isinstance(payload["parameters"], dict):
+        raise RequestError(
+            400, f"parameters: expected an object, got {describe(payload['parameters'])}"
+        )
+    if "instances" not in payload:
+        raise RequestError(400, "instances: required; expected a non-empty list of objects")
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise RequestError(
+            400, f"instances: expected a non-empty list of objects, got {describe(instances)}"
+        )
+    if not instances:
+        raise RequestError(400, "instances: expected a non-empty list of objects, got []")
+    if len(instances) > max_instances:
+        raise RequestError(
+            400,
+            f"instances: at most {max_instances} instances per request (serving.max_instances), "
+            f"got {len(instances)}",
+        )
+    for index, instance in enumerate(instances):
+        check_instance(instance, index, features)
+    return instances, instances_to_arrays(instances, features)
+
+
+def instances_to_arrays(
+    instances: list[dict[str, Any]], features: FeatureConfig
+) -> dict[str, np.ndarray]:
+    """Validated instances as the model's raw inputs, through `coerce_record`."""
+    rows = [coerce_record(instance, features) for instance in instances]
+    arrays: dict[str, np.ndarray] = {}
+    for name in features.numeric:
+        arrays[name] = np.array([row[name] for row in rows], dtype=np.float32)
+    for name in features.categorical:
+        arrays[name] = np.array([row[name] for row in rows], dtype=object)
+    return arrays

@@ -1,0 +1,847 @@
+"""Online prediction server that honours Vertex AI's custom-container contract.
+
+Vertex tells the container where to listen and what to answer through environment variables,
+read when the server starts (never at import): `AIP_HTTP_PORT` (default 8080), `AIP_HEALTH_ROUTE`
+(default /health), `AIP_PREDICT_ROUTE` (default /predict), and `AIP_STORAGE_URI`, the model
+directory (labelled `AIP_DEPLOYED_MODEL_ID`, or "vertex").
+
+    python -m components.serving --config configs/penguins.yaml --model-dir MODEL_DIR --port 8080
+
+`POST <predict route>` takes `{"instances": [{feature: value, ...}, ...], "parameters": {...}}`
+and answers `{"predictions": [{"label", "probabilities"}], "model_version", "request_id"}`.
+Bad requests get a 4xx with `{"error": ...}` naming the instance and field (see
+`components.predict_request`). Several model versions can be served at once, with a weighted
+random split of the traffic (a local canary); a sample of requests and their predictions is
+appended to a JSON Lines request log that `read_request_log` turns back into raw features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from components.predict_request import RequestError, parse_request
+from mlops.config import FeatureConfig, PipelineConfig, load_config
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8080
+DEFAULT_HEALTH_ROUTE = "/health"
+DEFAULT_PREDICT_ROUTE = "/predict"
+VERTEX_VERSION_LABEL = "vertex"
+LOCAL_VERSION_LABEL = "local"
+META_COLUMNS = ("__request_id__", "__timestamp__", "__model_version__", "__predicted_label__")
+
+# A client that stalls mid-request must not hold a server thread forever.
+_SOCKET_TIMEOUT_S = 30.0
+# Unread request bytes are drained (up to this much) before closing, so that the kernel does not
+# answer them with a reset that can destroy the error response the client has yet to read.
+_DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+_DRAIN_TIMEOUT_S = 2.0
+_SHUTDOWN_GRACE_S = 10.0
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+
+
+class LoadedModel:
+    """A SavedModel's raw-feature `serving_default` signature, under a version label."""
+
+    def __init__(self, version: str, model_dir: str, loaded: Any, signature: Any) -> None:
+        self.version = version
+        self.model_dir = model_dir
+        # The signature's variables live on the loaded object; dropping it breaks the signature.
+        self._loaded = loaded
+        self._signature = signature
+        self.input_specs: dict[str, Any] = dict(signature.structured_input_signature[1])
+
+    def check_features(self, features: FeatureConfig) -> None:
+        """Fail unless the signature takes exactly the config's raw features, with their dtypes."""
+        import tensorflow as tf
+
+        expected = {name: tf.float32 for name in features.numeric}
+        expected.update({name: tf.string for name in features.categorical})
+        actual = {name: spec.dtype for name, spec in self.input_specs.items()}
+        if actual != expected:
+            show = lambda specs: {k: v.name for k, v in sorted(specs.items())}  # noqa: E731
+            raise ValueError(
+                f"model version '{self.version}' ({self.model_dir}) takes inputs {show(actual)}, "
+                f"but config.features expects {show(expected)}"
+            )
+
+    def predict_raw(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The signature's outputs as numpy arrays."""
+        import tensorflow as tf
+
+        missing = sorted(set(self.input_specs) - set(arrays))
+        if missing:
+            raise ValueError(f"missing model inputs {missing}; expected {sorted(self.input_specs)}")
+        tensors = {
+            name: tf.constant(arrays[name], dtype=spec.dtype)
+            for name, spec in self.input_specs.items()
+        }
+        return {name: value.numpy() for name, value in self._signature(**tensors).items()}
+
+    def predict(self, arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+        """Per row `{"label": str, "probabilities": {class_name: float}}` (unrounded)."""
+        out = self.predict_raw(arrays)
+        probabilities = out["probabilities"]
+        if len(probabilities) == 0:
+            return []
+        # Every row carries the same class names (tiled by the signature).
+        names = [name.decode("utf-8") for name in out["classes"][0]]
+        return [
+            {
+                "label": label.decode("utf-8"),
+                "probabilities": {name: float(p) for name, p in zip(names, row, strict=True)},
+            }
+            for label, row in zip(out["predicted_label"], probabilities, strict=True)
+        ]
+
+
+def load_model(model_dir: str | Path, version: str | None = None) -> LoadedModel:
+    """Load a SavedModel (local path or gs:// URI); `version` defaults to the directory's name."""
+    import tensorflow as tf
+
+    model_dir = str(model_dir)
+    loaded = tf.saved_model.load(model_dir)
+    if "serving_default" not in loaded.signatures:
+        raise ValueError(
+            f"{model_dir} has no 'serving_default' signature (has {sorted(loaded.signatures)})"
+        )
+    label = version if version is not None else Path(model_dir.rstrip("/")).name
+    return LoadedModel(label, model_dir, loaded, loaded.signatures["serving_default"])
+
+
+def _warm_up(model: LoadedModel, features: FeatureConfig) -> None:
+    """One all-missing row, so the first real request does not pay for tracing."""
+    arrays: dict[str, np.ndarray] = {
+        name: np.full(1, np.nan, np.float32) for name in features.numeric
+    }
+    arrays.update({name: np.array([""], dtype=object) for name in features.categorical})
+    model.predict(arrays)
+
+
+# --------------------------------------------------------------------------------------------
+# Service: routing, health and request logging, independent of HTTP
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def check_traffic(models: Mapping[str, str], traffic: Mapping[str, int]) -> dict[str, int]:
+    """Percent per version, every model included (absent = 0); they must sum to 100."""
+    if not models:
+        raise ValueError("models is empty; expected at least one {version label: model dir}")
+    unknown = sorted(set(traffic) - set(models))
+    if unknown:
+        raise ValueError(
+            f"traffic names version(s) {unknown} that are not among the models {sorted(models)}"
+        )
+    split: dict[str, int] = {}
+    for version in models:
+        percent = traffic.get(version, 0)
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+            raise ValueError(
+                f"traffic['{version}'] must be an integer percent in [0, 100], got {percent!r}"
+            )
+        split[version] = percent
+    total = sum(split.values())
+    if total != 100:
+        raise ValueError(f"traffic percentages must sum to 100, got {total} ({split})")
+    return split
+
+
+class PredictionService:
+    """Routes each request to a model version by weighted random choice, predicts, and logs a
+    sample of requests. Models load in a background thread (`start`); until every model is
+    loaded, health and predict answer 503."""
+
+    def __init__(
+        self,
+        models: Mapping[str, str],
+        traffic: Mapping[str, int],
+        config: PipelineConfig,
+        request_log: str | Path | None,
+        seed: int | None = None,
+    ) -> None:
+        self.models = {str(version): str(path) for version, path in models.items()}
+        self.traffic = check_traffic(self.models, {str(k): v for k, v in traffic.items()})
+        self.config = config
+        self.request_log = Path(request_log) if request_log else None
+        self._versions = [v for v, percent in self.traffic.items() if percent > 0]
+        self._weights = [self.traffic[v] for v in self._versions]
+        # Separate streams: whether a request is logged must not change where later ones go.
+        self._route_rng = random.Random(seed)
+        self._log_rng = random.Random(None if seed is None else seed + 1)
+        self._rng_lock = threading.Lock()
+        self._log_lock = threading.Lock()
+        self._log_file: IO[str] | None = None
+        self._loaded: dict[str, LoadedModel] = {}
+        self._error: str | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def start(self, on_ready: Callable[[], None] | None = None) -> threading.Thread:
+        """Load every model in a background thread; `on_ready` runs once all are loaded."""
+
+        def run() -> None:
+            self.load()
+            if self.ready and on_ready is not None:
+                on_ready()
+
+        self._thread = threading.Thread(target=run, name="model-loader", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def load(self) -> None:
+        """Load (and warm up) every model now; a failure is kept and reported by `health`."""
+        current = "?"
+        try:
+            started = time.perf_counter()
+            loaded = {}
+            for version, model_dir in self.models.items():
+                current = version
+                model = load_model(model_dir, version)
+                model.check_features(self.config.features)
+                _warm_up(model, self.config.features)
+                loaded[version] = model
+            self._loaded = loaded
+            logger.info(
+                "loaded model version(s) %s in %.1fs; traffic %s",
+                sorted(loaded),
+                time.perf_counter() - started,
+                self.traffic,
+            )
+        except Exception as exc:
+            self._error = f"loading model version '{current}' failed: {type(exc).__name__}: {exc}"
+            logger.exception("loading model version '%s' failed", current)
+        finally:
+            self._done.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._done.is_set() and self._error is None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until loading ends; True if every model is loaded."""
+        self._done.wait(timeout)
+        return self.ready
+
+    def model(self, version: str) -> LoadedModel:
+        return self._loaded[version]
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def health(self) -> Reply:
+        if self.ready:
+            return Reply(200, {"status": "ready", "traffic": self.traffic})
+        if self._error is not None:
+            return Reply(503, {"status": "failed", "error": self._error})
+        return Reply(503, {"status": "loading", "error": "models are still loading"})
+
+    def choose_version(self) -> str:
+        with self._rng_lock:
+            return self._route_rng.choices(self._versions, weights=self._weights)[0]
+
+    def predict(self, body: bytes, content_type: str | None, request_id: str) -> Reply:
+        """Answer one predict request; never raises for bad input (4xx) or model errors (500)."""
+        if not self.ready:
+            return self.health()
+        serving = self.config.serving
+        try:
+            instances, arrays = parse_request(
+                body, content_type, self.config.features, serving.max_instances
+            )
+        except RequestError as exc:
+            return Reply(exc.status, {"error": exc.message})
+        version = self.choose_version()
+        try:
+            predictions = self._loaded[version].predict(arrays)
+        except Exception:
+            logger.exception("request %s: model version '%s' failed", request_id, version)
+            return Reply(
+                500,
+                {"error": f"internal error while predicting; see the server log ({request_id})"},
+            )
+        try:
+            self._maybe_log(request_id, version, instances, predictions)
+        except (OSError, ValueError):
+            # Monitoring loses this row; the client still gets its prediction.
+            logger.exception("request %s: could not write the request log", request_id)
+        return Reply(
+            200,
+            {"predictions": predictions, "model_version": version, "request_id": request_id},
+            {"X-Model-Version": version},
+        )
+
+    def _maybe_log(
+        self,
+        request_id: str,
+        version: str,
+        instances: list[dict[str, Any]],
+        predictions: list[dict[str, Any]],
+    ) -> None:
+        if self.request_log is None:
+            return
+        rate = self.config.serving.request_log_sample_rate
+        with self._rng_lock:
+            sampled = self._log_rng.random() < rate
+        if not sampled:
+            return
+        record = {
+            "request_id": request_id,
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+            "model_version": version,
+            "instances": instances,
+            "predictions": predictions,
+        }
+        line = json.dumps(record, allow_nan=False, ensure_ascii=False) + "\n"
+        with self._log_lock:
+            if self._log_file is None:
+                self.request_log.parent.mkdir(parents=True, exist_ok=True)
+                self._log_file = open(self.request_log, "a", encoding="utf-8")  # noqa: SIM115
+            self._log_file.write(line)
+            self._log_file.flush()
+
+    def close(self) -> None:
+        with self._log_lock:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+
+
+@dataclass(frozen=True)
+class Routes:
+    health: str = DEFAULT_HEALTH_ROUTE
+    predict: str = DEFAULT_PREDICT_ROUTE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Routes:
+        env = os.environ if env is None else env
+        return cls(
+            health=env.get("AIP_HEALTH_ROUTE") or DEFAULT_HEALTH_ROUTE,
+            predict=env.get("AIP_PREDICT_ROUTE") or DEFAULT_PREDICT_ROUTE,
+        )
+
+
+def env_port(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    raw = env.get("AIP_HTTP_PORT") or str(DEFAULT_PORT)
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ValueError(f"AIP_HTTP_PORT must be a port number, got {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"AIP_HTTP_PORT must be in [0, 65535], got {port}")
+    return port
+
+
+class PredictionServer(ThreadingHTTPServer):
+    """One thread per connection; keeps count of requests in flight for a graceful stop."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], service: PredictionService, routes: Routes
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.service = service
+        self.routes = routes
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def request_started(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def request_finished(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mlops-serving/1"
+    timeout = _SOCKET_TIMEOUT_S
+    # Headers and body are two writes; with Nagle on, the second waits for the client's delayed
+    # ACK (~40 ms per request).
+    disable_nagle_algorithm = True
+    server: PredictionServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._dispatch()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        self.server.request_started()
+        request_id = uuid.uuid4().hex
+        # Bytes of the request body not read yet (None: unknown, e.g. chunked).
+        self._unread: int | None = self._declared_length()
+        try:
+            reply = self._route(request_id)
+        except RequestError as exc:
+            reply = Reply(exc.status, {"error": exc.message})
+        except TimeoutError:
+            reply = Reply(408, {"error": "timed out reading the request body"})
+            self._unread = None
+        except Exception:
+            logger.exception("request %s failed", request_id)
+            reply = Reply(
+                500, {"error": f"internal server error; see the server log ({request_id})"}
+            )
+        try:
+            self._send(reply, request_id)
+            if self._unread != 0:
+                self._linger()
+        except OSError:
+            self.close_connection = True  # the client went away
+        finally:
+            self.server.request_finished()
+
+    def _route(self, request_id: str) -> Reply:
+        routes = self.server.routes
+        path = urlsplit(self.path).path
+        method = self.command
+        if path == routes.health:
+            if method not in ("GET", "HEAD"):
+                raise _method_not_allowed(method, path, "GET")
+            return self.server.service.health()
+        if path == routes.predict:
+            if method != "POST":
+                raise _method_not_allowed(method, path, "POST")
+            body = self._read_body()
+            return self.server.service.predict(body, self.headers.get("Content-Type"), request_id)
+        raise RequestError(
+            404,
+            f"unknown route '{path}'; routes: GET {routes.health} (health), "
+            f"POST {routes.predict} (predict)",
+        )
+
+    def _declared_length(self) -> int | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return None
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return 0
+        try:
+            length = int(raw)
+        except ValueError:
+            return None
+        return length if length >= 0 else None
+
+    def _read_body(self) -> bytes:
+        limit = self.server.service.config.serving.max_body_bytes
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RequestError(
+                411, "Content-Length required; chunked transfer encoding is not supported"
+            )
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            raise RequestError(411, "Content-Length required")
+        length = self._unread
+        if length is None:
+            raise RequestError(
+                400, f"invalid Content-Length {raw!r}; expected a non-negative integer"
+            )
+        if length > limit:
+            raise RequestError(
+                413,
+                f"body of {length} bytes exceeds the limit of {limit} bytes "
+                "(serving.max_body_bytes); send fewer instances per request",
+            )
+        body = self.rfile.read(length)
+        self._unread = 0
+        if len(body) != length:
+            self.close_connection = True
+            raise RequestError(400, f"body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _send(self, reply: Reply, request_id: str) -> None:
+        body = dict(reply.body)
+        if reply.status >= 400:
+            body.setdefault("request_id", request_id)
+        try:
+            data = json.dumps(body, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        except ValueError:  # e.g. a NaN probability: a model bug, not the client's
+            logger.exception("request %s: response is not valid JSON", request_id)
+            reply = Reply(500, {"error": f"internal error; see the server log ({request_id})"})
+            data = json.dumps({**reply.body, "request_id": request_id}).encode("utf-8")
+        if self._unread != 0:
+            self.close_connection = True
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Request-Id", request_id)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _linger(self) -> None:
+        """Close after the response without resetting the connection: stop writing, then read
+        and discard what the client still sends (bounded in bytes and time)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            budget = _DRAIN_LIMIT_BYTES if self._unread is None else self._unread
+            budget = min(budget, _DRAIN_LIMIT_BYTES)
+            deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+            self.connection.settimeout(_DRAIN_TIMEOUT_S)
+            while budget > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(budget, 65536))
+                if not chunk:
+                    break
+                budget -= len(chunk)
+        except OSError:
+            pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (malformed request line, unknown method, ...) as JSON 4xx."""
+        if code == 501:  # unknown method: a client error, not a missing server feature
+            code, message = 405, f"method {self.command!r} is not allowed"
+        elif code >= 500:
+            code = 400
+        self.close_connection = True
+        data = json.dumps({"error": message or explain or "bad request"}).encode("utf-8")
+        try:
+            self.send_response(code, message)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(data)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+
+def _method_not_allowed(method: str, path: str, allowed: str) -> RequestError:
+    return RequestError(405, f"method {method} is not allowed on {path}; use {allowed}")
+
+
+def make_server(
+    service: PredictionService, host: str, port: int, routes: Routes | None = None
+) -> PredictionServer:
+    """Bind the HTTP server (port 0 picks a free one); `serve_forever` it; start the service."""
+    return PredictionServer((host, port), service, routes or Routes.from_env())
+
+
+def _ensure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+
+def serve(
+    models: Mapping[str, str],
+    traffic: Mapping[str, int],
+    config: PipelineConfig,
+    host: str = "0.0.0.0",
+    port: int | None = None,
+    request_log: str | Path | None = None,
+    ready_event: threading.Event | None = None,
+    *,
+    seed: int | None = None,
+    routes: Routes | None = None,
+    stop_event: threading.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (handled when called from the main thread) or `stop_event`.
+
+    `port` None reads `AIP_HTTP_PORT`; routes come from `AIP_HEALTH_ROUTE`/`AIP_PREDICT_ROUTE`
+    unless given. `ready_event` is set once every model is loaded (health answers 200); it stays
+    unset if loading fails (health then answers 503 with the error).
+    """
+    _ensure_logging()
+    service = PredictionService(models, traffic, config, request_log, seed)
+    server = make_server(service, host, env_port() if port is None else port, routes)
+    routes = server.routes
+    previous: dict[int, Any] = {}
+
+    def stop(signum: int, _frame: Any) -> None:
+        logger.info("received %s; shutting down", signal.Signals(signum).name)
+        # shutdown() waits for serve_forever, which runs in this (the signalled) thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, stop)
+    finished = threading.Event()
+    if stop_event is not None:
+
+        def watch() -> None:
+            while not finished.is_set():
+                if stop_event.wait(0.2):
+                    server.shutdown()
+                    return
+
+        threading.Thread(target=watch, name="stop-watcher", daemon=True).start()
+    try:
+        service.start(on_ready=ready_event.set if ready_event is not None else None)
+        logger.info(
+            "serving on http://%s:%d  health: GET %s  predict: POST %s  models: %s  traffic: %s",
+            host,
+            server.port,
+            routes.health,
+            routes.predict,
+            service.models,
+            service.traffic,
+        )
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        finished.set()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if not server.wait_idle(_SHUTDOWN_GRACE_S):
+            logger.warning("stopping with requests still in flight")
+        server.server_close()
+        service.close()
+        logger.info("stopped")
+
+
+# --------------------------------------------------------------------------------------------
+# Request log
+
+
+def _as_utc(value: str | dt.datetime | None) -> Any:
+    import pandas as pd
+
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _log_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    files: list[Path] = []
+    for item in map(Path, items):
+        files.extend(sorted(item.glob("*.jsonl")) if item.is_dir() else [item])
+    return files
+
+
+def read_request_log(
+    paths: str | Path | Iterable[str | Path],
+    since: str | dt.datetime | None = None,
+    until: str | dt.datetime | None = None,
+    *,
+    features: FeatureConfig | None = None,
+) -> Any:
+    """Logged requests as a pandas DataFrame, one row per instance, in [since, until).
+
+    Columns: the raw features as received (given `features`: exactly those, numeric as float64
+    with NaN, categorical as str with "" per `raw_features`), then `__request_id__`,
+    `__timestamp__` (UTC), `__model_version__` and `__predicted_label__`. `paths` may be files
+    or directories of `*.jsonl`; naive `since`/`until` are taken as UTC.
+    """
+    import pandas as pd
+
+    from components.raw_features import category_text
+
+    start, end = _as_utc(since), _as_utc(until)
+    rows: list[dict[str, Any]] = []
+    for path in _log_files(paths):
+        lines = path.read_text(encoding="utf-8").split("\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if number == len(lines):
+                    continue  # a last line cut short by a crash mid-write
+                raise ValueError(f"{path}:{number}: not a request log record: {exc}") from None
+            stamp = _as_utc(record["timestamp"])
+            if (start is not None and stamp < start) or (end is not None and stamp >= end):
+                continue
+            for instance, prediction in zip(
+                record["instances"], record["predictions"], strict=True
+            ):
+                rows.append(
+                    {
+                        **instance,
+                        "__request_id__": record["request_id"],
+                        "__timestamp__": stamp,
+                        "__model_version__": record["model_version"],
+                        "__predicted_label__": prediction["label"],
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    if features is None:
+        names = [c for c in frame.columns if c not in META_COLUMNS]
+    else:
+        names = features.raw_features
+        for name in names:
+            if name not in frame:
+                frame[name] = None
+        for name in features.numeric:
+            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+        for name in features.categorical:
+            frame[name] = [category_text(v) for v in frame[name].tolist()]
+    for name in META_COLUMNS:
+        if name not in frame:
+            frame[name] = pd.Series(dtype="datetime64[ns, UTC]" if "timestamp" in name else object)
+    return frame[[*names, *META_COLUMNS]].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{flag} expects VERSION=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    if args.config_json:
+        text = args.config_json
+        if not text.lstrip().startswith("{"):
+            text = Path(text).read_text(encoding="utf-8")
+        return PipelineConfig.from_json(text)
+    return load_config(args.config)
+
+
+def _models_from_args(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, int]]:
+    deployed = env.get("AIP_DEPLOYED_MODEL_ID")
+    if args.model:
+        models = _pairs(args.model, "--model")
+    elif args.model_dir:
+        models = {args.model_version or deployed or LOCAL_VERSION_LABEL: args.model_dir}
+    elif env.get("AIP_STORAGE_URI"):
+        models = {args.model_version or deployed or VERTEX_VERSION_LABEL: env["AIP_STORAGE_URI"]}
+    else:
+        raise ValueError(
+            "no model: pass --model-dir DIR (or --model VERSION=DIR) or set AIP_STORAGE_URI"
+        )
+    if args.traffic:
+        traffic = {}
+        for version, percent in _pairs(args.traffic, "--traffic").items():
+            try:
+                traffic[version] = int(percent)
+            except ValueError:
+                raise ValueError(
+                    f"--traffic {version}={percent}: expected an integer percent"
+                ) from None
+    elif len(models) == 1:
+        traffic = {next(iter(models)): 100}
+    else:
+        raise ValueError(f"several models {sorted(models)} need --traffic VERSION=PERCENT for each")
+    return models, traffic
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; reads the AIP_* environment variables when it runs."""
+    parser = argparse.ArgumentParser(
+        prog="python -m components.serving",
+        description="Online prediction server (Vertex AI custom-container contract).",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="pipeline config YAML (e.g. configs/penguins.yaml)")
+    source.add_argument("--config-json", help="pipeline config as JSON text or a JSON file path")
+    parser.add_argument("--model-dir", help="SavedModel dir (default: $AIP_STORAGE_URI)")
+    parser.add_argument(
+        "--model-version",
+        help="version label for --model-dir (default: $AIP_DEPLOYED_MODEL_ID, else 'local', "
+        "or 'vertex' for $AIP_STORAGE_URI)",
+    )
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="VERSION=DIR", help="serve several versions"
+    )
+    parser.add_argument(
+        "--traffic", action="append", default=[], metavar="VERSION=PERCENT", help="traffic split"
+    )
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, help=f"default: $AIP_HTTP_PORT or {DEFAULT_PORT}")
+    parser.add_argument("--request-log", help="JSON Lines file for sampled requests")
+    parser.add_argument("--seed", type=int, help="seed for traffic routing and log sampling")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    env = os.environ
+    try:
+        config = _config_from_args(args)
+        models, traffic = _models_from_args(args, env)
+        port = env_port(env) if args.port is None else args.port
+        check_traffic(models, traffic)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    serve(models, traffic, config, args.host, port, args.request_log, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # TensorFlow's native teardown can crash at interpreter exit; the server is done by now.
+    os._exit(code)

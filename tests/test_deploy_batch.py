@@ -1,0 +1,179 @@
+"""Deploy (local endpoint records with canary splits) and Beam batch prediction; batch and online
+predictions agree for the same rows."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.batch_predict import BatchPredictError, read_predictions, run_batch_predict
+from components.deploy import run_deploy_local
+from components.ingest import read_split
+from components.raw_features import frame_to_arrays
+from components.register import registry_root
+from mlops.endpoints import EndpointError, LocalEndpoints
+from mlops.registry import CHAMPION, LocalModelRegistry
+from tests.conftest import REPO, config_in
+
+
+def _fake_model(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.mkdir()
+    (path / "saved_model.pb").write_text(name)
+    return path
+
+
+def test_deploy_canary_then_promote(tmp_path: Path) -> None:
+    config = config_in(tmp_path, "penguins")
+    registry = LocalModelRegistry(registry_root(config))
+    registry.register("penguins", _fake_model(tmp_path, "a"), {}, aliases=[CHAMPION])
+    registry.register("penguins", _fake_model(tmp_path, "b"), {})
+    first = run_deploy_local(config, CHAMPION)
+    assert first["traffic"] == {"1": 100}
+    canary = run_deploy_local(config, "2", canary_percent=10)
+    assert canary["traffic"] == {"1": 90, "2": 10}
+    assert set(canary["models"]) == {"1", "2"}
+    promoted = run_deploy_local(config, "2", canary_percent=0)
+    assert promoted["traffic"] == {"2": 100} and set(promoted["models"]) == {"2"}
+    assert [h["traffic"] for h in promoted["history"]] == [
+        {"1": 100},
+        {"1": 90, "2": 10},
+        {"2": 100},
+    ]
+
+
+def test_unknown_endpoint_and_version_errors(tmp_path: Path) -> None:
+    config = config_in(tmp_path, "penguins")
+    with pytest.raises(EndpointError, match="deploy a model first"):
+        LocalEndpoints(tmp_path / "endpoints").get("penguins")
+    with pytest.raises(LookupError, match="no alias 'champion'"):
+        run_deploy_local(config, CHAMPION)
+
+
+@pytest.fixture(scope="module")
+def batch_input(penguins_chain, tmp_path_factory) -> Path:
+    _, paths, _ = penguins_chain
+    frame = read_split(paths["data"], "test")
+    frame.insert(0, "penguin_id", [f"p{i:03d}" for i in range(len(frame))])
+    path = tmp_path_factory.mktemp("batch") / "penguins.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_batch_predictions_match_the_model(
+    penguins_chain, batch_input, tmp_path: Path, fmt
+) -> None:
+    import tensorflow as tf
+
+    config, paths, _ = penguins_chain
+    frame = pd.read_csv(batch_input)
+    source = tmp_path / f"input.{fmt}"
+    if fmt == "csv":
+        source = batch_input
+    elif fmt == "jsonl":
+        frame.to_json(source, orient="records", lines=True)
+    else:
+        frame.to_parquet(source, index=False)
+    summary = run_batch_predict(config, paths["model"], str(source), tmp_path / "out", "penguin_id")
+    assert summary["rows"] == len(frame)
+    rows = {row["penguin_id"]: row for row in read_predictions(tmp_path / "out")}
+    loaded = tf.saved_model.load(str(paths["model"]))
+    expected = loaded.signatures["serving_default"](
+        **{k: tf.constant(v) for k, v in frame_to_arrays(frame, config.features).items()}
+    )
+    for i, row_id in enumerate(frame["penguin_id"]):
+        got = rows[row_id]
+        assert got["label"] == expected["predicted_label"].numpy()[i].decode()
+        # Same values up to float32 summation order (batches are sized differently).
+        np.testing.assert_allclose(
+            list(got["probabilities"].values()), expected["probabilities"].numpy()[i], atol=1e-6
+        )
+
+
+def test_batch_input_without_id_column_is_refused(penguins_chain, tmp_path: Path) -> None:
+    config, paths, _ = penguins_chain
+    source = tmp_path / "no_id.csv"
+    read_split(paths["data"], "test").to_csv(source, index=False)
+    with pytest.raises(BatchPredictError, match="columns \\['row_id'\\] are missing"):
+        run_batch_predict(config, paths["model"], str(source), tmp_path / "out", "row_id")
+    assert not (tmp_path / "out").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_batch_and_online_predictions_are_identical(
+    penguins_chain, batch_input, tmp_path: Path
+) -> None:
+    config, paths, _ = penguins_chain
+    run_batch_predict(config, paths["model"], str(batch_input), tmp_path / "out", "penguin_id")
+    batch = {row["penguin_id"]: row for row in read_predictions(tmp_path / "out")}
+    config_file = tmp_path / "config.json"
+    config_file.write_text(config.to_json())
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "components.serving",
+            "--config-json",
+            str(config_file),
+            "--model-dir",
+            str(paths["model"]),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "server did not become healthy"
+            time.sleep(0.5)
+        frame = pd.read_csv(batch_input)
+        features = config.features.raw_features
+        instances = json.loads(frame[features].to_json(orient="records"))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict",
+            data=json.dumps({"instances": instances}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            online = json.loads(reply.read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert len(online) == len(frame)
+    for row_id, prediction in zip(frame["penguin_id"], online, strict=True):
+        assert prediction["label"] == batch[row_id]["label"]
+        assert prediction["probabilities"].keys() == batch[row_id]["probabilities"].keys()
+        # Identical conversion and signature; float32 sums may differ in the last bits when the
+        # rows are grouped into batches of other sizes.
+        np.testing.assert_allclose(
+            list(prediction["probabilities"].values()),
+            list(batch[row_id]["probabilities"].values()),
+            atol=1e-6,
+        )

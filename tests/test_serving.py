@@ -1,0 +1,860 @@
+"""Online prediction server: request validation (in-process, no TF), a real server process on
+loopback configured through Vertex's AIP_* variables, traffic split and request logging."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.predict_request import RequestError, parse_request
+from components.raw_features import frame_to_arrays
+from mlops.config import FeatureConfig, PipelineConfig
+
+REPO = Path(__file__).resolve().parents[1]
+HEALTH_ROUTE = "/v1/models/penguins/health"
+PREDICT_ROUTE = "/v1/models/penguins:predict"
+DEPLOYED_ID = "7"
+MAX_INSTANCES = 20
+MAX_BODY = 64 * 1024
+
+FEATURES = FeatureConfig(
+    numeric=["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"],
+    categorical=["island", "sex"],
+)
+GOOD = {
+    "bill_length_mm": 39.1,
+    "bill_depth_mm": 18.7,
+    "flipper_length_mm": 181,
+    "body_mass_g": 3750,
+    "year": 2007,
+    "island": "Torgersen",
+    "sex": "male",
+}
+ALL_NULL = dict.fromkeys(GOOD)
+
+
+def _body(instances: list[Any], **extra: Any) -> bytes:
+    return json.dumps({"instances": instances, **extra}).encode()
+
+
+def _with(index: int, count: int = 4, **changes: Any) -> bytes:
+    """`count` good instances, the one at `index` changed (a value of ... removes the key)."""
+    rows = [dict(GOOD) for _ in range(count)]
+    for key, value in changes.items():
+        if value is ...:
+            del rows[index][key]
+        else:
+            rows[index][key] = value
+    return _body(rows)
+
+
+def _instances(frame: pd.DataFrame, features: FeatureConfig) -> list[dict[str, Any]]:
+    """Rows as a client would send them: JSON values, null for missing."""
+    out = []
+    for record in frame[features.raw_features].to_dict("records"):
+        row = {}
+        for name, value in record.items():
+            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+                row[name] = None
+            elif name in features.numeric:
+                row[name] = value.item() if hasattr(value, "item") else value
+            else:
+                row[name] = str(value)
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation, in-process (no TensorFlow)
+
+
+def test_parse_request_builds_raw_feature_arrays_like_frame_to_arrays() -> None:
+    rows = [GOOD, ALL_NULL, {**GOOD, "island": 8, "body_mass_g": 4000.5}]
+    instances, arrays = parse_request(
+        _body(rows, parameters={"x": 1}), "application/json; charset=utf-8", FEATURES, 10
+    )
+    assert instances == rows
+    expected = frame_to_arrays(pd.DataFrame(rows), FEATURES)
+    assert set(arrays) == set(expected)
+    for name in FEATURES.numeric:
+        assert arrays[name].dtype == np.float32
+        np.testing.assert_array_equal(arrays[name], expected[name])
+    for name in FEATURES.categorical:
+        assert arrays[name].tolist() == expected[name].tolist()
+    assert arrays["island"].tolist() == ["Torgersen", "", "8"]
+    assert math.isnan(arrays["body_mass_g"][1])
+
+
+def test_parse_request_accepts_a_missing_content_type_and_rejects_others() -> None:
+    parse_request(_body([GOOD]), None, FEATURES, 1)
+    with pytest.raises(RequestError) as info:
+        parse_request(_body([GOOD]), "text/csv", FEATURES, 1)
+    assert info.value.status == 415 and "application/json" in info.value.message
+
+
+# ---------------------------------------------------------------------------------------------
+# A real server process, configured as Vertex configures a custom container
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    content_length: bool = True,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """(status, headers, JSON body); `content_length=False` omits the header entirely."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        for name, value in headers.items():
+            if value is not None:
+                conn.putheader(name, value)
+        if body is not None and content_length and "Content-Length" not in headers:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, dict(response.getheaders()), json.loads(data) if data else {}
+    finally:
+        conn.close()
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path, output: Path) -> None:
+        self.proc, self.port, self.log, self.output = proc, port, log, output
+        self.health_seen: list[int | str] = []
+
+    def tail(self) -> str:
+        return self.output.read_text(errors="replace")[-3000:]
+
+    def predict(self, body: bytes, **kwargs: Any) -> tuple[int, dict[str, str], dict[str, Any]]:
+        return _request(self.port, "POST", PREDICT_ROUTE, body, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server(penguins_chain, tmp_path_factory):
+    config, paths, _ = penguins_chain
+    tmp = tmp_path_factory.mktemp("serving")
+    serving = config.serving.model_copy(
+        update={
+            "max_instances": MAX_INSTANCES,
+            "max_body_bytes": MAX_BODY,
+            "request_log_sample_rate": 1.0,
+        }
+    )
+    config_file = tmp / "config.json"
+    config_file.write_text(config.model_copy(update={"serving": serving}).to_json())
+    port = _free_port()
+    env = {
+        **os.environ,
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": HEALTH_ROUTE,
+        "AIP_PREDICT_ROUTE": PREDICT_ROUTE,
+        "AIP_STORAGE_URI": str(paths["model"]),
+        "AIP_DEPLOYED_MODEL_ID": DEPLOYED_ID,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    log, output = tmp / "requests.jsonl", tmp / "server.out"
+    command = [
+        sys.executable,
+        "-m",
+        "components.serving",
+        "--config-json",
+        str(config_file),
+        "--host",
+        "127.0.0.1",
+        "--request-log",
+        str(log),
+        "--seed",
+        "0",
+    ]
+    with open(output, "wb") as sink:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    srv = Server(proc, port, log, output)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{srv.tail()}"
+            assert time.monotonic() < deadline, f"server never became healthy:\n{srv.tail()}"
+            try:
+                status, _, _ = _request(port, "GET", HEALTH_ROUTE, timeout=5)
+            except OSError:
+                status = "refused"
+            if not srv.health_seen or srv.health_seen[-1] != status:
+                srv.health_seen.append(status)
+            if status == 200:
+                break
+            time.sleep(0.05)
+        yield srv
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_health_is_503_while_loading_then_200(server) -> None:
+    # The server binds before TensorFlow is even imported, so loading takes seconds to observe.
+    assert 503 in server.health_seen, server.health_seen
+    assert server.health_seen[-1] == 200
+    assert server.health_seen.index(503) < server.health_seen.index(200)
+    status, _, body = _request(server.port, "GET", HEALTH_ROUTE)
+    assert status == 200 and body["status"] == "ready"
+    assert body["traffic"] == {DEPLOYED_ID: 100}
+
+
+def test_predictions_equal_the_in_process_serving_signature(server, penguins_chain) -> None:
+    import tensorflow as tf
+
+    from components.ingest import read_split
+
+    config, paths, _ = penguins_chain
+    frame = read_split(paths["data"], "test").head(15)
+    instances = _instances(frame, config.features)
+    assert any(v is None for row in instances for v in row.values())  # some rows lack values
+
+    status, headers, body = server.predict(_body(instances))
+    assert status == 200, body
+    assert headers["X-Model-Version"] == body["model_version"] == DEPLOYED_ID
+    assert headers["X-Request-Id"] == body["request_id"] and len(body["request_id"]) == 32
+
+    signature = tf.saved_model.load(str(paths["model"])).signatures["serving_default"]
+    arrays = frame_to_arrays(frame, config.features)
+    out = signature(**{name: tf.constant(values) for name, values in arrays.items()})
+    classes = [c.decode() for c in out["classes"].numpy()[0]]
+    labels = [label.decode() for label in out["predicted_label"].numpy()]
+    probabilities = out["probabilities"].numpy()
+    assert len(body["predictions"]) == len(frame)
+    for i, prediction in enumerate(body["predictions"]):
+        assert prediction["label"] == labels[i]
+        assert list(prediction["probabilities"]) == classes
+        for k, name in enumerate(classes):
+            assert abs(prediction["probabilities"][name] - float(probabilities[i, k])) <= 1e-6
+
+
+def test_rows_with_null_values_predict(server) -> None:
+    rows = [ALL_NULL, {**GOOD, "sex": None, "body_mass_g": None}, {**GOOD, "island": 3}]
+    status, _, body = server.predict(_body(rows, parameters={}))
+    assert status == 200, body
+    assert len(body["predictions"]) == 3
+    for prediction in body["predictions"]:
+        assert prediction["label"] in {"Adelie", "Chinstrap", "Gentoo"}
+        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_exactly_max_instances_is_accepted(server) -> None:
+    status, _, body = server.predict(_body([GOOD] * MAX_INSTANCES))
+    assert status == 200, body
+    assert len(body["predictions"]) == MAX_INSTANCES
+
+
+def _raw(text: str) -> bytes:
+    return text.encode()
+
+
+GOOD_JSON = json.dumps(GOOD)
+# (id, method, path, body, headers, send Content-Length, status, message substring)
+BAD_REQUESTS = [
+    ("not_json", "POST", PREDICT_ROUTE, _raw('{"instances": ['), {}, True, 400, "not valid JSON"),
+    (
+        "nan_literal",
+        "POST",
+        PREDICT_ROUTE,
+        _raw(GOOD_JSON.replace("39.1", "NaN").join(['{"instances": [', "]}"])),
+        {},
+        True,
+        400,
+        "NaN is not a JSON value",
+    ),
+    (
+        "infinity_literal",
+        "POST",
+        PREDICT_ROUTE,
+        _raw(GOOD_JSON.replace("3750", "-Infinity").join(['{"instances": [', "]}"])),
+        {},
+        True,
+        400,
+        "-Infinity is not a JSON value",
+    ),
+    ("empty_body", "POST", PREDICT_ROUTE, b"", {}, True, 400, "body is empty"),
+    ("not_utf8", "POST", PREDICT_ROUTE, b'{"instances": ["\xff"]}', {}, True, 400, "UTF-8"),
+    ("top_level_array", "POST", PREDICT_ROUTE, _raw("[1, 2]"), {}, True, 400, "got array"),
+    (
+        "no_instances",
+        "POST",
+        PREDICT_ROUTE,
+        _raw('{"parameters": {}}'),
+        {},
+        True,
+        400,
+        "instances: required",
+    ),
+    (
+        "instances_not_a_list",
+        "POST",
+        PREDICT_ROUTE,
+        _raw(f'{{"instances": {GOOD_JSON}}}'),
+        {},
+        True,
+        400,
+        "instances: expected a non-empty list of objects, got object",
+    ),
+    ("no_rows", "POST", PREDICT_ROUTE, _body([]), {}, True, 400, "got []"),
+    (
+        "unknown_top_level_key",
+        "POST",
+        PREDICT_ROUTE,
+        _body([GOOD], inputs=[]),
+        {},
+        True,
+        400,
+        "unknown top-level key(s) 'inputs'; allowed: 'instances', 'parameters'",
+    ),
+    (
+        "parameters_not_object",
+        "POST",
+        PREDICT_ROUTE,
+        _body([GOOD], parameters=[1]),
+        {},
+        True,
+        400,
+        "parameters: expected an object, got array",
+    ),
+    (
+        "instance_not_object",
+        "POST",
+        PREDICT_ROUTE,
+        _body([GOOD, [1, 2]]),
+        {},
+        True,
+        400,
+        "instances[1]: expected an object mapping feature names to values, got array",
+    ),
+    (
+        "missing_feature",
+        "POST",
+        PREDICT_ROUTE,
+        _with(3, sex=...),
+        {},
+        True,
+        400,
+        "instances[3]: missing feature(s) 'sex'",
+    ),
+    (
+        "unknown_feature",
+        "POST",
+        PREDICT_ROUTE,
+        _with(2, colour="red"),
+        {},
+        True,
+        400,
+        "instances[2]: unknown feature(s) 'colour' (every instance must have exactly: "
+        "'bill_length_mm'",
+    ),
+    (
+        "misspelt_feature",
+        "POST",
+        PREDICT_ROUTE,
+        _with(0, bill_length_mm=..., bill_lenght_mm=40.0),
+        {},
+        True,
+        400,
+        "instances[0]: missing feature(s) 'bill_length_mm'; unknown feature(s) 'bill_lenght_mm'",
+    ),
+    (
+        "numeric_string",
+        "POST",
+        PREDICT_ROUTE,
+        _with(3, body_mass_g="heavy"),
+        {},
+        True,
+        400,
+        "instances[3].body_mass_g: expected a number or null, got string 'heavy'",
+    ),
+    (
+        "numeric_text_number",
+        "POST",
+        PREDICT_ROUTE,
+        _with(1, year="2007"),
+        {},
+        True,
+        400,
+        "instances[1].year: expected a number or null, got string '2007'",
+    ),
+    (
+        "numeric_bool",
+        "POST",
+        PREDICT_ROUTE,
+        _with(0, flipper_length_mm=True),
+        {},
+        True,
+        400,
+        "instances[0].flipper_length_mm: expected a number or null, got boolean true",
+    ),
+    (
+        "numeric_array",
+        "POST",
+        PREDICT_ROUTE,
+        _with(2, bill_depth_mm=[18.7]),
+        {},
+        True,
+        400,
+        "instances[2].bill_depth_mm: expected a number or null, got array",
+    ),
+    (
+        "numeric_beyond_float32",
+        "POST",
+        PREDICT_ROUTE,
+        _with(1, body_mass_g=1e39),
+        {},
+        True,
+        400,
+        "instances[1].body_mass_g: expected a finite number within float32 range",
+    ),
+    (
+        "numeric_overflows_to_inf",
+        "POST",
+        PREDICT_ROUTE,
+        _raw(GOOD_JSON.replace("3750", "1e400").join(['{"instances": [', "]}"])),
+        {},
+        True,
+        400,
+        "instances[0].body_mass_g: expected a finite number",
+    ),
+    (
+        "numeric_huge_integer",
+        "POST",
+        PREDICT_ROUTE,
+        _raw(GOOD_JSON.replace("2007", "9" * 400).join(['{"instances": [', "]}"])),
+        {},
+        True,
+        400,
+        "instances[0].year: expected a finite number",
+    ),
+    (
+        "categorical_float",
+        "POST",
+        PREDICT_ROUTE,
+        _with(3, island=1.5),
+        {},
+        True,
+        400,
+        "instances[3].island: expected a string, an integer or null, got number 1.5",
+    ),
+    (
+        "categorical_bool",
+        "POST",
+        PREDICT_ROUTE,
+        _with(1, sex=False),
+        {},
+        True,
+        400,
+        "instances[1].sex: expected a string, an integer or null, got boolean false",
+    ),
+    (
+        "categorical_object",
+        "POST",
+        PREDICT_ROUTE,
+        _with(0, sex={"value": "male"}),
+        {},
+        True,
+        400,
+        "instances[0].sex: expected a string, an integer or null, got object",
+    ),
+    (
+        "categorical_lone_surrogate",
+        "POST",
+        PREDICT_ROUTE,
+        _raw(GOOD_JSON.replace("Torgersen", "\\ud800").join(['{"instances": [', "]}"])),
+        {},
+        True,
+        400,
+        "instances[0].island: string is not valid Unicode",
+    ),
+    (
+        "duplicate_key",
+        "POST",
+        PREDICT_ROUTE,
+        _raw(GOOD_JSON.replace('"sex": "male"', '"sex": "male", "sex": "female"')).join(
+            [b'{"instances": [', b"]}"]
+        ),
+        {},
+        True,
+        400,
+        "duplicate key 'sex'",
+    ),
+    (
+        "too_many_instances",
+        "POST",
+        PREDICT_ROUTE,
+        _body([GOOD] * (MAX_INSTANCES + 1)),
+        {},
+        True,
+        400,
+        f"at most {MAX_INSTANCES} instances per request (serving.max_instances), got 21",
+    ),
+    (
+        "body_too_large",
+        "POST",
+        PREDICT_ROUTE,
+        _with(0, island="x" * MAX_BODY),
+        {},
+        True,
+        413,
+        f"exceeds the limit of {MAX_BODY} bytes (serving.max_body_bytes)",
+    ),
+    (
+        "content_type_text",
+        "POST",
+        PREDICT_ROUTE,
+        _body([GOOD]),
+        {"Content-Type": "text/plain"},
+        True,
+        415,
+        "unsupported content type 'text/plain'; expected application/json",
+    ),
+    (
+        "content_type_form",
+        "POST",
+        PREDICT_ROUTE,
+        _body([GOOD]),
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        True,
+        415,
+        "expected application/json",
+    ),
+    (
+        "charset_latin1",
+        "POST",
+        PREDICT_ROUTE,
+        _body([GOOD]),
+        {"Content-Type": "application/json; charset=latin-1"},
+        True,
+        415,
+        "unsupported charset 'latin-1'",
+    ),
+    ("no_content_length", "POST", PREDICT_ROUTE, None, {}, False, 411, "Content-Length required"),
+    (
+        "chunked_body",
+        "POST",
+        PREDICT_ROUTE,
+        b"5\r\nhello\r\n0\r\n\r\n",
+        {"Transfer-Encoding": "chunked"},
+        False,
+        411,
+        "chunked transfer encoding is not supported",
+    ),
+    (
+        "bad_content_length",
+        "POST",
+        PREDICT_ROUTE,
+        None,
+        {"Content-Length": "ten"},
+        False,
+        400,
+        "invalid Content-Length 'ten'",
+    ),
+    ("default_predict_route", "POST", "/predict", _body([GOOD]), {}, True, 404, "unknown route"),
+    ("unknown_route", "GET", "/v1/models/other", None, {}, True, 404, PREDICT_ROUTE),
+    ("get_predict", "GET", PREDICT_ROUTE, None, {}, True, 405, "use POST"),
+    ("post_health", "POST", HEALTH_ROUTE, _body([GOOD]), {}, True, 405, "use GET"),
+    ("unknown_method", "BREW", PREDICT_ROUTE, None, {}, True, 405, "'BREW' is not allowed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "content_length", "status", "message"),
+    [pytest.param(*case[1:], id=case[0]) for case in BAD_REQUESTS],
+)
+def test_bad_request_gets_a_4xx_naming_the_problem(
+    server, method, path, body, headers, content_length, status, message
+) -> None:
+    got, response_headers, answer = _request(
+        server.port, method, path, body, headers, content_length=content_length
+    )
+    assert got == status, answer
+    assert message in answer["error"], answer["error"]
+    assert server.proc.poll() is None
+
+
+def test_server_keeps_serving_after_the_bad_requests(server) -> None:
+    assert len(BAD_REQUESTS) >= 20
+    assert len({case[0] for case in BAD_REQUESTS}) == len(BAD_REQUESTS)
+    status, _, body = server.predict(_body([GOOD]))
+    assert status == 200, body
+    assert body["predictions"][0]["label"] == "Adelie"
+
+
+def test_concurrent_clients_are_all_answered(server) -> None:
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        for _ in range(5):
+            status, _, _ = server.predict(_body([GOOD]))
+            with lock:
+                results.append(status)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == [200] * 40
+
+
+def test_request_log_round_trips_to_raw_features(server, penguins_chain) -> None:
+    from components.serving import load_model, read_request_log
+
+    config, paths, _ = penguins_chain
+    rows = [GOOD, ALL_NULL, {**GOOD, "island": "Dream", "sex": None, "year": 2009}]
+    status, _, body = server.predict(_body(rows))
+    assert status == 200, body
+    request_id = body["request_id"]
+
+    lines = [json.loads(line) for line in server.log.read_text().splitlines()]
+    record = next(line for line in lines if line["request_id"] == request_id)
+    assert record["model_version"] == DEPLOYED_ID
+    assert record["instances"] == rows
+    assert record["predictions"] == body["predictions"]
+    assert all(line["model_version"] == DEPLOYED_ID for line in lines)
+
+    frame = read_request_log(server.log, features=config.features)
+    assert list(frame.columns) == [
+        *config.features.raw_features,
+        "__request_id__",
+        "__timestamp__",
+        "__model_version__",
+        "__predicted_label__",
+    ]
+    ours = frame[frame["__request_id__"] == request_id].reset_index(drop=True)
+    assert len(ours) == 3
+    assert ours["__model_version__"].tolist() == [DEPLOYED_ID] * 3
+    assert ours["__predicted_label__"].tolist() == [p["label"] for p in body["predictions"]]
+    assert ours["island"].tolist() == ["Torgersen", "", "Dream"]
+    assert ours["sex"].tolist() == ["male", "", ""]
+    assert ours["year"].tolist()[::2] == [2007.0, 2009.0] and math.isnan(ours["year"][1])
+
+    # Logged rows are raw features again: the model predicts the same labels from them.
+    model = load_model(paths["model"], DEPLOYED_ID)
+    again = model.predict(frame_to_arrays(ours, config.features))
+    assert [p["label"] for p in again] == ours["__predicted_label__"].tolist()
+
+    # Every good request so far was logged (rate 1.0); the bad ones were not.
+    assert frame["__request_id__"].nunique() == len(lines)
+    stamp = ours["__timestamp__"][0]
+    assert str(stamp.tz) == "UTC"
+    window = read_request_log(server.log, since=stamp, until=stamp + pd.Timedelta(microseconds=1))
+    assert window["__request_id__"].unique().tolist() == [request_id]
+    assert read_request_log([server.log], since="2999-01-01").empty
+    assert len(read_request_log(server.log, until=stamp)) == len(frame) - len(
+        frame[frame["__timestamp__"] >= stamp]
+    )
+
+
+def test_sigterm_stops_the_server_cleanly(server) -> None:
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(30) == 0, server.tail()
+    assert "received SIGTERM" in server.tail()
+    with pytest.raises(OSError):
+        _request(server.port, "GET", HEALTH_ROUTE, timeout=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# PredictionService in-process: traffic split, sampling, failures
+
+
+def _serving_config(config: PipelineConfig, **serving: Any) -> PipelineConfig:
+    return config.model_copy(update={"serving": config.serving.model_copy(update=serving)})
+
+
+def test_traffic_must_name_served_versions_and_sum_to_100(penguins_config) -> None:
+    from components.serving import PredictionService
+
+    models = {"1": "/m1", "2": "/m2"}
+    for traffic, message in [
+        ({"1": 90, "2": 20}, "must sum to 100, got 110"),
+        ({"1": 90}, "must sum to 100, got 90"),
+        ({"1": 100, "3": 0}, "version(s) ['3'] that are not among the models ['1', '2']"),
+        ({"1": 110, "2": -10}, "integer percent in [0, 100], got 110"),
+        ({"1": 50.5, "2": 49.5}, "integer percent"),
+    ]:
+        with pytest.raises(ValueError, match=None) as info:
+            PredictionService(models, traffic, penguins_config, None)
+        assert message in str(info.value)
+    with pytest.raises(ValueError, match="at least one"):
+        PredictionService({}, {}, penguins_config, None)
+
+
+def test_service_routes_a_seeded_90_10_split_and_100_0(penguins_chain, tmp_path) -> None:
+    from components.serving import PredictionService
+
+    config, paths, _ = penguins_chain
+    model = str(paths["model"])
+    log = tmp_path / "requests.jsonl"
+    service = PredictionService({"1": model, "2": model}, {"1": 90, "2": 10}, config, log, seed=3)
+    assert service.health().status == 503 and service.health().body["status"] == "loading"
+    service.start()
+    assert service.wait(120), service.health().body
+    assert service.health().status == 200
+
+    counts = {"1": 0, "2": 0}
+    for i in range(400):
+        reply = service.predict(_body([GOOD]), "application/json", f"r{i}")
+        assert reply.status == 200, reply.body
+        assert reply.headers["X-Model-Version"] == reply.body["model_version"]
+        counts[reply.body["model_version"]] += 1
+    assert 320 <= counts["1"] <= 390, counts  # expected 360, sd 6
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(logged) == 400  # default sample rate 1.0
+    assert {line["model_version"] for line in logged} == {"1", "2"}
+
+    # Same seed, same routes.
+    twin = PredictionService({"1": model, "2": model}, {"1": 90, "2": 10}, config, None, seed=3)
+    assert [twin.choose_version() for _ in range(400)] == [line["model_version"] for line in logged]
+
+    # 100/0: the second version is loaded (health needs it) but never gets a request.
+    everything = PredictionService({"1": model, "2": model}, {"1": 100, "2": 0}, config, None)
+    everything.load()
+    assert everything.health().status == 200
+    versions = {
+        everything.predict(_body([GOOD]), None, "x").body["model_version"] for _ in range(100)
+    }
+    assert versions == {"1"}
+    service.close()
+
+
+def test_sample_rate_0_logs_nothing_and_half_logs_about_half(penguins_chain, tmp_path) -> None:
+    from components.serving import PredictionService
+
+    config, paths, _ = penguins_chain
+    model = {"5": str(paths["model"])}
+    silent = PredictionService(
+        model, {"5": 100}, _serving_config(config, request_log_sample_rate=0.0), tmp_path / "a"
+    )
+    silent.load()
+    for i in range(50):
+        assert silent.predict(_body([GOOD]), None, str(i)).status == 200
+    silent.close()
+    assert not (tmp_path / "a").exists()
+
+    half = PredictionService(
+        model,
+        {"5": 100},
+        _serving_config(config, request_log_sample_rate=0.5),
+        tmp_path / "b",
+        seed=1,
+    )
+    half.load()
+    for i in range(200):
+        assert half.predict(_body([GOOD]), None, str(i)).status == 200
+    half.close()
+    assert 70 <= len((tmp_path / "b").read_text().splitlines()) <= 130
+
+
+def test_load_failures_answer_503_with_the_error(penguins_chain, tmp_path) -> None:
+    from components.serving import PredictionService
+
+    config, paths, _ = penguins_chain
+    missing = PredictionService({"9": str(tmp_path / "nowhere")}, {"9": 100}, config, None)
+    missing.load()
+    health = missing.health()
+    assert health.status == 503 and health.body["status"] == "failed"
+    assert "loading model version '9' failed" in health.body["error"]
+    assert missing.predict(_body([GOOD]), None, "x").status == 503
+
+    other = config.features.model_copy(update={"numeric": ["bill_length_mm"]})
+    wrong = PredictionService(
+        {"1": str(paths["model"])}, {"1": 100}, config.model_copy(update={"features": other}), None
+    )
+    wrong.load()
+    assert "but config.features expects" in wrong.health().body["error"]
+
+
+def test_model_errors_are_a_generic_500(penguins_chain, monkeypatch, tmp_path) -> None:
+    from components.serving import PredictionService
+
+    config, paths, _ = penguins_chain
+    # A request log that cannot be written costs monitoring a row, not the client its answer.
+    service = PredictionService({"1": str(paths["model"])}, {"1": 100}, config, tmp_path)
+    service.load()
+    assert service.predict(_body([GOOD]), None, "ok").status == 200
+
+    def broken(arrays):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(service.model("1"), "predict", broken)
+    reply = service.predict(_body([GOOD]), None, "abc")
+    assert reply.status == 500
+    assert "internal error" in reply.body["error"] and "secret" not in reply.body["error"]
+
+
+def test_serve_in_a_thread_sets_ready_event_and_stops_on_stop_event(penguins_chain) -> None:
+    from components.serving import Routes, serve
+
+    config, paths, _ = penguins_chain
+    port = _free_port()
+    ready, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=serve,
+        args=({"4": str(paths["model"])}, {"4": 100}, config, "127.0.0.1", port, None, ready),
+        kwargs={"stop_event": stop, "routes": Routes()},
+        daemon=True,
+    )
+    thread.start()
+    assert ready.wait(120)
+    status, headers, body = _request(port, "POST", "/predict", _body([GOOD]))
+    assert status == 200 and headers["X-Model-Version"] == "4", body
+    stop.set()
+    thread.join(20)
+    assert not thread.is_alive()
+
+
+def test_routes_and_port_come_from_the_environment_at_run_time() -> None:
+    from components.serving import Routes, _models_from_args, env_port, main
+
+    assert Routes.from_env({}) == Routes("/health", "/predict")
+    assert Routes.from_env({"AIP_PREDICT_ROUTE": "/p", "AIP_HEALTH_ROUTE": "/h"}) == Routes(
+        "/h", "/p"
+    )
+    assert env_port({}) == 8080 and env_port({"AIP_HTTP_PORT": "9000"}) == 9000
+    with pytest.raises(ValueError, match="AIP_HTTP_PORT"):
+        env_port({"AIP_HTTP_PORT": "http"})
+
+    import argparse
+
+    args = argparse.Namespace(model=[], model_dir=None, model_version=None, traffic=[])
+    env = {"AIP_STORAGE_URI": "gs://b/model", "AIP_DEPLOYED_MODEL_ID": "123"}
+    assert _models_from_args(args, env) == ({"123": "gs://b/model"}, {"123": 100})
+    assert _models_from_args(args, {"AIP_STORAGE_URI": "/m"}) == ({"vertex": "/m"}, {"vertex": 100})
+    canary = argparse.Namespace(
+        model=["1=/a", "2=/b"], model_dir=None, model_version=None, traffic=["1=90", "2=10"]
+    )
+    assert _models_from_args(canary, {}) == ({"1": "/a", "2": "/b"}, {"1": 90, "2": 10})
+    with pytest.raises(ValueError, match="no model"):
+        _models_from_args(args, {})
+    with pytest.raises(SystemExit):
+        main(["--config", str(REPO / "configs" / "penguins.yaml")])
