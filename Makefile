@@ -48,8 +48,10 @@ lock: $(STAMP) ## re-resolve requirements.in into requirements.lock
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock --custom-compile-command "make lock"
 	$(BIN)/uv pip compile requirements-gpu.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements-gpu.lock --custom-compile-command "make lock"
 
-bench: $(STAMP) ## time the pipeline on penguins and taxi, with and without KFP
+bench: $(STAMP) ## time the pipeline (with/without KFP), online serving and batch prediction
 	$(BIN)/python benchmarks/pipeline_timing.py
+	$(BIN)/python benchmarks/serving_latency.py
+	$(BIN)/python benchmarks/batch_throughput.py
 
 clean: ## remove local runs, registry and compiled specs (keeps .venv)
 	rm -rf .mlops
