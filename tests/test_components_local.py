@@ -49,7 +49,9 @@ def component_run(penguins_chain, tmp_path_factory):
         ops.transform(dataset=dataset, schema=imported("schema"), **common)
         ops.train(dataset=dataset, transform_graph=imported("transform"), **common)
         champion = ops.find_champion_local(config_json=config_json)
-        ops.evaluate(baseline_model_uri=champion.output, dataset=dataset, model=model, **common)
+        evaluate = ops.evaluate(
+            baseline_model_uri=champion.output, dataset=dataset, model=model, **common
+        )
         ops.register_local(
             run_id="component-test",
             dataset=dataset,
@@ -58,7 +60,7 @@ def component_run(penguins_chain, tmp_path_factory):
             statistics=imported("statistics"),
             schema=imported("schema"),
             **common,
-        )
+        ).after(evaluate)  # so find-champion looks before anything is registered
         ops.report(
             statistics=imported("statistics"),
             anomalies=imported("anomalies"),
