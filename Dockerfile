@@ -21,8 +21,7 @@ COPY mlops ./mlops
 COPY components ./components
 COPY pipelines ./pipelines
 COPY configs ./configs
-RUN uv pip install --system --no-cache --no-deps .
-
-RUN useradd --create-home --uid 1000 mlops
-USER mlops
+RUN uv pip install --system --no-cache --no-deps . \
+    && useradd --create-home --uid 1000 mlops
+USER 1000
 CMD ["mlops", "--help"]

@@ -36,9 +36,10 @@ test-fast: $(STAMP) ## unit and contract tests only (skips whole-pipeline runs)
 compile: $(STAMP) ## compile the pipeline (CONFIG=..., TARGET=vertex|local)
 	$(BIN)/mlops compile --config $(CONFIG) --target $(TARGET)
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, hadolint on the Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -307,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # TensorFlow's C++ info logs (CUDA probing on CPU machines) drown the pipeline's own output;
+    # set here, at run time, so every step process inherits it. An explicit setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         if args.config_json:
