@@ -24,4 +24,7 @@ COPY configs ./configs
 RUN uv pip install --system --no-cache --no-deps . \
     && useradd --create-home --uid 1000 mlops
 USER 1000
-CMD ["mlops", "--help"]
+# By default the image is the prediction server (Vertex AI custom-container contract: the model
+# comes from AIP_STORAGE_URI, port and routes from AIP_*); pipeline steps set their own command.
+EXPOSE 8080
+CMD ["python", "-m", "components.serving"]

@@ -198,7 +198,7 @@ def vertex_serving_model(
     unmanaged_model.metadata["containerSpec"] = {
         "imageUri": serving_image,
         "command": ["python", "-m", "components.serving"],
-        "args": ["--config-json", config_json],
+        "args": ["--config-json", config_json],  # the run's config (also saved in the model)
         "healthRoute": "/health",
         "predictRoute": "/predict",
         "ports": [{"containerPort": 8080}],

@@ -758,13 +758,28 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _config_from_args(args: argparse.Namespace) -> PipelineConfig:
+def _config_from_args(args: argparse.Namespace, models: Mapping[str, str]) -> PipelineConfig:
     if args.config_json:
         text = args.config_json
         if not text.lstrip().startswith("{"):
             text = Path(text).read_text(encoding="utf-8")
         return PipelineConfig.from_json(text)
-    return load_config(args.config)
+    if args.config:
+        return load_config(args.config)
+    return config_from_model(next(iter(models.values())))
+
+
+def config_from_model(model_dir: str) -> PipelineConfig:
+    """The pipeline config that training saved in the model (works for gs:// model dirs too)."""
+    import tensorflow as tf
+
+    from components.train import MODEL_CONFIG_FILE
+
+    path = f"{str(model_dir).rstrip('/')}/assets.extra/{MODEL_CONFIG_FILE}"
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"no --config given and the model has no saved config at {path}")
+    with tf.io.gfile.GFile(path) as handle:
+        return PipelineConfig.from_json(handle.read())
 
 
 def _models_from_args(
@@ -803,8 +818,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m components.serving",
         description="Online prediction server (Vertex AI custom-container contract).",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="pipeline config YAML (e.g. configs/penguins.yaml)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config",
+        help="pipeline config YAML (e.g. configs/penguins.yaml); default: the config saved "
+        "inside the (first) model directory by training",
+    )
     source.add_argument("--config-json", help="pipeline config as JSON text or a JSON file path")
     parser.add_argument("--model-dir", help="SavedModel dir (default: $AIP_STORAGE_URI)")
     parser.add_argument(
@@ -829,8 +848,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     env = os.environ
     try:
-        config = _config_from_args(args)
         models, traffic = _models_from_args(args, env)
+        config = _config_from_args(args, models)
         port = env_port(env) if args.port is None else args.port
         check_traffic(models, traffic)
     except (OSError, ValueError) as exc:

@@ -25,6 +25,8 @@ from mlops.config import PipelineConfig
 from mlops.io import atomic_dir, write_json_atomic
 
 MODEL_INFO_FILE = "model_info.json"
+# The pipeline config travels inside the model, so a server needs nothing but the model directory.
+MODEL_CONFIG_FILE = "pipeline_config.json"
 
 
 def class_weights(label_ids: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -233,6 +235,7 @@ def run_train(
     with atomic_dir(model_dir) as out:
         export_serving_model(model, tft_output, classes, config, out)
         write_json_atomic(out / "assets.extra" / MODEL_INFO_FILE, info)
+        (out / "assets.extra" / MODEL_CONFIG_FILE).write_text(config.to_json())
     return {k: v for k, v in info.items() if k != "curves"}
 
 

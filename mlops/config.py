@@ -215,6 +215,14 @@ class ServingConfig(_Strict):
     machine_type: str = "n1-standard-2"
     min_replicas: Annotated[int, Field(ge=1)] = 1
     max_replicas: Annotated[int, Field(ge=1)] = 2
+    # Deploy onto this existing Vertex endpoint (projects/P/locations/L/endpoints/ID) instead of
+    # creating one, e.g. to canary a new version beside the deployed one.
+    vertex_endpoint: str | None = Field(
+        default=None, pattern=r"^projects/[^/]+/locations/[^/]+/endpoints/[^/]+$"
+    )
+    # Vertex traffic split by deployed model id; "0" is the model being deployed. Empty: all
+    # traffic to the new model. Example canary: {"0": 10, "1234567890": 90}.
+    vertex_traffic_split: dict[str, Annotated[int, Field(ge=0, le=100)]] = {}
     # bq://project.dataset.table for Vertex request-response logging (None: no logging on Vertex)
     bigquery_log_table: str | None = Field(default=None, pattern=r"^bq://[^.]+\.[^.]+\.[^.]+$")
 
@@ -222,6 +230,17 @@ class ServingConfig(_Strict):
     def _check(self) -> ServingConfig:
         if self.max_replicas < self.min_replicas:
             raise ValueError("serving.max_replicas must be >= serving.min_replicas")
+        split = self.vertex_traffic_split
+        if split and (sum(split.values()) != 100 or "0" not in split):
+            raise ValueError(
+                f"serving.vertex_traffic_split must include '0' (the new model) and sum to 100, "
+                f"got {split}"
+            )
+        if split and len(split) > 1 and not self.vertex_endpoint:
+            raise ValueError(
+                "serving.vertex_traffic_split names deployed models: set serving.vertex_endpoint "
+                "to the endpoint they are deployed on"
+            )
         return self
 
 

@@ -1,8 +1,9 @@
 """The prediction pipeline: deploy a registered model to an endpoint and batch-predict a file.
 
 Local target: the endpoint record the local server honours (with a canary split) and a Beam batch
-job. Vertex target: EndpointCreateOp -> ModelDeployOp (machine type, replicas, traffic from
-config), request-response logging to BigQuery, and ModelBatchPredictOp on the same model.
+job. Vertex target: EndpointCreateOp (or an existing endpoint from config) -> ModelDeployOp (machine
+type, replicas, traffic split from config), request-response logging to BigQuery, and
+ModelBatchPredictOp on the same model.
 """
 
 from kfp import dsl
@@ -61,7 +62,7 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
 
         return local_prediction
 
-    from google_cloud_pipeline_components.types.artifact_types import VertexModel
+    from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint, VertexModel
     from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
     from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
 
@@ -85,14 +86,24 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
         model = dsl.importer(
             artifact_uri=uri, artifact_class=VertexModel, metadata={"resourceName": resource}
         ).set_display_name("champion-model")
-        endpoint = EndpointCreateOp(
-            display_name=f"{config.name}-endpoint", **location
-        ).set_display_name("endpoint-create")
+        if serving.vertex_endpoint:
+            endpoint = dsl.importer(
+                artifact_uri=f"https://{vertex.region}-aiplatform.googleapis.com/v1/"
+                f"{serving.vertex_endpoint}",
+                artifact_class=VertexEndpoint,
+                metadata={"resourceName": serving.vertex_endpoint},
+            ).set_display_name("existing-endpoint")
+            endpoint_artifact = endpoint.output
+        else:
+            endpoint = EndpointCreateOp(
+                display_name=f"{config.name}-endpoint", **location
+            ).set_display_name("endpoint-create")
+            endpoint_artifact = endpoint.outputs["endpoint"]
         ModelDeployOp(
             model=model.output,
-            endpoint=endpoint.outputs["endpoint"],
+            endpoint=endpoint_artifact,
             deployed_model_display_name=config.name,
-            traffic_split={"0": 100},
+            traffic_split=dict(serving.vertex_traffic_split) or {"0": 100},
             dedicated_resources_machine_type=serving.machine_type,
             dedicated_resources_min_replica_count=serving.min_replicas,
             dedicated_resources_max_replica_count=serving.max_replicas,
@@ -100,7 +111,7 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
         ).set_display_name("model-deploy")
         if serving.bigquery_log_table:
             ops.vertex_request_logging(
-                config_json=config_json, endpoint=endpoint.outputs["endpoint"]
+                config_json=config_json, endpoint=endpoint_artifact
             ).set_display_name("request-logging")
         ModelBatchPredictOp(
             job_display_name=f"{config.name}-batch-predict",

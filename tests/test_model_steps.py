@@ -134,3 +134,10 @@ def test_unmet_value_threshold_refuses_the_blessing(penguins_chain, tmp_path: Pa
         assert any("accuracy" in failure for failure in result["failures"])
     else:  # a perfect model passes any bound; the gate itself is then untestable on this split
         assert result["blessed"] is True
+
+
+def test_model_carries_its_config_for_serving(penguins_chain) -> None:
+    from components.serving import config_from_model
+
+    config, paths, _ = penguins_chain
+    assert config_from_model(str(paths["model"])) == config

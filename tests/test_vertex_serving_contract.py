@@ -87,6 +87,22 @@ def test_prediction_pipeline_without_bigquery_table_has_no_logging_step(tmp_path
     assert "vertex-request-logging" not in spec["root"]["dag"]["tasks"]
 
 
+def test_canary_onto_an_existing_endpoint(tmp_path: Path) -> None:
+    config = _config(tmp_path, vertex_endpoint=ENDPOINT, vertex_traffic_split={"0": 10, "555": 90})
+    spec = _spec(config, "prediction", tmp_path)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "endpoint-create" not in tasks
+    deploy = tasks["model-deploy"]["inputs"]
+    assert deploy["parameters"]["traffic_split"]["runtimeValue"]["constant"] == {"0": 10, "555": 90}
+    producer = deploy["artifacts"]["endpoint"]["taskOutputArtifact"]["producerTask"]
+    assert _executor(spec, tasks[producer])["importer"]["metadata"] == {"resourceName": ENDPOINT}
+
+
+def test_traffic_split_must_sum_to_100_and_name_the_new_model(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sum to 100"):
+        _config(tmp_path, vertex_endpoint=ENDPOINT, vertex_traffic_split={"0": 10, "555": 80})
+
+
 def test_vertex_prediction_needs_a_parent_model(tmp_path: Path) -> None:
     config = config_in(tmp_path, "taxi")
     with pytest.raises(ValueError, match="set vertex.parent_model"):
