@@ -32,10 +32,6 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0 if result.succeeded else 1
 
 
-def _default_template(config: PipelineConfig, target: str) -> Path:
-    return Path(config.local.root) / "compiled" / f"{config.name}-training-{target}.json"
-
-
 def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.vertex import compile_pipeline
 
@@ -55,7 +51,7 @@ def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.vertex import (
         SubmitSettings,
         build_pipeline_job,
-        compile_training_pipeline,
+        compile_pipeline,
         describe_job,
         submit,
     )
@@ -63,15 +59,32 @@ def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
     settings = SubmitSettings.resolve(
         config, args.project, args.region, args.pipeline_root, args.service_account
     )
-    template = Path(args.template) if args.template else _default_template(config, "vertex")
-    if not args.template:
-        compile_training_pipeline(config, "vertex", template)
+    parameters = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param expects NAME=VALUE, got {item!r}")
+        parameters[key] = value
+    if args.template:
+        template = Path(args.template)
+    else:
+        template = (
+            Path(config.local.root) / "compiled" / f"{config.name}-{args.pipeline}-vertex.json"
+        )
+        compile_pipeline(config, args.pipeline, "vertex", template)
     credentials = None
     if args.dry_run:
         from google.auth.credentials import AnonymousCredentials
 
         credentials = AnonymousCredentials()  # a dry run must not look for real credentials
-    job = build_pipeline_job(config, template, settings, credentials=credentials)
+    job = build_pipeline_job(
+        config,
+        template,
+        settings,
+        credentials=credentials,
+        kind=args.pipeline,
+        parameters=parameters,
+    )
     if args.dry_run:
         print("dry run: this PipelineJob would be submitted (nothing was sent):")
         print(describe_job(job, settings))
@@ -230,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--pipeline-root", help="gs:// URI for pipeline artifacts")
     submit.add_argument("--service-account")
     submit.add_argument("--template", help="a compiled spec to submit instead of compiling")
+    submit.add_argument(
+        "--pipeline", choices=["training", "prediction", "monitoring"], default="training"
+    )
+    submit.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline parameter, e.g. batch_input=gs://bucket/rows.jsonl (repeatable)",
+    )
     submit.add_argument(
         "--dry-run", action="store_true", help="print what would be sent; send nothing"
     )

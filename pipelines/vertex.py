@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.config import ConfigError, PipelineConfig
-from pipelines.training import build_training_pipeline, pipeline_name
+from pipelines.training import build_training_pipeline
 
 
 def compile_training_pipeline(config: PipelineConfig, target: str, output: str | Path) -> Path:
@@ -96,21 +96,29 @@ def build_pipeline_job(
     settings: SubmitSettings,
     credentials: Any = None,
     run_id: str | None = None,
+    kind: str = "training",
+    parameters: dict[str, str] | None = None,
 ) -> Any:
-    """An `aiplatform.PipelineJob` for the compiled template; constructing it sends nothing."""
+    """An `aiplatform.PipelineJob` for a compiled template (training, prediction or monitoring);
+    `parameters` are further pipeline parameters. Constructing it sends nothing."""
     from google.cloud import aiplatform
 
+    values = {
+        "config_json": vertex_runtime_config(config, settings).to_json(),
+        **(parameters or {}),
+    }
+    display_name = f"{config.name}-{kind}"
     return aiplatform.PipelineJob(
-        display_name=pipeline_name(config),
+        display_name=display_name,
         template_path=str(template_path),
         job_id=run_id,
         pipeline_root=settings.pipeline_root,
-        parameter_values={"config_json": vertex_runtime_config(config, settings).to_json()},
+        parameter_values=values,
         project=settings.project,
         location=settings.region,
         credentials=credentials,
         enable_caching=False,
-        labels={"pipeline": pipeline_name(config)},
+        labels={"pipeline": display_name},
     )
 
 
@@ -126,6 +134,7 @@ def describe_job(job: Any, settings: SubmitSettings) -> str:
             "pipeline_root": runtime.gcs_output_directory,
             "service_account": settings.service_account,
             "parameter_names": sorted(parameters),
+            "parameters": {k: v for k, v in parameters.items() if k != "config_json"},
             "pipeline_name": job._gca_resource.pipeline_spec.get("pipelineInfo", {}).get("name"),
             "tasks": sorted(
                 job._gca_resource.pipeline_spec.get("root", {}).get("dag", {}).get("tasks", {})

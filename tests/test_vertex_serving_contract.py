@@ -194,3 +194,38 @@ def test_model_monitoring_job_request_carries_the_thresholds(tmp_path: Path) -> 
     assert list(job.model_monitoring_alert_config.email_alert_config.user_emails) == [
         "ml-team@example.com"
     ]
+
+
+def test_cli_dry_run_submits_the_prediction_pipeline_with_parameters(
+    tmp_path: Path, capsys
+) -> None:
+    from pipelines import cli
+
+    config_file = tmp_path / "config.json"
+    config_file.write_text(_config(tmp_path).to_json())
+    code = cli.main(
+        [
+            "submit",
+            "--config-json",
+            str(config_file),
+            "--pipeline",
+            "prediction",
+            "--project",
+            "my-project",
+            "--pipeline-root",
+            "gs://bucket/root",
+            "--param",
+            "batch_input=gs://bucket/rows.jsonl",
+            "--param",
+            "id_column=trip_id",
+            "--dry-run",
+        ]
+    )
+    assert code == 0
+    described = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert described["display_name"] == "taxi-prediction"
+    assert described["parameters"] == {
+        "batch_input": "gs://bucket/rows.jsonl",
+        "id_column": "trip_id",
+    }
+    assert {"model-deploy", "model-batch-predict"} <= set(described["tasks"])
