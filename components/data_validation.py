@@ -584,7 +584,7 @@ def _in_environment(feature: schema_pb2.Feature, environment: str | None) -> boo
     return environment not in feature.not_in_environment
 
 
-def _resolve_domain(feature: schema_pb2.Feature, schema: schema_pb2.Schema):
+def resolve_domain(feature: schema_pb2.Feature, schema: schema_pb2.Schema):
     """Return (domain kind, domain message) or (None, None); raise KeyError if dangling."""
     which = feature.WhichOneof("domain_info")
     if which is None:
@@ -740,7 +740,7 @@ def _check_feature(
         return
 
     try:
-        kind, domain = _resolve_domain(feature, schema)
+        kind, domain = resolve_domain(feature, schema)
     except KeyError:
         out.add(
             name,
@@ -956,7 +956,7 @@ def _is_categorical(feature: schema_pb2.Feature, schema: schema_pb2.Schema) -> b
     if feature.type == schema_pb2.BYTES:
         return True
     try:
-        kind, domain = _resolve_domain(feature, schema)
+        kind, domain = resolve_domain(feature, schema)
     except KeyError:
         return False
     return kind in ("int_domain", "float_domain") and domain.is_categorical

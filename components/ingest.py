@@ -128,7 +128,7 @@ def _to_numeric(column: pd.Series, name: str, bad: list[BadRow], line_offset: in
     return values.astype("float64")
 
 
-def _looks_numeric(column: pd.Series) -> bool:
+def looks_numeric(column: pd.Series) -> bool:
     present = column.dropna()
     return len(present) > 0 and bool(pd.to_numeric(present, errors="coerce").notna().all())
 
@@ -144,15 +144,15 @@ def type_columns(
     for name in frame.columns:
         column = frame[name]
         if name in config.features.numeric:
-            typed[name] = _narrow(_to_numeric(column, name, bad, line_offset))
-        elif pd.api.types.is_numeric_dtype(column) or _looks_numeric(column):
-            typed[name] = _narrow(pd.to_numeric(column, errors="coerce").astype("float64"))
+            typed[name] = narrow_integers(_to_numeric(column, name, bad, line_offset))
+        elif pd.api.types.is_numeric_dtype(column) or looks_numeric(column):
+            typed[name] = narrow_integers(pd.to_numeric(column, errors="coerce").astype("float64"))
         else:
             typed[name] = column.astype("string")
     return pd.DataFrame(typed, index=frame.index), bad
 
 
-def _narrow(values: pd.Series) -> pd.Series:
+def narrow_integers(values: pd.Series) -> pd.Series:
     present = values.dropna()
     if len(present) and present.mod(1).eq(0).all() and present.abs().max() < 2**53:
         return values.astype("Int64")

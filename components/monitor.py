@@ -20,7 +20,7 @@ import pandas as pd
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from components import data_validation as dv
-from components.ingest import _looks_numeric, _narrow, read_source
+from components.ingest import looks_numeric, narrow_integers, read_source
 from components.raw_features import MISSING_CATEGORY, category_text, frame_to_arrays
 from components.report_plots import bar_chart_html, feature_distribution_figures
 from components.validate import SERVING, apply_domains, unused_columns_as_warnings
@@ -94,11 +94,11 @@ def _type_frame(frame: pd.DataFrame, features: FeatureConfig) -> pd.DataFrame:
                     "count": int(bad.sum()),
                     "examples": [str(v) for v in column[bad].unique()[:5]],
                 }
-            typed[name] = _narrow(values.astype("float64"))
+            typed[name] = narrow_integers(values.astype("float64"))
         elif pd.api.types.is_bool_dtype(column):
             typed[name] = column
-        elif pd.api.types.is_numeric_dtype(column) or _looks_numeric(column):
-            typed[name] = _narrow(pd.to_numeric(column, errors="coerce").astype("float64"))
+        elif pd.api.types.is_numeric_dtype(column) or looks_numeric(column):
+            typed[name] = narrow_integers(pd.to_numeric(column, errors="coerce").astype("float64"))
         else:
             typed[name] = column.astype("string")
     result = pd.DataFrame(typed, index=frame.index)
@@ -253,7 +253,7 @@ def _fmt(value: float) -> str:
 
 def _domain_of(feature: schema_pb2.Feature, schema: schema_pb2.Schema):
     try:
-        return dv._resolve_domain(feature, schema)
+        return dv.resolve_domain(feature, schema)
     except KeyError:
         return None, None
 
