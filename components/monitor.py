@@ -22,7 +22,13 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_p
 from components import data_validation as dv
 from components.ingest import looks_numeric, narrow_integers, read_source
 from components.raw_features import MISSING_CATEGORY, category_text, frame_to_arrays
-from components.report_plots import bar_chart_html, feature_distribution_figures
+from components.report_plots import (
+    bar_chart_html,
+    feature_distribution_figures,
+    figure_grid,
+    html_page,
+    html_table,
+)
 from components.validate import SERVING, apply_domains, unused_columns_as_warnings
 from mlops.config import ComparatorConfig, DataConfig, FeatureConfig, PipelineConfig
 from mlops.io import atomic_dir, write_json_atomic
@@ -826,31 +832,6 @@ def run_monitoring(
 # Report
 # --------------------------------------------------------------------------- #
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
-h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
-table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ddd;
-padding: 0.25em 0.6em; text-align: left; } th { background: #f4f4f4; }
-.grid { display: flex; flex-wrap: wrap; gap: 0.5em; } .grid figure { margin: 0; }
-.ok { color: #17692e; font-weight: bold; } .bad { color: #a11; font-weight: bold; }
-"""
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
 
 def _report_html(
     config: PipelineConfig,
@@ -903,7 +884,7 @@ def _report_html(
             ]
         )
     parts.append(
-        _table(["comparison", "feature", "measure", "value", "threshold", "flagged"], rows)
+        html_table(["comparison", "feature", "measure", "value", "threshold", "flagged"], rows)
     )
 
     parts.append("<h2>Predictions</h2>")
@@ -927,7 +908,7 @@ def _report_html(
     if quality and quality.get("available"):
         baseline = quality.get("baseline", {})
         parts.append(
-            _table(
+            html_table(
                 ["examples", "accuracy", "auc", "baseline accuracy", "baseline auc", "flagged"],
                 [
                     [
@@ -955,15 +936,8 @@ def _report_html(
     figures = feature_distribution_figures(
         compared, [n for n in config.features.raw_features if n in names]
     )
-    parts.append(
-        '<div class="grid">'
-        + "".join(f"<figure>{img}</figure>" for img in figures.values())
-        + "</div>"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(config.name)} "
-        f"monitoring</title><style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
-    )
+    parts.append(figure_grid(list(figures.values())))
+    return html_page(f"{config.name} monitoring", "".join(parts))
 
 
 # --------------------------------------------------------------------------- #

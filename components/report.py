@@ -11,35 +11,19 @@ from matplotlib.figure import Figure
 
 from components import data_validation as dv
 from components.evaluate import METRICS_FILE
-from components.report_plots import bar_chart_html, feature_distribution_figures, figure_to_img
+from components.report_plots import (
+    bar_chart_html,
+    cell_text,
+    feature_distribution_figures,
+    figure_grid,
+    figure_to_img,
+    html_page,
+    html_table,
+)
 from components.train import read_model_info
 from components.validate import SUMMARY_FILE
 from mlops.config import PipelineConfig
 from mlops.io import read_json, write_text_atomic
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
-table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ddd;
-padding: 0.25em 0.6em; text-align: left; } th { background: #f4f4f4; }
-.grid { display: flex; flex-wrap: wrap; gap: 0.5em; } .grid figure { margin: 0; }
-.ok { color: #17692e; font-weight: bold; } .bad { color: #a11; font-weight: bold; }
-"""
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(cell))}</td>" for cell in row) + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)
 
 
 def _curves_html(curves: dict[str, list[float]]) -> str:
@@ -56,7 +40,7 @@ def _curves_html(curves: dict[str, list[float]]) -> str:
         ax.set_xlabel("epoch", fontsize=8)
         ax.legend(fontsize=7)
         figures.append(figure_to_img(fig, f"training {metric}"))
-    return '<div class="grid">' + "".join(figures) + "</div>"
+    return figure_grid(figures)
 
 
 def build_report(
@@ -83,7 +67,7 @@ def build_report(
         )
         + f" · success criterion {config.framing.success_metric} ≥ "
         f"{config.framing.success_threshold}: "
-        f"{_fmt(evaluation['metrics'].get('overall', {}).get(config.framing.success_metric))}</p>",
+        f"{cell_text(evaluation['metrics'].get('overall', {}).get(config.framing.success_metric))}</p>",
     ]
 
     parts.append("<h2>Evaluation (test split, TFMA)</h2>")
@@ -91,7 +75,7 @@ def build_report(
     slices = list(metrics)
     names = ["accuracy", "auc", "precision", "recall"]
     parts.append(
-        _table(
+        html_table(
             ["slice", "examples", *names],
             [
                 [s, metrics[s].get("example_count"), *(metrics[s].get(n) for n in names)]
@@ -102,21 +86,21 @@ def build_report(
     if evaluation.get("baseline_metrics"):
         base = evaluation["baseline_metrics"]
         parts.append("<p>Champion (baseline) on the same test split:</p>")
-        parts.append(_table(names, [[base.get(n) for n in names]]))
+        parts.append(html_table(names, [[base.get(n) for n in names]]))
     parts.append(
-        '<div class="grid">'
-        + "".join(
-            bar_chart_html(
-                f"{name} by slice", slices, {name: [metrics[s].get(name, 0.0) for s in slices]}
-            )
-            for name in ("accuracy", "auc")
+        figure_grid(
+            [
+                bar_chart_html(
+                    f"{name} by slice", slices, {name: [metrics[s].get(name, 0.0) for s in slices]}
+                )
+                for name in ("accuracy", "auc")
+            ]
         )
-        + "</div>"
     )
 
     parts.append("<h2>Training</h2>")
     parts.append(
-        _table(
+        html_table(
             ["epochs run", "eval accuracy", "eval loss", "strategy"],
             [[info["epochs_run"], info["eval_accuracy"], info["eval_loss"], info["strategy"]]],
         )
@@ -130,7 +114,7 @@ def build_report(
         for feature, detail in summary["features"].items():
             rows.append([split, feature, detail["severity"], detail["description"]])
     parts.append(
-        _table(["split", "feature", "severity", "anomaly"], rows)
+        html_table(["split", "feature", "severity", "anomaly"], rows)
         if rows
         else "<p>No anomalies.</p>"
     )
@@ -146,19 +130,11 @@ def build_report(
         for m in measurements
     ]
     parts.append("<p>Train vs eval skew:</p>")
-    parts.append(_table(["feature", "measure", "distance", "threshold", "flagged"], skew_rows))
+    parts.append(html_table(["feature", "measure", "distance", "threshold", "flagged"], skew_rows))
     features = [*config.features.raw_features, config.data.label]
     figures = feature_distribution_figures(stats, features)
-    parts.append(
-        '<div class="grid">'
-        + "".join(f"<figure>{img}</figure>" for img in figures.values())
-        + "</div>"
-    )
-    body = "\n".join(parts)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(config.name)} run"
-        f"</title><style>{STYLE}</style></head><body>{body}</body></html>"
-    )
+    parts.append(figure_grid(list(figures.values())))
+    return html_page(f"{config.name} run", "\n".join(parts))
 
 
 def run_report(

@@ -1,4 +1,5 @@
-"""Small matplotlib figures for HTML reports, embedded as base64 PNG ``<img>`` tags.
+"""Small matplotlib figures for HTML reports, embedded as base64 PNG ``<img>`` tags, and the page
+pieces (style, tables, figure grids) the run and monitoring reports share.
 
 Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas directly,
 so nothing here touches pyplot's global state or the process-wide backend.
@@ -18,7 +19,57 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from components import data_validation as dv
 
-__all__ = ["feature_distribution_figures", "bar_chart_html", "figure_to_img"]
+__all__ = [
+    "feature_distribution_figures",
+    "bar_chart_html",
+    "figure_to_img",
+    "cell_text",
+    "html_table",
+    "figure_grid",
+    "html_page",
+]
+
+PAGE_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ddd;
+padding: 0.25em 0.6em; text-align: left; } th { background: #f4f4f4; }
+.grid { display: flex; flex-wrap: wrap; gap: 0.5em; } .grid figure { margin: 0; }
+.ok { color: #17692e; font-weight: bold; } .bad { color: #a11; font-weight: bold; }
+"""
+
+
+def cell_text(value: object) -> str:
+    """A value as a report shows it: floats to 4 decimals, True as "yes", None/False empty."""
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """An HTML table; floats to 4 decimals, True as "yes", None and False as empty cells."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell_text(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def figure_grid(images: Sequence[str]) -> str:
+    """`<img>` tags laid out side by side, wrapping."""
+    return '<div class="grid">' + "".join(f"<figure>{img}</figure>" for img in images) + "</div>"
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained report page."""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{PAGE_STYLE}</style></head><body>{body}</body></html>"
+    )
+
 
 FIGSIZE = (4.0, 2.5)
 DPI = 80
