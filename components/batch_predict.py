@@ -1,6 +1,6 @@
 """Batch prediction: a Beam pipeline over CSV / JSON Lines / Parquet that writes one JSON line per
-input row, keyed by the row's id, with the same raw-feature conversion and the same SavedModel
-signature as the online server (so batch and online predictions are identical)."""
+input row, keyed by the row's id, converting rows and calling the model with the online server's
+own code (so batch and online predictions agree)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import apache_beam as beam
 
 from components.ingest import detect_format
-from components.raw_features import coerce_record
+from components.predict_request import instances_to_arrays
 from mlops.config import FeatureConfig, PipelineConfig
 from mlops.io import atomic_dir, uri_exists, write_json_atomic
 
@@ -22,25 +22,9 @@ class BatchPredictError(ValueError):
     pass
 
 
-def prediction_rows(
-    outputs: dict[str, Any], ids: list[Any], id_column: str
-) -> list[dict[str, Any]]:
-    """Model outputs -> one JSON-ready dict per row: id, label, probabilities by class."""
-    probabilities = outputs["probabilities"].numpy()
-    classes = [c.decode() for c in outputs["classes"].numpy()[0]] if len(ids) else []
-    labels = [label.decode() for label in outputs["predicted_label"].numpy()]
-    return [
-        {
-            id_column: row_id,
-            "label": label,
-            "probabilities": {name: float(p) for name, p in zip(classes, row, strict=True)},
-        }
-        for row_id, label, row in zip(ids, labels, probabilities, strict=True)
-    ]
-
-
 class PredictBatches(beam.DoFn):
-    """Loads the SavedModel once per worker and predicts lists of (id, raw features) rows."""
+    """Loads the SavedModel once per worker and predicts lists of (id, raw record) rows through
+    the server's code: `instances_to_arrays` converts, `LoadedModel.predict` calls the model."""
 
     def __init__(self, model_dir: str, features: FeatureConfig, id_column: str) -> None:
         self._model_dir = model_dir
@@ -48,24 +32,14 @@ class PredictBatches(beam.DoFn):
         self._id_column = id_column
 
     def setup(self) -> None:
-        import tensorflow as tf
+        from components.serving import load_model
 
-        self._tf = tf
-        self._loaded = tf.saved_model.load(self._model_dir)  # keep it: signatures need it alive
-        self._signature = self._loaded.signatures["serving_default"]
+        self._model = load_model(self._model_dir)
 
     def process(self, batch: list[tuple[Any, dict[str, Any]]]):
-        import numpy as np
-
-        tf = self._tf
-        ids = [row_id for row_id, _ in batch]
-        inputs = {}
-        for name in self._features.numeric:
-            inputs[name] = tf.constant(np.array([row[name] for _, row in batch], dtype=np.float32))
-        for name in self._features.categorical:
-            inputs[name] = tf.constant([row[name] for _, row in batch], dtype=tf.string)
-        outputs = self._signature(**inputs)
-        yield from prediction_rows(outputs, ids, self._id_column)
+        arrays = instances_to_arrays([record for _, record in batch], self._features)
+        for (row_id, _), prediction in zip(batch, self._model.predict(arrays), strict=True):
+            yield {self._id_column: row_id, **prediction}
 
 
 def _read_rows(pipeline: beam.Pipeline, source: str, fmt: str) -> beam.PCollection:
@@ -96,7 +70,7 @@ def _keyed(record: dict[str, Any], id_column: str, features: FeatureConfig) -> t
     missing = [name for name in features.raw_features if name not in record]
     if missing:
         raise BatchPredictError(f"row {row_id!r}: feature columns {missing} are missing")
-    return row_id, coerce_record(record, features)
+    return row_id, record
 
 
 def _check_header(source: str, fmt: str, id_column: str, features: FeatureConfig) -> None:

@@ -362,8 +362,7 @@ def _model_outputs(model_dir: str, frame: pd.DataFrame) -> tuple[list[str], np.n
     """Run the SavedModel's raw-feature ``serving_default`` on the rows: (predicted labels,
     probabilities, classes). Feature columns absent from the frame count as missing, as at
     serving."""
-    import tensorflow as tf
-
+    from components.serving import load_model
     from components.train import read_model_info
 
     info = read_model_info(model_dir)
@@ -376,17 +375,15 @@ def _model_outputs(model_dir: str, frame: pd.DataFrame) -> tuple[list[str], np.n
         if name not in rows.columns:
             rows[name] = np.nan if name in model_features.numeric else MISSING_CATEGORY
     arrays = frame_to_arrays(rows, model_features)
-    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    model = load_model(model_dir)  # keeps the loaded object alive while its signature runs
     labels: list[str] = []
     probabilities = []
     for start in range(0, len(rows), _PREDICTION_BATCH):
-        batch = {
-            name: tf.constant(values[start : start + _PREDICTION_BATCH])
-            for name, values in arrays.items()
-        }
-        outputs = serve(**batch)
-        labels.extend(category_text(v) for v in outputs["predicted_label"].numpy().tolist())
-        probabilities.append(outputs["probabilities"].numpy())
+        outputs = model.predict_raw(
+            {name: values[start : start + _PREDICTION_BATCH] for name, values in arrays.items()}
+        )
+        labels.extend(category_text(v) for v in outputs["predicted_label"].tolist())
+        probabilities.append(outputs["probabilities"])
     classes = [str(c) for c in info["classes"]]
     probs = np.concatenate(probabilities) if probabilities else np.zeros((0, len(classes)))
     return labels, probs, classes
