@@ -167,7 +167,6 @@ def _run_training_process(config: PipelineConfig) -> dict[str, Any]:
     """Run the local training pipeline in its own process, as `mlops run` would: a KFP task's
     runtime (`_KFP_RUNTIME`) has no pipeline-building DSL, and the training run must not share
     this step's process state."""
-    import json
     import os
     import subprocess
     import sys
@@ -194,7 +193,8 @@ def _run_training_process(config: PipelineConfig) -> dict[str, Any]:
             + "\n".join(summary[-15:])
             + completed.stderr[-2000:]
         )
-    return {"status": "SUCCEEDED", "summary": run_line, "run_json": json.dumps(summary[-2:])}
+    manifest = next((line.split(":", 1)[1].strip() for line in summary if "manifest:" in line), "")
+    return {"status": "SUCCEEDED", "summary": run_line, "manifest": manifest}
 
 
 def setup_vertex_model_monitoring(

@@ -37,39 +37,31 @@ def run_step(step_log: str, name: str, func: Callable[..., T], *args: Any, **kwa
     status, duration and result (or the error) as one JSON line."""
     started = time.time()
     print(f"[mlops] step {name}: started", flush=True)
+    record: dict[str, Any] = {"step": name, "started": started}
     try:
         result = func(*args, **kwargs)
     except BaseException as exc:
-        duration = time.time() - started
-        print(f"[mlops] step {name}: FAILED after {duration:.1f}s: {exc}", flush=True)
-        if step_log:
-            append_step_record(
-                step_log,
-                {
-                    "step": name,
-                    "status": "FAILED",
-                    "started": started,
-                    "duration_s": round(duration, 2),
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": traceback.format_exc(limit=5),
-                },
-            )
-        raise
-    duration = time.time() - started
-    print(f"[mlops] step {name}: done in {duration:.1f}s", flush=True)
-    if step_log:
-        append_step_record(
-            step_log,
-            {
-                "step": name,
-                "status": "SUCCEEDED",
-                "started": started,
-                "duration_s": round(duration, 2),
-                "result": result,
-                "outputs": [str(a) for a in args if isinstance(a, str) and os.sep in a],
-            },
+        record.update(
+            status="FAILED",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=5),
         )
-    return result
+        raise
+    else:
+        paths = [str(a) for a in args if isinstance(a, str) and os.sep in a]
+        record.update(status="SUCCEEDED", result=result, outputs=paths)
+        return result
+    finally:
+        record["duration_s"] = round(time.time() - started, 2)
+        if record["status"] == "FAILED":
+            print(
+                f"[mlops] step {name}: FAILED after {record['duration_s']:.1f}s: {record['error']}",
+                flush=True,
+            )
+        else:
+            print(f"[mlops] step {name}: done in {record['duration_s']:.1f}s", flush=True)
+        if step_log:
+            append_step_record(step_log, record)
 
 
 _failed = False
