@@ -29,7 +29,12 @@ from components.report_plots import (
     html_page,
     html_table,
 )
-from components.validate import SERVING, apply_domains, unused_columns_as_warnings
+from components.validate import (
+    SERVING,
+    apply_domains,
+    mark_integer_categories,
+    unused_columns_as_warnings,
+)
 from mlops.config import ComparatorConfig, DataConfig, FeatureConfig, PipelineConfig
 from mlops.io import atomic_dir, write_json_atomic
 
@@ -141,14 +146,7 @@ def _monitoring_schema(
     result = apply_domains(schema, config)
     used = set(config.features.raw_features)
     names = {feature.name for feature in result.feature}
-    for feature in result.feature:
-        if (
-            feature.name in config.features.categorical
-            and feature.type != schema_pb2.BYTES
-            and feature.WhichOneof("domain_info") in (None, "int_domain")
-        ):
-            # Integer-coded categories compare as categories (L-infinity), as in training.
-            feature.int_domain.is_categorical = True
+    mark_integer_categories(result, config)  # as in training: L-infinity for int categories
     for kind in ("skew", "drift"):
         comparator: ComparatorConfig = getattr(config.monitoring, kind)
         unknown = sorted(set(comparator.per_feature) - names)

@@ -59,31 +59,35 @@ def apply_domains(schema: schema_pb2.Schema, config: PipelineConfig) -> schema_p
     return result
 
 
+def mark_integer_categories(schema: schema_pb2.Schema, config: PipelineConfig) -> None:
+    """Integer-coded categorical features (e.g. community areas) get `int_domain.is_categorical`,
+    so comparators treat them as categories (L-infinity), not numbers."""
+    for feature in schema.feature:
+        if (
+            feature.name in config.features.categorical
+            and feature.type != schema_pb2.BYTES
+            and feature.WhichOneof("domain_info") in (None, "int_domain")
+        ):
+            feature.int_domain.is_categorical = True
+
+
 def schema_with_thresholds(schema: schema_pb2.Schema, config: PipelineConfig) -> schema_pb2.Schema:
     """Skew thresholds from config, on the features the model uses (a curated schema's own
     thresholds stay where config sets none)."""
     skew = config.validation.skew
-    used = set(config.features.raw_features)
-    per_feature = {name: value for name, value in skew.per_feature.items()}
-    limited = schema_pb2.Schema.FromString(schema.SerializeToString())
+    marked = schema_pb2.Schema.FromString(schema.SerializeToString())
+    mark_integer_categories(marked, config)
     result = dv.set_comparator_thresholds(
-        limited,
+        marked,
         kind="skew",
         default_categorical=skew.categorical_linf,
         default_numeric=skew.numeric_jsd,
-        per_feature=per_feature,
+        per_feature=skew.per_feature,
     )
-    categorical = set(config.features.categorical)
+    used = set(config.features.raw_features)
     for feature in result.feature:
-        if feature.name not in used and feature.name not in per_feature:
+        if feature.name not in used and feature.name not in skew.per_feature:
             feature.ClearField("skew_comparator")
-        elif feature.name in categorical and feature.type != schema_pb2.BYTES:
-            # Integer-coded categories (e.g. community areas) compare as categories.
-            feature.int_domain.is_categorical = True
-            threshold = per_feature.get(feature.name, skew.categorical_linf)
-            feature.ClearField("skew_comparator")
-            if threshold:
-                feature.skew_comparator.infinity_norm.threshold = threshold
     return result
 
 
