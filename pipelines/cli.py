@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config
+from pipelines.builders import PIPELINES
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -224,9 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(compile_)
     compile_.add_argument("--target", choices=["local", "vertex"], default="vertex")
-    compile_.add_argument(
-        "--pipeline", choices=["training", "prediction", "monitoring"], default="training"
-    )
+    compile_.add_argument("--pipeline", choices=PIPELINES, default="training")
     compile_.add_argument("--output", "-o", help="where to write the compiled spec")
     compile_.set_defaults(func=cmd_compile)
 
@@ -243,9 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--pipeline-root", help="gs:// URI for pipeline artifacts")
     submit.add_argument("--service-account")
     submit.add_argument("--template", help="a compiled spec to submit instead of compiling")
-    submit.add_argument(
-        "--pipeline", choices=["training", "prediction", "monitoring"], default="training"
-    )
+    submit.add_argument("--pipeline", choices=PIPELINES, default="training")
     submit.add_argument(
         "--param",
         action="append",

@@ -13,7 +13,7 @@ from typing import Any
 from mlops.config import PipelineConfig
 from mlops.io import write_json_atomic
 from mlops.steps import read_step_log
-from pipelines.training import build_training_pipeline
+from pipelines.builders import build_pipeline
 
 STEP_ORDERS = {
     "training": ["ingest", "validate_data", "transform", "train", "evaluate", "register", "report"],
@@ -42,20 +42,6 @@ def run_training_locally(config: PipelineConfig, run_id: str | None = None) -> R
     return run_locally(config, "training", run_id=run_id)
 
 
-def _build(config: PipelineConfig, kind: str):
-    if kind == "training":
-        return build_training_pipeline(config, target="local")
-    if kind == "prediction":
-        from pipelines.prediction import build_prediction_pipeline
-
-        return build_prediction_pipeline(config, target="local")
-    if kind == "monitoring":
-        from pipelines.monitoring import build_monitoring_pipeline
-
-        return build_monitoring_pipeline(config, target="local")
-    raise ValueError(f"unknown pipeline {kind!r}; choose from {sorted(STEP_ORDERS)}")
-
-
 def run_locally(
     config: PipelineConfig, kind: str, run_id: str | None = None, **parameters
 ) -> RunResult:
@@ -71,7 +57,7 @@ def run_locally(
         pipeline_root=str(run_dir / "artifacts"),
         raise_on_error=True,
     )
-    pipeline = _build(config, kind)
+    pipeline = build_pipeline(config, kind, target="local")
     if kind == "training":
         parameters["run_id"] = run_id
     started = time.time()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.config import ConfigError, PipelineConfig
-from pipelines.training import build_training_pipeline
+from pipelines.builders import build_pipeline
 
 
 def compile_training_pipeline(config: PipelineConfig, target: str, output: str | Path) -> Path:
@@ -19,19 +19,10 @@ def compile_pipeline(config: PipelineConfig, kind: str, target: str, output: str
     """Compile the training, prediction or monitoring pipeline for a target to a JSON spec."""
     from kfp import compiler
 
-    from pipelines.monitoring import build_monitoring_pipeline
-    from pipelines.prediction import build_prediction_pipeline
-
-    builders = {
-        "training": build_training_pipeline,
-        "prediction": build_prediction_pipeline,
-        "monitoring": build_monitoring_pipeline,
-    }
-    if kind not in builders:
-        raise ValueError(f"pipeline must be one of {sorted(builders)}, not {kind!r}")
+    pipeline = build_pipeline(config, kind, target)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(builders[kind](config, target), str(output))
+    compiler.Compiler().compile(pipeline, str(output))
     return output
 
 

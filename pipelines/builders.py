@@ -1,0 +1,20 @@
+"""Which pipelines exist, and the one place that maps a pipeline's name to its factory."""
+
+from __future__ import annotations
+
+from mlops.config import PipelineConfig
+
+PIPELINES = ("training", "prediction", "monitoring")
+
+
+def build_pipeline(config: PipelineConfig, kind: str, target: str):
+    """The `@dsl.pipeline` named `kind` for `config` on `target` ("local" or "vertex")."""
+    if kind == "training":
+        from pipelines.training import build_training_pipeline as factory
+    elif kind == "prediction":
+        from pipelines.prediction import build_prediction_pipeline as factory
+    elif kind == "monitoring":
+        from pipelines.monitoring import build_monitoring_pipeline as factory
+    else:
+        raise ValueError(f"pipeline must be one of {list(PIPELINES)}, not {kind!r}")
+    return factory(config, target)
