@@ -27,4 +27,4 @@ USER 1000
 # By default the image is the prediction server (Vertex AI custom-container contract: the model
 # comes from AIP_STORAGE_URI, port and routes from AIP_*); pipeline steps set their own command.
 EXPOSE 8080
-CMD ["python", "-m", "components.serving"]
+CMD ["python", "-m", "mlops.serving"]

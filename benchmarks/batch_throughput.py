@@ -35,7 +35,7 @@ def main() -> None:
     import tensorflow as tf
 
     from components.batch_predict import read_predictions, run_batch_predict
-    from components.raw_features import frame_to_arrays
+    from mlops.features import frame_to_arrays
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

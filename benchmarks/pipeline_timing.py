@@ -46,8 +46,9 @@ def run_in_process(name: str, root: Path) -> dict:
     """The same step functions, one process, no KFP (imports counted inside the steps)."""
     started = time.perf_counter()
     from components.evaluate import run_evaluate
+    from components.find_champion import find_champion_local
     from components.ingest import run_ingest
-    from components.register import find_champion_local, run_register_local
+    from components.register import run_register_local
     from components.report import run_report
     from components.train import run_train
     from components.transform import run_transform

@@ -39,7 +39,8 @@ def _config(root: Path):
 
 
 def _rows(config: Any, tmp: Path) -> Any:
-    from components.ingest import read_split, run_ingest
+    from components.ingest import run_ingest
+    from mlops.artifacts import read_split
 
     run_ingest(config, tmp / "data")
     return read_split(tmp / "data", "test")
@@ -175,7 +176,7 @@ def _load(port: int, bodies: list[bytes], requests: int, clients: int) -> dict[s
 def _floor(model_dir: Path, frame: Any, features: Any, requests: int) -> dict[str, float]:
     import tensorflow as tf
 
-    from components.raw_features import frame_to_arrays
+    from mlops.features import frame_to_arrays
 
     signature = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
     rows = []

@@ -10,12 +10,11 @@ from typing import Any
 
 import apache_beam as beam
 
-from components.ingest import detect_format
-from components.predict_request import instances_to_arrays
+from mlops.artifacts import BATCH_SUMMARY_FILE, PREDICTIONS_PREFIX
 from mlops.config import FeatureConfig, PipelineConfig
 from mlops.io import atomic_dir, uri_exists, write_json_atomic
-
-PREDICTIONS_PREFIX = "predictions"
+from mlops.serving.request import instances_to_arrays
+from mlops.tabular import detect_format
 
 
 class BatchPredictError(ValueError):
@@ -32,7 +31,7 @@ class PredictBatches(beam.DoFn):
         self._id_column = id_column
 
     def setup(self) -> None:
-        from components.serving import load_model
+        from mlops.serving.server import load_model
 
         self._model = load_model(self._model_dir)
 
@@ -130,7 +129,7 @@ def run_batch_predict(
         files = sorted(p.name for p in out.glob(f"{PREDICTIONS_PREFIX}*.jsonl"))
         rows = sum(1 for name in files for line in (out / name).open() if line.strip())
         summary = {"rows": rows, "files": files, "model_dir": str(model_dir), "source": source}
-        write_json_atomic(out / "batch_predict.json", summary)
+        write_json_atomic(out / BATCH_SUMMARY_FILE, summary)
     return summary
 
 

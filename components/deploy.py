@@ -7,26 +7,12 @@ request-response logging to BigQuery configured here through the Vertex AI API.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from components.register import registry_root
 from mlops.config import PipelineConfig
 from mlops.endpoints import LocalEndpoints
-from mlops.registry import CHAMPION, LocalModelRegistry, ModelVersion
-
-
-def endpoints_root(config: PipelineConfig) -> Path:
-    return Path(config.local.root) / "endpoints"
-
-
-def resolve_version(config: PipelineConfig, ref: str = CHAMPION) -> ModelVersion:
-    """A registry version from "champion" (or another alias) or a version number."""
-    registry = LocalModelRegistry(registry_root(config))
-    ref = str(ref).strip()
-    if ref.isdigit():
-        return registry.get(config.name, version=int(ref))
-    return registry.get(config.name, alias=ref)
+from mlops.paths import endpoints_root, registry_root
+from mlops.registry import CHAMPION, LocalModelRegistry, resolve_version
 
 
 def run_deploy_local(

@@ -8,17 +8,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from components.ingest import read_split
-from components.raw_features import category_text
-from components.train import encode_labels, read_model_info
+from mlops.artifacts import METRICS_FILE, read_model_info, read_split
 from mlops.config import PipelineConfig
+from mlops.features import category_text, encode_labels
 from mlops.io import atomic_dir, write_json_atomic
 
 LABEL_INDEX_KEY = "__label_index__"
 CANDIDATE = "candidate"
 BASELINE = "baseline"
 SIGNATURE = "serving_tf_example"
-METRICS_FILE = "metrics.json"
 
 
 def write_examples(config: PipelineConfig, frame: Any, classes: list[str], path: Path) -> int:
@@ -130,7 +128,9 @@ def build_eval_config(config: PipelineConfig, num_classes: int, has_baseline: bo
         model_specs=model_specs,
         metrics_specs=[overall, per_class],
         slicing_specs=slicing,
-        options=config_pb2.Options(min_slice_size=wrappers_pb2.Int32Value(value=1)),
+        options=config_pb2.Options(
+            min_slice_size=wrappers_pb2.Int32Value(value=config.evaluation.min_slice_size)
+        ),
     )
 
 

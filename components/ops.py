@@ -104,14 +104,14 @@ def train(
 
 
 def find_champion_local(config_json: str) -> str:
-    from components.register import find_champion_local as find
+    from components.find_champion import find_champion_local as find
     from mlops.config import PipelineConfig
 
     return find(PipelineConfig.from_json(config_json))
 
 
 def find_champion_vertex(config_json: str) -> str:
-    from components.register import find_champion_vertex as find
+    from components.find_champion import find_champion_vertex as find
     from mlops.config import PipelineConfig
 
     return find(PipelineConfig.from_json(config_json))
@@ -197,7 +197,7 @@ def vertex_serving_model(
     unmanaged_model.uri = model.uri
     unmanaged_model.metadata["containerSpec"] = {
         "imageUri": serving_image,
-        "command": ["python", "-m", "components.serving"],
+        "command": ["python", "-m", "mlops.serving"],
         "args": ["--config-json", config_json],  # the run's config (also saved in the model)
         "healthRoute": "/health",
         "predictRoute": "/predict",
@@ -254,8 +254,8 @@ def batch_predict_local(
     predictions: Output[Dataset],
 ) -> None:
     from components.batch_predict import run_batch_predict
-    from components.deploy import resolve_version
     from mlops.config import PipelineConfig
+    from mlops.registry import resolve_version
     from mlops.steps import exit_without_teardown, run_step
 
     config = PipelineConfig.from_json(config_json)
@@ -293,7 +293,7 @@ def monitor(
 ) -> None:
     import json
 
-    from components.retrain import run_monitor_step
+    from components.monitor import run_monitor_step
     from mlops.config import PipelineConfig
     from mlops.steps import exit_without_teardown, run_step
 
@@ -318,12 +318,9 @@ def monitor(
 def retrain_decision(monitoring: Input[Artifact]) -> bool:
     """The monitoring step's decision as a task's single output (kfp.local resolves `dsl.If`
     conditions only on a task's `Output`)."""
-    import json
-    from pathlib import Path
+    from mlops.artifacts import read_decision
 
-    return bool(
-        json.loads((Path(monitoring.path) / "decision.json").read_text())["decision"]["retrain"]
-    )
+    return bool(read_decision(monitoring.path)["decision"]["retrain"])
 
 
 def launch_training(
@@ -334,14 +331,14 @@ def launch_training(
     template_path: str,
 ) -> str:
     import json
-    from pathlib import Path
 
-    from components.retrain import launch_training as launch
+    from components.launch_training import launch_training as launch
+    from mlops.artifacts import read_decision
     from mlops.config import PipelineConfig
     from mlops.steps import exit_without_teardown, run_step
 
     config = PipelineConfig.from_json(config_json)
-    decision = json.loads((Path(monitoring.path) / "decision.json").read_text())["decision"]
+    decision = read_decision(monitoring.path)["decision"]
     launched = run_step(
         step_log, "launch_training", launch, config, target, decision["reasons"], template_path
     )
@@ -352,7 +349,7 @@ def launch_training(
 def vertex_model_monitoring(
     config_json: str, endpoint_resource: str, training_data_uri: str
 ) -> str:
-    from components.retrain import setup_vertex_model_monitoring
+    from components.monitor import setup_vertex_model_monitoring
     from mlops.config import PipelineConfig
 
     config = PipelineConfig.from_json(config_json)

@@ -9,9 +9,11 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from components import data_validation as dv
-from components.evaluate import METRICS_FILE
-from components.report_plots import (
+from mlops import tfdv as dv
+from mlops.artifacts import METRICS_FILE, STATS_FILE, VALIDATION_SUMMARY_FILE, read_model_info
+from mlops.config import PipelineConfig
+from mlops.io import read_json, write_text_atomic
+from mlops.report_html import (
     bar_chart_html,
     cell_text,
     feature_distribution_figures,
@@ -20,10 +22,6 @@ from components.report_plots import (
     html_page,
     html_table,
 )
-from components.train import read_model_info
-from components.validate import SUMMARY_FILE
-from mlops.config import PipelineConfig
-from mlops.io import read_json, write_text_atomic
 
 
 def _curves_html(curves: dict[str, list[float]]) -> str:
@@ -50,8 +48,8 @@ def build_report(
     model_dir: str | Path,
     evaluation_dir: str | Path,
 ) -> str:
-    stats = dv.read_statistics(Path(statistics_dir) / "FeatureStats.pb")
-    validation = read_json(Path(anomalies_dir) / SUMMARY_FILE)
+    stats = dv.read_statistics(Path(statistics_dir) / STATS_FILE)
+    validation = read_json(Path(anomalies_dir) / VALIDATION_SUMMARY_FILE)
     evaluation = read_json(Path(evaluation_dir) / METRICS_FILE)
     info = read_model_info(model_dir)
     blessed = evaluation["blessed"]

@@ -7,26 +7,27 @@ strings with "" for missing categories), applies the TFT graph and returns class
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from components.ingest import read_split
-from components.raw_features import (
-    category_text,
+from components.transform import categorical_sizes
+from mlops.artifacts import (
+    MODEL_CONFIG_FILE,
+    MODEL_INFO_FILE,
+    model_extra_path,
+    read_label_classes,
+    read_split,
+)
+from mlops.config import PipelineConfig
+from mlops.features import (
+    encode_labels,
     frame_to_arrays,
     tf_example_spec,
     tf_input_signature,
 )
-from components.transform import categorical_sizes, read_label_classes
-from mlops.config import PipelineConfig
 from mlops.io import atomic_dir, write_json_atomic
-
-MODEL_INFO_FILE = "model_info.json"
-# The pipeline config travels inside the model, so a server needs nothing but the model directory.
-MODEL_CONFIG_FILE = "pipeline_config.json"
 
 
 def class_weights(label_ids: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -37,17 +38,6 @@ def class_weights(label_ids: np.ndarray, num_classes: int) -> dict[int, float]:
         c: float(total / (num_classes * counts[c])) if counts[c] else 1.0
         for c in range(num_classes)
     }
-
-
-def encode_labels(values: Any, classes: list[str], split: str) -> np.ndarray:
-    index = {name: i for i, name in enumerate(classes)}
-    texts = [category_text(v) for v in values]
-    unknown = sorted({t for t in texts if t not in index})
-    if unknown:
-        raise ValueError(
-            f"{split} split has label values {unknown[:5]} not seen in train (classes {classes})"
-        )
-    return np.array([index[t] for t in texts], dtype=np.int64)
 
 
 def build_model(
@@ -234,10 +224,6 @@ def run_train(
     }
     with atomic_dir(model_dir) as out:
         export_serving_model(model, tft_output, classes, config, out)
-        write_json_atomic(out / "assets.extra" / MODEL_INFO_FILE, info)
-        (out / "assets.extra" / MODEL_CONFIG_FILE).write_text(config.to_json())
+        write_json_atomic(model_extra_path(out, MODEL_INFO_FILE), info)
+        model_extra_path(out, MODEL_CONFIG_FILE).write_text(config.to_json())
     return {k: v for k, v in info.items() if k != "curves"}
-
-
-def read_model_info(model_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(model_dir) / "assets.extra" / MODEL_INFO_FILE).read_text())

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components.ingest import read_split
-from components.raw_features import category_text, coerce_record
+from mlops.artifacts import LABEL_CLASSES_FILE, read_split
 from mlops.config import FeatureConfig, PipelineConfig
+from mlops.features import category_text, coerce_record
 from mlops.io import atomic_dir
 
-LABEL_CLASSES_FILE = "label_classes.json"
 CROSS_SEPARATOR = "\x1f"
 
 
@@ -110,10 +109,6 @@ def label_classes(labels: Any) -> list[str]:
     if len(classes) < 2:
         raise ValueError(f"the label needs at least two classes in train, found {classes}")
     return classes
-
-
-def read_label_classes(transform_dir: str | Path) -> list[str]:
-    return json.loads((Path(transform_dir) / LABEL_CLASSES_FILE).read_text())
 
 
 def run_transform(

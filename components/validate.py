@@ -6,99 +6,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tensorflow_metadata.proto.v0 import schema_pb2
-
-from components import data_validation as dv
-from components.ingest import SPLITS, read_split
+from mlops import tfdv as dv
+from mlops.artifacts import (
+    ANOMALIES_FILE,
+    SCHEMA_FILE,
+    SPLITS,
+    STATS_FILE,
+    VALIDATION_SUMMARY_FILE,
+    read_split,
+)
 from mlops.config import PipelineConfig
 from mlops.io import atomic_dir, write_json_atomic
-
-SCHEMA_FILE = "schema.pbtxt"
-SUMMARY_FILE = "validation.json"
-TRAINING, SERVING = "TRAINING", "SERVING"
-# New, rare categories map to the out-of-vocabulary bucket; only a real shift should block.
-INFERRED_MIN_DOMAIN_MASS = 0.99
+from mlops.tfdv.config_rules import (
+    TRAINING,
+    apply_domains,
+    prepare_inferred_schema,
+    schema_with_thresholds,
+    unused_columns_as_warnings,
+)
 
 
 class DataValidationError(ValueError):
     """Blocking anomalies; the message lists feature, value and rule for each."""
-
-
-def prepare_inferred_schema(schema: schema_pb2.Schema, config: PipelineConfig) -> schema_pb2.Schema:
-    """Adjust a schema inferred from train to what this template's model tolerates: missing feature
-    values are imputed, so only the label must always be present; the label is absent at serving."""
-    schema = schema_pb2.Schema.FromString(schema.SerializeToString())
-    del schema.default_environment[:]
-    schema.default_environment.extend([TRAINING, SERVING])
-    for feature in schema.feature:
-        if feature.name == config.data.label:
-            feature.not_in_environment.append(SERVING)
-            continue
-        feature.presence.ClearField("min_fraction")
-        if feature.domain:
-            feature.distribution_constraints.min_domain_mass = INFERRED_MIN_DOMAIN_MASS
-    return schema
-
-
-def apply_domains(schema: schema_pb2.Schema, config: PipelineConfig) -> schema_pb2.Schema:
-    """Add the configured valid ranges (validation.domains) as float_domain / int_domain."""
-    result = schema_pb2.Schema.FromString(schema.SerializeToString())
-    features = {feature.name: feature for feature in result.feature}
-    for name, domain in config.validation.domains.items():
-        if name not in features:
-            raise ValueError(
-                f"validation.domains names '{name}', which is not a column of the data "
-                f"(columns: {sorted(features)})"
-            )
-        feature = features[name]
-        target = feature.int_domain if feature.type == schema_pb2.INT else feature.float_domain
-        if domain.min is not None:
-            target.min = int(domain.min) if feature.type == schema_pb2.INT else domain.min
-        if domain.max is not None:
-            target.max = int(domain.max) if feature.type == schema_pb2.INT else domain.max
-    return result
-
-
-def mark_integer_categories(schema: schema_pb2.Schema, config: PipelineConfig) -> None:
-    """Integer-coded categorical features (e.g. community areas) get `int_domain.is_categorical`,
-    so comparators treat them as categories (L-infinity), not numbers."""
-    for feature in schema.feature:
-        if (
-            feature.name in config.features.categorical
-            and feature.type != schema_pb2.BYTES
-            and feature.WhichOneof("domain_info") in (None, "int_domain")
-        ):
-            feature.int_domain.is_categorical = True
-
-
-def schema_with_thresholds(schema: schema_pb2.Schema, config: PipelineConfig) -> schema_pb2.Schema:
-    """Skew thresholds from config, on the features the model uses (a curated schema's own
-    thresholds stay where config sets none)."""
-    skew = config.validation.skew
-    marked = schema_pb2.Schema.FromString(schema.SerializeToString())
-    mark_integer_categories(marked, config)
-    result = dv.set_comparator_thresholds(
-        marked,
-        kind="skew",
-        default_categorical=skew.categorical_linf,
-        default_numeric=skew.numeric_jsd,
-        per_feature=skew.per_feature,
-    )
-    used = set(config.features.raw_features)
-    for feature in result.feature:
-        if feature.name not in used and feature.name not in skew.per_feature:
-            feature.ClearField("skew_comparator")
-    return result
-
-
-def unused_columns_as_warnings(anomalies: Any, used: set[str]) -> Any:
-    """Columns the model never reads cannot break it: their anomalies are reported, not blocking."""
-    from tensorflow_metadata.proto.v0 import anomalies_pb2
-
-    for name, info in anomalies.anomaly_info.items():
-        if name not in used:
-            info.severity = anomalies_pb2.AnomalyInfo.WARNING
-    return anomalies
 
 
 def run_data_validation(
@@ -154,17 +83,17 @@ def run_data_validation(
         "blocking": blocking,
     }
     with atomic_dir(statistics_dir) as out:
-        dv.write_statistics(stats, out / "FeatureStats.pb")
+        dv.write_statistics(stats, out / STATS_FILE)
         for split in SPLITS:
             single = type(stats)(datasets=[dv.split_statistics(stats, split)])
-            dv.write_statistics(single, out / f"Split-{split}" / "FeatureStats.pb")
+            dv.write_statistics(single, out / f"Split-{split}" / STATS_FILE)
     with atomic_dir(schema_dir) as out:
         dv.write_schema(schema, out / SCHEMA_FILE)
     with atomic_dir(anomalies_dir) as out:
         for split, anomalies in split_anomalies.items():
-            dv.write_anomalies(anomalies, out / f"Split-{split}" / "SchemaDiff.pb")
-        dv.write_anomalies(skew, out / "Skew" / "SchemaDiff.pb")
-        write_json_atomic(out / SUMMARY_FILE, summary)
+            dv.write_anomalies(anomalies, out / f"Split-{split}" / ANOMALIES_FILE)
+        dv.write_anomalies(skew, out / "Skew" / ANOMALIES_FILE)
+        write_json_atomic(out / VALIDATION_SUMMARY_FILE, summary)
     if blocking and config.validation.fail_on_anomalies:
         raise DataValidationError(
             "data validation found blocking anomalies (set validation.fail_on_anomalies: false to "

@@ -164,7 +164,8 @@ class EvaluationConfig(_Strict):
     slices: list[str] = []
     thresholds: list[ThresholdConfig] = []
     change_threshold: ChangeThresholdConfig | None = None
-    # Slices smaller than this are reported but never gate the blessing.
+    # Slices with fewer examples are left out of the per-slice metrics (TFMA min_slice_size);
+    # only the overall slice gates the blessing.
     min_slice_size: Annotated[int, Field(ge=1)] = 10
 
 

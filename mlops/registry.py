@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops.config import PipelineConfig
 from mlops.io import read_json, write_json_atomic
+from mlops.paths import registry_root
 
 CHAMPION = "champion"
 
@@ -156,3 +158,13 @@ class LocalModelRegistry:
 
 def dump(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, indent=2)
+
+
+def resolve_version(config: PipelineConfig, ref: str = CHAMPION) -> ModelVersion:
+    """A version of the config's model in the local registry, from an alias ("champion") or a
+    version number."""
+    registry = LocalModelRegistry(registry_root(config))
+    ref = str(ref).strip()
+    if ref.isdigit():
+        return registry.get(config.name, version=int(ref))
+    return registry.get(config.name, alias=ref)

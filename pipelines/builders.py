@@ -5,6 +5,12 @@ from __future__ import annotations
 from mlops.config import PipelineConfig
 
 PIPELINES = ("training", "prediction", "monitoring")
+TARGETS = ("local", "vertex")
+
+
+def check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {list(TARGETS)}, not {target!r}")
 
 
 def build_pipeline(config: PipelineConfig, kind: str, target: str):

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config
-from pipelines.builders import PIPELINES
+from mlops.paths import compiled_spec_path
+from pipelines.builders import PIPELINES, TARGETS
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.local import run_training_locally, summarize
 
-    result = run_training_locally(config)
+    result = run_training_locally(config, run_id=args.run_id)
     print()
     print(summarize(result.manifest))
     return 0 if result.succeeded else 1
@@ -37,11 +38,7 @@ def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.vertex import compile_pipeline
 
     output = (
-        Path(args.output)
-        if args.output
-        else Path(config.local.root)
-        / "compiled"
-        / f"{config.name}-{args.pipeline}-{args.target}.json"
+        Path(args.output) if args.output else compiled_spec_path(config, args.pipeline, args.target)
     )
     compile_pipeline(config, args.pipeline, args.target, output)
     print(f"compiled {config.name} {args.pipeline} pipeline for {args.target}: {output}")
@@ -49,13 +46,8 @@ def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from pipelines.vertex import (
-        SubmitSettings,
-        build_pipeline_job,
-        compile_pipeline,
-        describe_job,
-        submit,
-    )
+    from mlops.vertex_jobs import SubmitSettings, build_pipeline_job, describe_job, submit
+    from pipelines.vertex import compile_pipeline
 
     settings = SubmitSettings.resolve(
         config, args.project, args.region, args.pipeline_root, args.service_account
@@ -69,9 +61,7 @@ def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
     if args.template:
         template = Path(args.template)
     else:
-        template = (
-            Path(config.local.root) / "compiled" / f"{config.name}-{args.pipeline}-vertex.json"
-        )
+        template = compiled_spec_path(config, args.pipeline, "vertex")
         compile_pipeline(config, args.pipeline, "vertex", template)
     credentials = None
     if args.dry_run:
@@ -96,7 +86,7 @@ def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def cmd_models(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from components.register import registry_root
+    from mlops.paths import registry_root
     from mlops.registry import LocalModelRegistry
 
     rows = LocalModelRegistry(registry_root(config)).describe(config.name)
@@ -118,10 +108,10 @@ def cmd_deploy(args: argparse.Namespace, config: PipelineConfig) -> int:
 def cmd_serve(args: argparse.Namespace, config: PipelineConfig) -> int:
     import time
 
-    from components.deploy import endpoints_root, resolve_version
-    from components.retrain import request_log_dir
-    from components.serving import serve
     from mlops.endpoints import LocalEndpoints
+    from mlops.paths import endpoints_root, request_log_dir
+    from mlops.registry import resolve_version
+    from mlops.serving.server import serve
 
     endpoint = None if args.version else LocalEndpoints(endpoints_root(config)).find(config.name)
     if endpoint:
@@ -145,7 +135,7 @@ def cmd_batch_predict(args: argparse.Namespace, config: PipelineConfig) -> int:
     import os
 
     from components.batch_predict import run_batch_predict
-    from components.deploy import resolve_version
+    from mlops.registry import resolve_version
 
     source = args.input or config.serving.batch_input
     id_column = args.id_column or config.serving.batch_id_column
@@ -165,7 +155,7 @@ def cmd_batch_predict(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from components.retrain import request_log_dir
+    from mlops.paths import request_log_dir
     from pipelines.local import run_locally, summarize
 
     source = args.input or str(request_log_dir(config))
@@ -215,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run.json, report.html) and a new version in <local.root>/registry/.",
     )
     _add_config(run)
+    run.add_argument(
+        "--run-id", help="the run's id (default: <name>-<date>-<time>-<random>); must be new"
+    )
     run.set_defaults(func=cmd_run)
 
     compile_ = commands.add_parser(
@@ -224,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output (default <local.root>/compiled/<name>-training-<target>.json).",
     )
     _add_config(compile_)
-    compile_.add_argument("--target", choices=["local", "vertex"], default="vertex")
+    compile_.add_argument("--target", choices=TARGETS, default="vertex")
     compile_.add_argument("--pipeline", choices=PIPELINES, default="training")
     compile_.add_argument("--output", "-o", help="where to write the compiled spec")
     compile_.set_defaults(func=cmd_compile)

@@ -3,15 +3,17 @@ own run id and leaves a `run.json` manifest and an HTML report."""
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops.artifacts import REPORT_FILE, RUN_MANIFEST_FILE, STEP_LOG_FILE
 from mlops.config import PipelineConfig
 from mlops.io import write_json_atomic
+from mlops.paths import run_dir as run_dir_of
+from mlops.runs import new_run_id
 from mlops.steps import read_step_log
 from pipelines.builders import build_pipeline
 
@@ -33,10 +35,6 @@ class RunResult:
         return self.manifest["status"] == "SUCCEEDED"
 
 
-def new_run_id(config: PipelineConfig) -> str:
-    return f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
 def run_training_locally(config: PipelineConfig, run_id: str | None = None) -> RunResult:
     """Run the training pipeline locally; never raises for a failed step (the manifest says)."""
     return run_locally(config, "training", run_id=run_id)
@@ -49,9 +47,9 @@ def run_locally(
     from kfp import local
 
     run_id = run_id or new_run_id(config)
-    run_dir = Path(config.local.root) / "runs" / run_id
+    run_dir = run_dir_of(config, run_id)
     run_dir.mkdir(parents=True, exist_ok=False)
-    step_log = run_dir / "steps.jsonl"
+    step_log = run_dir / STEP_LOG_FILE
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(run_dir / "artifacts"),
@@ -71,9 +69,9 @@ def run_locally(
     )
     report = manifest.get("report")
     if report and Path(report).is_file():
-        shutil.copyfile(report, run_dir / "report.html")
-        manifest["report"] = str(run_dir / "report.html")
-    write_json_atomic(run_dir / "run.json", manifest)
+        shutil.copyfile(report, run_dir / REPORT_FILE)
+        manifest["report"] = str(run_dir / REPORT_FILE)
+    write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
     return RunResult(run_id, run_dir, manifest)
 
 
@@ -164,5 +162,5 @@ def summarize(manifest: dict[str, Any]) -> str:
         lines.append(f"  error: {manifest['error'][:2000]}")
     if manifest.get("report"):
         lines.append(f"  report: {manifest['report']}")
-    lines.append(f"  manifest: {Path(manifest['run_dir']) / 'run.json'}")
+    lines.append(f"  manifest: {Path(manifest['run_dir']) / RUN_MANIFEST_FILE}")
     return "\n".join(lines)

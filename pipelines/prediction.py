@@ -11,8 +11,7 @@ from kfp import dsl
 from components.ops import make_ops
 from mlops.config import PipelineConfig
 from mlops.registry import CHAMPION
-
-TARGETS = ("local", "vertex")
+from pipelines.builders import check_target
 
 
 def prediction_pipeline_name(config: PipelineConfig) -> str:
@@ -31,58 +30,52 @@ def vertex_model_uri(config: PipelineConfig) -> tuple[str, str]:
 
 
 def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    check_target(target)
     ops = make_ops(config.vertex.image)
-    serving = config.serving
-    default_input = serving.batch_input or ""
-    default_id = serving.batch_id_column or ""
-
-    if target == "local":
-
-        @dsl.pipeline(
-            name=prediction_pipeline_name(config),
-            description=f"Deploy and batch-predict for '{config.name}'",
+    serving, vertex = config.serving, config.vertex
+    on_vertex = target == "vertex"
+    if on_vertex:
+        from google_cloud_pipeline_components.types.artifact_types import (
+            VertexEndpoint,
+            VertexModel,
         )
-        def local_prediction(
-            config_json: str = config.to_json(),
-            step_log: str = "",
-            model_version: str = CHAMPION,
-            canary_percent: int = -1,
-            batch_input: str = default_input,
-            id_column: str = default_id,
-        ) -> None:
-            common = {"config_json": config_json, "step_log": step_log}
+        from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
+        from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
+
+        resource, uri = vertex_model_uri(config)
+        location = {
+            "location": vertex.region,
+            **({"project": vertex.project} if vertex.project else {}),
+        }
+
+    @dsl.pipeline(
+        name=prediction_pipeline_name(config),
+        description=f"Deploy and batch-predict for '{config.name}'"
+        + (" on Vertex AI" if on_vertex else ""),
+    )
+    def prediction_pipeline(
+        config_json: str = config.to_json(),
+        step_log: str = "",
+        model_version: str = CHAMPION,
+        canary_percent: int = -1,
+        batch_input: str = serving.batch_input or "",
+        id_column: str = serving.batch_id_column or "",
+        batch_output: str = "",
+    ) -> None:
+        common = {"config_json": config_json, "step_log": step_log}
+        if not on_vertex:
+            # Local: the endpoint record the local server honours, then a Beam batch job that
+            # writes into this run's artifacts.
             ops.deploy_local(
                 model_version=model_version, canary_percent=canary_percent, **common
             ).set_display_name("deploy").set_caching_options(False)
             ops.batch_predict_local(
                 model_version=model_version, source=batch_input, id_column=id_column, **common
             ).set_display_name("batch-predict").set_caching_options(False)
-
-        return local_prediction
-
-    from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint, VertexModel
-    from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
-    from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
-
-    vertex = config.vertex
-    resource, uri = vertex_model_uri(config)
-    location = {
-        "location": vertex.region,
-        **({"project": vertex.project} if vertex.project else {}),
-    }
-
-    @dsl.pipeline(
-        name=prediction_pipeline_name(config),
-        description=f"Deploy and batch-predict for '{config.name}' on Vertex AI",
-    )
-    def vertex_prediction(
-        config_json: str = config.to_json(),
-        batch_input: str = default_input,
-        id_column: str = default_id,
-        batch_output: str = "",
-    ) -> None:
+            return
+        # Vertex: the registry's champion, deployed with the configured split, then
+        # ModelBatchPredictOp into batch_output. (model_version and canary_percent are the local
+        # runner's; on Vertex the split is serving.vertex_traffic_split.)
         model = dsl.importer(
             artifact_uri=uri, artifact_class=VertexModel, metadata={"resourceName": resource}
         ).set_display_name("champion-model")
@@ -128,4 +121,4 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
             **location,
         ).set_display_name("batch-predict")
 
-    return vertex_prediction
+    return prediction_pipeline

@@ -6,27 +6,22 @@ outputs as their local twins: training becomes a Vertex custom job (machine type
 replicas from config) and registration becomes GCPC's `ModelUploadOp` with version aliases.
 """
 
-from typing import Literal
-
 from kfp import dsl
 
 from components.ops import make_ops
 from mlops.config import PipelineConfig
 from mlops.registry import CHAMPION
-
-Target = Literal["local", "vertex"]
-TARGETS: tuple[str, ...] = ("local", "vertex")
+from pipelines.builders import check_target
 
 
 def pipeline_name(config: PipelineConfig) -> str:
     return f"{config.name}-training"
 
 
-def build_training_pipeline(config: PipelineConfig, target: Target = "local"):
+def build_training_pipeline(config: PipelineConfig, target: str = "local"):
     """Return the `@dsl.pipeline` for `config` on `target`. The config is the default of the
     `config_json` parameter, so a compiled template can be rerun with another config."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    check_target(target)
     ops = make_ops(config.vertex.image)
     vertex = config.vertex
 

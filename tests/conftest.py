@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -7,9 +8,24 @@ import pytest
 from mlops.config import CONFIG_DIR, PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-TAXI_CSV = SHARED_DATA / "chicago_taxi" / "big_tipper.csv"
-TAXI_SCHEMA = SHARED_DATA / "chicago_taxi" / "tfx_schema.pbtxt"
+DATA = REPO / "data"
+TAXI_CSV = DATA / "chicago_taxi" / "big_tipper.csv"
+TAXI_SCHEMA = DATA / "chicago_taxi" / "tfx_schema.pbtxt"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fake_model(tmp: Path, name: str) -> Path:
+    """A stand-in model directory (a registry copies it; nothing loads it)."""
+    path = tmp / name
+    path.mkdir()
+    (path / "saved_model.pb").write_text(name)
+    return path
 
 
 def config_in(tmp: Path, name: str = "penguins", **overrides) -> PipelineConfig:

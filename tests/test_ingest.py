@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.ingest import IngestError, read_split, run_ingest
+from components.ingest import IngestError, run_ingest
+from mlops.artifacts import read_split
 from mlops.config import PipelineConfig
 from tests.conftest import TAXI_CSV
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.retrain import retrain_state_path
+from mlops.paths import retrain_state_path
 from mlops.registry import LocalModelRegistry
 from pipelines.local import run_locally, run_training_locally
-from tests.conftest import SHARED_DATA, config_in
+from tests.conftest import DATA, config_in
 
 pytestmark = pytest.mark.slow
 
-CLEAN = SHARED_DATA / "penguins_tfx" / "penguins_processed.csv"
-SKEWED = SHARED_DATA / "penguins_tfx" / "penguins_processed_skewed.csv"
+CLEAN = DATA / "penguins_tfx" / "penguins_processed.csv"
+SKEWED = DATA / "penguins_tfx" / "penguins_processed_skewed.csv"
 
 
 @pytest.fixture(scope="module")

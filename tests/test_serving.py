@@ -8,7 +8,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,9 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.predict_request import RequestError, parse_request
-from components.raw_features import frame_to_arrays
 from mlops.config import FeatureConfig, PipelineConfig
+from mlops.features import frame_to_arrays
+from mlops.serving.request import RequestError, parse_request
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 HEALTH_ROUTE = "/v1/models/penguins/health"
@@ -110,12 +110,6 @@ def test_parse_request_accepts_a_missing_content_type_and_rejects_others() -> No
 # A real server process, configured as Vertex configures a custom container
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _request(
     port: int,
     method: str,
@@ -168,7 +162,7 @@ def server(penguins_chain, tmp_path_factory):
     )
     config_file = tmp / "config.json"
     config_file.write_text(config.model_copy(update={"serving": serving}).to_json())
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "AIP_HTTP_PORT": str(port),
@@ -182,7 +176,7 @@ def server(penguins_chain, tmp_path_factory):
     command = [
         sys.executable,
         "-m",
-        "components.serving",
+        "mlops.serving",
         "--config-json",
         str(config_file),
         "--host",
@@ -229,7 +223,7 @@ def test_health_is_503_while_loading_then_200(server) -> None:
 def test_predictions_equal_the_in_process_serving_signature(server, penguins_chain) -> None:
     import tensorflow as tf
 
-    from components.ingest import read_split
+    from mlops.artifacts import read_split
 
     config, paths, _ = penguins_chain
     frame = read_split(paths["data"], "test").head(15)
@@ -627,7 +621,7 @@ def test_concurrent_clients_are_all_answered(server) -> None:
 
 
 def test_request_log_round_trips_to_raw_features(server, penguins_chain) -> None:
-    from components.serving import load_model, read_request_log
+    from mlops.serving.server import load_model, read_request_log
 
     config, paths, _ = penguins_chain
     rows = [GOOD, ALL_NULL, {**GOOD, "island": "Dream", "sex": None, "year": 2009}]
@@ -692,7 +686,7 @@ def _serving_config(config: PipelineConfig, **serving: Any) -> PipelineConfig:
 
 
 def test_traffic_must_name_served_versions_and_sum_to_100(penguins_config) -> None:
-    from components.serving import PredictionService
+    from mlops.serving.server import PredictionService
 
     models = {"1": "/m1", "2": "/m2"}
     for traffic, message in [
@@ -710,7 +704,7 @@ def test_traffic_must_name_served_versions_and_sum_to_100(penguins_config) -> No
 
 
 def test_service_routes_a_seeded_90_10_split_and_100_0(penguins_chain, tmp_path) -> None:
-    from components.serving import PredictionService
+    from mlops.serving.server import PredictionService
 
     config, paths, _ = penguins_chain
     model = str(paths["model"])
@@ -748,7 +742,7 @@ def test_service_routes_a_seeded_90_10_split_and_100_0(penguins_chain, tmp_path)
 
 
 def test_sample_rate_0_logs_nothing_and_half_logs_about_half(penguins_chain, tmp_path) -> None:
-    from components.serving import PredictionService
+    from mlops.serving.server import PredictionService
 
     config, paths, _ = penguins_chain
     model = {"5": str(paths["model"])}
@@ -776,7 +770,7 @@ def test_sample_rate_0_logs_nothing_and_half_logs_about_half(penguins_chain, tmp
 
 
 def test_load_failures_answer_503_with_the_error(penguins_chain, tmp_path) -> None:
-    from components.serving import PredictionService
+    from mlops.serving.server import PredictionService
 
     config, paths, _ = penguins_chain
     missing = PredictionService({"9": str(tmp_path / "nowhere")}, {"9": 100}, config, None)
@@ -795,7 +789,7 @@ def test_load_failures_answer_503_with_the_error(penguins_chain, tmp_path) -> No
 
 
 def test_model_errors_are_a_generic_500(penguins_chain, monkeypatch, tmp_path) -> None:
-    from components.serving import PredictionService
+    from mlops.serving.server import PredictionService
 
     config, paths, _ = penguins_chain
     # A request log that cannot be written costs monitoring a row, not the client its answer.
@@ -813,10 +807,10 @@ def test_model_errors_are_a_generic_500(penguins_chain, monkeypatch, tmp_path) -
 
 
 def test_serve_in_a_thread_sets_ready_event_and_stops_on_stop_event(penguins_chain) -> None:
-    from components.serving import Routes, serve
+    from mlops.serving.server import Routes, serve
 
     config, paths, _ = penguins_chain
-    port = _free_port()
+    port = free_port()
     ready, stop = threading.Event(), threading.Event()
     thread = threading.Thread(
         target=serve,
@@ -834,7 +828,7 @@ def test_serve_in_a_thread_sets_ready_event_and_stops_on_stop_event(penguins_cha
 
 
 def test_routes_and_port_come_from_the_environment_at_run_time() -> None:
-    from components.serving import Routes, _models_from_args, env_port, main
+    from mlops.serving.server import Routes, _models_from_args, env_port, main
 
     assert Routes.from_env({}) == Routes("/health", "/predict")
     assert Routes.from_env({"AIP_PREDICT_ROUTE": "/p", "AIP_HEALTH_ROUTE": "/h"}) == Routes(

@@ -11,13 +11,9 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from mlops.config import PipelineConfig
+from mlops.vertex_jobs import SubmitSettings, build_pipeline_job, vertex_runtime_config
 from pipelines import cli
-from pipelines.vertex import (
-    SubmitSettings,
-    build_pipeline_job,
-    compile_training_pipeline,
-    vertex_runtime_config,
-)
+from pipelines.vertex import compile_training_pipeline
 from tests.conftest import config_in
 
 PARENT = "projects/my-project/locations/europe-west4/models/1234"
@@ -204,7 +200,7 @@ def test_cli_dry_run_prints_the_job_and_sends_nothing(tmp_path: Path, capsys) ->
 def test_find_champion_vertex_asks_for_the_champion_alias(tmp_path: Path) -> None:
     from google.cloud import aiplatform
 
-    from components.register import find_champion_vertex
+    from components.find_champion import find_champion_vertex
 
     config = _vertex_config(tmp_path, project="my-project", region="europe-west4")
     parent = mock.Mock(resource_name=PARENT)

@@ -160,7 +160,7 @@ def test_model_monitoring_job_request_carries_the_thresholds(tmp_path: Path) -> 
     from google.cloud.aiplatform_v1.services.job_service import JobServiceClient
     from google.cloud.aiplatform_v1.types import ModelDeploymentMonitoringJob
 
-    from components.retrain import setup_vertex_model_monitoring
+    from components.monitor import setup_vertex_model_monitoring
 
     config = _config(tmp_path)
     monitoring = config.monitoring.model_dump()

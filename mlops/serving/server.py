@@ -25,7 +25,6 @@ import os
 import random
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -38,8 +37,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from components.predict_request import RequestError, parse_request
 from mlops.config import FeatureConfig, PipelineConfig, load_config
+from mlops.serving.request import RequestError, parse_request
 
 logger = logging.getLogger(__name__)
 
@@ -696,7 +695,7 @@ def read_request_log(
     """
     import pandas as pd
 
-    from components.raw_features import category_text
+    from mlops.features import category_text
 
     start, end = _as_utc(since), _as_utc(until)
     rows: list[dict[str, Any]] = []
@@ -773,9 +772,9 @@ def config_from_model(model_dir: str) -> PipelineConfig:
     """The pipeline config that training saved in the model (works for gs:// model dirs too)."""
     import tensorflow as tf
 
-    from components.train import MODEL_CONFIG_FILE
+    from mlops.artifacts import MODEL_CONFIG_FILE, MODEL_EXTRA_DIR
 
-    path = f"{str(model_dir).rstrip('/')}/assets.extra/{MODEL_CONFIG_FILE}"
+    path = f"{str(model_dir).rstrip('/')}/{MODEL_EXTRA_DIR}/{MODEL_CONFIG_FILE}"
     if not tf.io.gfile.exists(path):
         raise ValueError(f"no --config given and the model has no saved config at {path}")
     with tf.io.gfile.GFile(path) as handle:
@@ -856,11 +855,3 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     serve(models, traffic, config, args.host, port, args.request_log, seed=args.seed)
     return 0
-
-
-if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # TensorFlow's native teardown can crash at interpreter exit; the server is done by now.
-    os._exit(code)

@@ -90,3 +90,14 @@ def tf_example_spec(features: FeatureConfig) -> dict[str, Any]:
         }
     )
     return spec
+
+
+def encode_labels(values: Any, classes: list[str], split: str) -> np.ndarray:
+    index = {name: i for i, name in enumerate(classes)}
+    texts = [category_text(v) for v in values]
+    unknown = sorted({t for t in texts if t not in index})
+    if unknown:
+        raise ValueError(
+            f"{split} split has label values {unknown[:5]} not seen in train (classes {classes})"
+        )
+    return np.array([index[t] for t in texts], dtype=np.int64)

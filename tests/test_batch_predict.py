@@ -1,10 +1,8 @@
-"""Deploy (local endpoint records with canary splits) and Beam batch prediction; batch and online
-predictions agree for the same rows."""
+"""Batch prediction step: Beam over CSV / JSON Lines / Parquet; batch and online predictions agree for the same rows."""
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,47 +14,9 @@ import pandas as pd
 import pytest
 
 from components.batch_predict import BatchPredictError, read_predictions, run_batch_predict
-from components.deploy import run_deploy_local
-from components.ingest import read_split
-from components.raw_features import frame_to_arrays
-from components.register import registry_root
-from mlops.endpoints import EndpointError, LocalEndpoints
-from mlops.registry import CHAMPION, LocalModelRegistry
-from tests.conftest import REPO, config_in
-
-
-def _fake_model(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    path.mkdir()
-    (path / "saved_model.pb").write_text(name)
-    return path
-
-
-def test_deploy_canary_then_promote(tmp_path: Path) -> None:
-    config = config_in(tmp_path, "penguins")
-    registry = LocalModelRegistry(registry_root(config))
-    registry.register("penguins", _fake_model(tmp_path, "a"), {}, aliases=[CHAMPION])
-    registry.register("penguins", _fake_model(tmp_path, "b"), {})
-    first = run_deploy_local(config, CHAMPION)
-    assert first["traffic"] == {"1": 100}
-    canary = run_deploy_local(config, "2", canary_percent=10)
-    assert canary["traffic"] == {"1": 90, "2": 10}
-    assert set(canary["models"]) == {"1", "2"}
-    promoted = run_deploy_local(config, "2", canary_percent=0)
-    assert promoted["traffic"] == {"2": 100} and set(promoted["models"]) == {"2"}
-    assert [h["traffic"] for h in promoted["history"]] == [
-        {"1": 100},
-        {"1": 90, "2": 10},
-        {"2": 100},
-    ]
-
-
-def test_unknown_endpoint_and_version_errors(tmp_path: Path) -> None:
-    config = config_in(tmp_path, "penguins")
-    with pytest.raises(EndpointError, match="deploy a model first"):
-        LocalEndpoints(tmp_path / "endpoints").get("penguins")
-    with pytest.raises(LookupError, match="no alias 'champion'"):
-        run_deploy_local(config, CHAMPION)
+from mlops.artifacts import read_split
+from mlops.features import frame_to_arrays
+from tests.conftest import REPO, free_port
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +69,6 @@ def test_batch_input_without_id_column_is_refused(penguins_chain, tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_batch_and_online_predictions_are_identical(
     penguins_chain, batch_input, tmp_path: Path
 ) -> None:
@@ -123,12 +77,12 @@ def test_batch_and_online_predictions_are_identical(
     batch = {row["penguin_id"]: row for row in read_predictions(tmp_path / "out")}
     config_file = tmp_path / "config.json"
     config_file.write_text(config.to_json())
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "components.serving",
+            "mlops.serving",
             "--config-json",
             str(config_file),
             "--model-dir",

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components import data_validation as dv
+from mlops import tfdv as dv
 
 __all__ = [
     "feature_distribution_figures",

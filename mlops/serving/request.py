@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from components.raw_features import coerce_record
 from mlops.config import FeatureConfig
+from mlops.features import coerce_record
 
 JSON_CONTENT_TYPE = "application/json"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

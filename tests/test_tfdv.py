@@ -13,9 +13,10 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
-from components import data_validation as dv
+from mlops import tfdv as dv
+from mlops.tfdv.statistics import all_integral
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 TAXI_CSV = DATA / "chicago_taxi" / "big_tipper.csv"
 TAXI_SCHEMA = DATA / "chicago_taxi" / "tfx_schema.pbtxt"
 PENGUINS_CLEAN = DATA / "penguins_tfx" / "penguins_processed.csv"
@@ -118,7 +119,7 @@ def test_numeric_statistics_match_pandas(penguins, penguin_stats):
     assert feats["year"].type == FNS.INT
     assert feats["body_mass_g"].type == FNS.FLOAT
     # Integral floats (body mass with NaN) are marked so they can satisfy INT features.
-    assert dv._all_integral(feats["body_mass_g"]) and not dv._all_integral(feats["bill_length_mm"])
+    assert all_integral(feats["body_mass_g"]) and not all_integral(feats["bill_length_mm"])
     assert dv.value_counts(feats["year"]) == {"2009": 120, "2008": 114, "2007": 110}
 
 
@@ -189,7 +190,7 @@ def test_statistics_reject_unsupported_dtypes_and_unknown_label():
 
 
 def test_statistics_file_roundtrip(tmp_path, penguin_stats):
-    path = dv.write_statistics(penguin_stats, tmp_path / "stats" / dv.STATS_FILE_NAME)
+    path = dv.write_statistics(penguin_stats, tmp_path / "stats" / dv.STATS_FILE)
     assert path.name == "FeatureStats.pb"
     assert dv.read_statistics(path) == penguin_stats
     parsed = statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
@@ -251,7 +252,7 @@ def test_infer_schema_follows_tfdv_semantics(penguin_stats):
 
 def test_schema_text_roundtrip(tmp_path, penguin_stats):
     schema = dv.infer_schema(penguin_stats.datasets[0])
-    path = dv.write_schema(schema, tmp_path / dv.SCHEMA_FILE_NAME)
+    path = dv.write_schema(schema, tmp_path / dv.SCHEMA_FILE)
     assert dv.load_schema(path) == schema
     assert text_format.Parse(path.read_text(), schema_pb2.Schema()) == schema
 
@@ -595,7 +596,7 @@ def test_set_comparator_thresholds(penguin_stats):
 
 
 def test_anomalies_file_roundtrip_and_summary(tmp_path, taxi_anomalies):
-    path = dv.write_anomalies(taxi_anomalies, tmp_path / dv.ANOMALIES_FILE_NAME)
+    path = dv.write_anomalies(taxi_anomalies, tmp_path / dv.ANOMALIES_FILE)
     assert path.name == "SchemaDiff.pb"
     assert dv.read_anomalies(path) == taxi_anomalies
     parsed = anomalies_pb2.Anomalies.FromString(path.read_bytes())

@@ -12,10 +12,10 @@ import palmerpenguins
 import pandas as pd
 import pytest
 
-from components import data_validation as dv
-from components import report_plots as rp
+from mlops import report_html as rp
+from mlops import tfdv as dv
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 TAXI_CSV = DATA / "chicago_taxi" / "big_tipper.csv"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMG_RE = re.compile(r'^<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">$')

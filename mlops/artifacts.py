@@ -1,0 +1,65 @@
+"""File names inside the artifacts steps hand to each other, and the readers more than one step
+uses. One definition each: a step that writes a file and a step that reads it name it from here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("train", "eval", "test")
+
+# ingest: <dataset>/<split>.parquet and a summary
+INGEST_SUMMARY_FILE = "ingest.json"
+# statistics, schema and anomalies, as TFX writes them (also per `Split-<name>/` and `Skew/`)
+STATS_FILE = "FeatureStats.pb"
+SCHEMA_FILE = "schema.pbtxt"
+ANOMALIES_FILE = "SchemaDiff.pb"
+VALIDATION_SUMMARY_FILE = "validation.json"
+# transform
+LABEL_CLASSES_FILE = "label_classes.json"
+# model: <SavedModel>/assets.extra/...
+MODEL_EXTRA_DIR = "assets.extra"
+MODEL_INFO_FILE = "model_info.json"
+MODEL_CONFIG_FILE = "pipeline_config.json"
+# evaluate
+METRICS_FILE = "metrics.json"
+# batch prediction
+PREDICTIONS_PREFIX = "predictions"
+BATCH_SUMMARY_FILE = "batch_predict.json"
+# monitoring
+MONITORING_SUMMARY_FILE = "monitoring.json"
+DECISION_FILE = "decision.json"
+RETRAIN_STATE_FILE = "retrain_state.json"
+# runs and reports
+REPORT_FILE = "report.html"
+RUN_MANIFEST_FILE = "run.json"
+STEP_LOG_FILE = "steps.jsonl"
+
+
+def read_split(dataset_dir: str | Path, split: str):
+    """One split of an ingested dataset as a pandas frame."""
+    import pandas as pd
+
+    path = Path(dataset_dir) / f"{split}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"split {split!r} not found at {path}")
+    return pd.read_parquet(path)
+
+
+def model_extra_path(model_dir: str | Path, name: str) -> Path:
+    return Path(model_dir) / MODEL_EXTRA_DIR / name
+
+
+def read_model_info(model_dir: str | Path) -> dict[str, Any]:
+    """What training recorded beside the SavedModel: classes, features, curves, metrics."""
+    return json.loads(model_extra_path(model_dir, MODEL_INFO_FILE).read_text())
+
+
+def read_label_classes(transform_dir: str | Path) -> list[str]:
+    return json.loads((Path(transform_dir) / LABEL_CLASSES_FILE).read_text())
+
+
+def read_decision(monitoring_dir: str | Path) -> dict[str, Any]:
+    """The monitoring step's result: {"decision": {"retrain", "reasons", ...}, "findings", ...}."""
+    return json.loads((Path(monitoring_dir) / DECISION_FILE).read_text())

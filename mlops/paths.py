@@ -1,0 +1,49 @@
+"""Where local state lives under `local.root`: runs, the model registry, endpoints, request logs,
+monitoring state and compiled specs. Every local path is computed here, nowhere else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlops.artifacts import RETRAIN_STATE_FILE, RUN_MANIFEST_FILE
+from mlops.config import PipelineConfig
+
+
+def local_root(config: PipelineConfig) -> Path:
+    return Path(config.local.root)
+
+
+def runs_root(config: PipelineConfig) -> Path:
+    return local_root(config) / "runs"
+
+
+def run_dir(config: PipelineConfig, run_id: str) -> Path:
+    return runs_root(config) / run_id
+
+
+def run_manifest_path(config: PipelineConfig, run_id: str) -> Path:
+    return run_dir(config, run_id) / RUN_MANIFEST_FILE
+
+
+def registry_root(config: PipelineConfig) -> Path:
+    return local_root(config) / "registry"
+
+
+def endpoints_root(config: PipelineConfig) -> Path:
+    return local_root(config) / "endpoints"
+
+
+def request_log_dir(config: PipelineConfig) -> Path:
+    return local_root(config) / "request_logs" / config.name
+
+
+def monitoring_root(config: PipelineConfig) -> Path:
+    return local_root(config) / "monitoring" / config.name
+
+
+def retrain_state_path(config: PipelineConfig) -> Path:
+    return monitoring_root(config) / RETRAIN_STATE_FILE
+
+
+def compiled_spec_path(config: PipelineConfig, pipeline: str, target: str) -> Path:
+    return local_root(config) / "compiled" / f"{config.name}-{pipeline}-{target}.json"

@@ -1,0 +1,48 @@
+"""Evaluate step: TFMA on the test split, value thresholds and a change threshold against the champion decide the blessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.evaluate import run_evaluate
+from mlops.artifacts import read_split
+
+
+def test_tfma_result_loads_and_blesses(penguins_chain) -> None:
+    import tensorflow_model_analysis as tfma
+
+    config, paths, results = penguins_chain
+    evaluation = results["evaluate"]
+    assert evaluation["blessed"] is True and evaluation["has_baseline"] is False
+    assert evaluation["metrics"]["overall"]["accuracy"] >= 0.95
+    assert tfma.load_validation_result(str(paths["evaluation"])).validation_ok
+    result = tfma.load_eval_result(str(paths["evaluation"]))
+    slices = {tuple(key) for key, _ in result.slicing_metrics}
+    assert (("island", "Biscoe"),) in slices and (("sex", "female"),) in slices
+    test_rows = len(read_split(paths["data"], "test"))
+    assert sum(map(sum, evaluation["confusion_matrix"])) == test_rows
+    assert evaluation["metrics"]["overall"]["example_count"] == test_rows
+
+
+def test_change_threshold_against_a_champion(penguins_chain, tmp_path: Path) -> None:
+    config, paths, _ = penguins_chain
+    same = run_evaluate(config, paths["data"], paths["model"], tmp_path / "vs-self", paths["model"])
+    assert same["has_baseline"] and same["blessed"]
+    assert same["baseline_metrics"]["accuracy"] == pytest.approx(
+        same["metrics"]["overall"]["accuracy"]
+    )
+
+
+def test_unmet_value_threshold_refuses_the_blessing(penguins_chain, tmp_path: Path) -> None:
+    config, paths, _ = penguins_chain
+    evaluation = config.evaluation.model_dump()
+    evaluation["thresholds"] = [{"metric": "accuracy", "lower_bound": 1.0}]
+    strict = config.with_overrides(evaluation=evaluation)
+    result = run_evaluate(strict, paths["data"], paths["model"], tmp_path / "strict")
+    if result["metrics"]["overall"]["accuracy"] < 1.0:
+        assert result["blessed"] is False
+        assert any("accuracy" in failure for failure in result["failures"])
+    else:  # a perfect model passes any bound; the gate itself is then untestable on this split
+        assert result["blessed"] is True
