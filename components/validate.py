@@ -24,6 +24,7 @@ from mlops.tfdv.config_rules import (
     schema_with_thresholds,
     unused_columns_as_warnings,
 )
+from mlops.tfdv.readiness import readiness_problems
 
 
 class DataValidationError(ValueError):
@@ -42,6 +43,7 @@ def run_data_validation(
     anomalies when `validation.fail_on_anomalies` (after writing everything, for inspection)."""
     frames = {split: read_split(dataset_dir, split) for split in SPLITS}
     stats = dv.compute_statistics(frames, label=config.data.label)
+    not_ready = readiness_problems(stats, config)
     if config.validation.schema_path:
         schema = dv.load_schema(config.validation.schema_path)
         schema_source = config.validation.schema_path
@@ -81,6 +83,7 @@ def run_data_validation(
         "anomalies": {split: dv.anomalies_to_dict(a) for split, a in split_anomalies.items()},
         "skew": dv.anomalies_to_dict(skew),
         "blocking": blocking,
+        "not_ready": not_ready,
     }
     with atomic_dir(statistics_dir) as out:
         dv.write_statistics(stats, out / STATS_FILE)
@@ -94,6 +97,10 @@ def run_data_validation(
             dv.write_anomalies(anomalies, out / f"Split-{split}" / ANOMALIES_FILE)
         dv.write_anomalies(skew, out / "Skew" / ANOMALIES_FILE)
         write_json_atomic(out / VALIDATION_SUMMARY_FILE, summary)
+    if not_ready:
+        raise DataValidationError(
+            "the data is not ready for training:\n  " + "\n  ".join(not_ready)
+        )
     if blocking and config.validation.fail_on_anomalies:
         raise DataValidationError(
             "data validation found blocking anomalies (set validation.fail_on_anomalies: false to "

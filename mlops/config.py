@@ -60,6 +60,8 @@ class DataConfig(_Strict):
     exclude_columns: list[str] = []
     # The column that orders rows in time (time splits, evaluation over time, drift windows).
     time_column: str | None = None
+    # Cells that mean "missing" (besides an empty cell), as R, pandas and spreadsheets write them.
+    na_values: list[str] = ["NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A"]
     # Ingest fails if more than this fraction of rows cannot be parsed.
     max_bad_row_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
     split: SplitConfig = SplitConfig()
@@ -131,6 +133,8 @@ class ValidationConfig(_Strict):
     skew: ComparatorConfig = ComparatorConfig()
     # Blocking anomalies stop the pipeline; set false to only report them.
     fail_on_anomalies: bool = True
+    # Fewer rows than this in any split stop the pipeline before training.
+    min_rows_per_split: Annotated[int, Field(ge=1)] = 10
 
 
 class TrainingConfig(_Strict):

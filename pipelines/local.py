@@ -35,6 +35,27 @@ class RunResult:
         return self.manifest["status"] == "SUCCEEDED"
 
 
+def replace_python_in_launcher_only(full_command: list[str], new_executable: str) -> list[str]:
+    """kfp.local (2.17) swaps every "python3" in a task's whole command line for the current
+    interpreter, including the task's arguments: a data path, the local root or the config JSON
+    that contains "python3" arrives rewritten. Swap it only in the launcher's shell scripts, up to
+    the element that writes the component's code; the code and its arguments stay verbatim."""
+    launcher_end = next(
+        (i for i, part in enumerate(full_command) if "ephemeral_component.py" in part),
+        len(full_command) - 1,
+    )
+    return [
+        part.replace("python3", new_executable) if i <= launcher_end else part
+        for i, part in enumerate(full_command)
+    ]
+
+
+def _use_verbatim_task_arguments() -> None:
+    from kfp.local import subprocess_task_handler
+
+    subprocess_task_handler.replace_python_executable = replace_python_in_launcher_only
+
+
 def run_training_locally(config: PipelineConfig, run_id: str | None = None) -> RunResult:
     """Run the training pipeline locally; never raises for a failed step (the manifest says)."""
     return run_locally(config, "training", run_id=run_id)
@@ -46,6 +67,7 @@ def run_locally(
     """Run one of the pipelines with kfp.local; a failed step is reported in the manifest."""
     from kfp import local
 
+    _use_verbatim_task_arguments()
     run_id = run_id or new_run_id(config)
     run_dir = run_dir_of(config, run_id)
     run_dir.mkdir(parents=True, exist_ok=False)
