@@ -1,7 +1,7 @@
 # Optional CMEK (var.cmek_enabled): one key encrypts the pipeline root bucket, both Artifact
-# Registry repositories, the request-log dataset, and (through config) Vertex AI jobs and
-# models and Dataflow jobs. Each service encrypts with its own service agent, so each agent
-# gets encrypter/decrypter on this key only.
+# Registry repositories and the request-log dataset; Vertex AI jobs and models and Dataflow
+# jobs use it through the kms_key_name output. Each service encrypts with its own service
+# agent, so each agent gets encrypter/decrypter on this key only.
 
 locals {
   kms_key_id = one(google_kms_crypto_key.cmek[*].id)
