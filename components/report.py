@@ -68,6 +68,60 @@ def build_report(
         f"{cell_text(evaluation['metrics'].get('overall', {}).get(config.framing.success_metric))}</p>",
     ]
 
+    parts.append("<h2>Gates</h2>")
+    parts.append(
+        html_table(
+            ["gate", "result", "detail"],
+            [
+                [g["name"], "pass" if g["passed"] else "FAIL", g["detail"]]
+                for g in evaluation.get("gates", [])
+            ],
+        )
+    )
+    metric = config.framing.success_metric
+    overall = evaluation["metrics"].get("overall", {})
+    comparison = {"model": overall, **evaluation.get("baselines", {})}
+    parts.append(f"<p>The model against its baselines on the test split ({metric} gates):</p>")
+    parts.append(
+        html_table(
+            ["", "accuracy", "auc"],
+            [[name, m.get("accuracy"), m.get("auc")] for name, m in comparison.items()],
+        )
+    )
+    parts.append(
+        bar_chart_html(
+            f"{metric}: model vs baselines",
+            list(comparison),
+            {metric: [m.get(metric, 0.0) for m in comparison.values()]},
+        )
+    )
+    for feature, fair in (evaluation.get("fairness") or {}).items():
+        groups = fair["groups"]
+        columns = sorted({k for g in groups.values() for k in g} - {"rows"})
+        parts.append(f"<p>Fairness by {html.escape(feature)} (test split):</p>")
+        parts.append(
+            html_table(
+                ["group", "rows", *columns],
+                [[name, g["rows"], *(g.get(c) for c in columns)] for name, g in groups.items()],
+            )
+        )
+    readiness = validation.get("readiness") or {}
+    if readiness.get("single_feature_auc"):
+        aucs = readiness["single_feature_auc"]
+        parts.append("<h2>Data readiness</h2>")
+        parts.append(
+            "<p>Rows per split: "
+            + html.escape(", ".join(f"{k} {v}" for k, v in readiness["rows"].items()))
+            + f"; test rows also in train: {readiness['test_rows_in_train']}; identifier-like "
+            f"columns: {html.escape(', '.join(readiness['identifier_like_columns']) or 'none')}."
+            " Each feature's predictive power on its own (single-feature AUC on eval; "
+            f"validation.leakage_max_auc {config.validation.leakage_max_auc} flags leakage):</p>"
+        )
+        ordered = sorted(aucs, key=aucs.get, reverse=True)
+        parts.append(
+            bar_chart_html("single-feature AUC", ordered, {"auc": [aucs[f] for f in ordered]})
+        )
+
     parts.append("<h2>Evaluation (test split, TFMA)</h2>")
     metrics = evaluation["metrics"]
     slices = list(metrics)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -135,6 +135,12 @@ class ValidationConfig(_Strict):
     fail_on_anomalies: bool = True
     # Fewer rows than this in any split stop the pipeline before training.
     min_rows_per_split: Annotated[int, Field(ge=1)] = 10
+    # Target leakage: a feature whose single-feature AUC on eval reaches this nearly determines
+    # the label on its own and stops the pipeline, unless it is acknowledged below.
+    leakage_max_auc: Annotated[float, Field(gt=0.5, le=1)] = 0.95
+    acknowledged_strong_features: list[str] = []
+    # Test rows identical to a train row (all features and label) above this fraction stop it.
+    max_shared_row_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
 
 
 class TrainingConfig(_Strict):
@@ -284,6 +290,46 @@ class LocalConfig(_Strict):
     root: str = ".mlops"
 
 
+class RuleConfig(_Strict):
+    """A rule baseline: predict `predict` where `when` holds, `otherwise` elsewhere. `when`
+    compares columns with literals, joined by and/or/not: "payment_type == 'Credit Card'"."""
+
+    name: str
+    when: str
+    predict: str
+    otherwise: str
+
+    @field_validator("when")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        import ast
+
+        try:
+            ast.parse(value, mode="eval")
+        except SyntaxError as exc:
+            raise ValueError(f"not an expression ({exc.msg}): {value!r}") from exc
+        return value
+
+
+class BaselinesConfig(_Strict):
+    """The model is blessed only if its success metric reaches the best baseline's (majority
+    class, a linear model on the same features, the rules) plus `margin`. A negative margin is a
+    tolerance: the model may trail the best baseline by at most that much (say why in the config)."""
+
+    margin: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    rules: list[RuleConfig] = []
+
+
+class FairnessConfig(_Strict):
+    """Per group of each sensitive feature, on the test split: accuracy, and for binary tasks the
+    positive rate and true/false positive rates. The largest gap between groups (of at least
+    `min_group_size` rows) must stay within `max_gap`."""
+
+    sensitive_features: list[str] = []
+    max_gap: Annotated[float, Field(gt=0, le=1)] = 0.2
+    min_group_size: Annotated[int, Field(ge=1)] = 20
+
+
 class FramingConfig(_Strict):
     """The business framing: what is predicted, for whom, and what success means."""
 
@@ -300,6 +346,8 @@ class PipelineConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+    fairness: FairnessConfig = FairnessConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     local: LocalConfig = LocalConfig()

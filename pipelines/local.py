@@ -137,6 +137,9 @@ def build_manifest(
         "baseline_metrics": evaluation.get("baseline_metrics", {}),
         "blessed": evaluation.get("blessed"),
         "blessing_failures": evaluation.get("failures", []),
+        "gates": evaluation.get("gates", []),
+        "baselines": evaluation.get("baselines", {}),
+        "readiness": (results.get("validate_data") or {}).get("readiness"),
         "registered_version": registration.get("version"),
         "champion_version": registration.get("champion"),
         "success_criterion": {
@@ -171,10 +174,12 @@ def summarize(manifest: dict[str, Any]) -> str:
             f"  success criterion {criterion['metric']} >= {criterion['threshold']}: {met} "
             f"({criterion['value']:.4f})"
         )
+    for gate in manifest.get("gates") or []:
+        mark = "pass" if gate["passed"] else "FAIL"
+        lines.append(f"  gate {gate['name']:<22} {mark}  {gate['detail']}")
     if manifest.get("blessed") is not None:
         verdict = "BLESSED" if manifest["blessed"] else "NOT BLESSED"
-        detail = "; ".join(manifest.get("blessing_failures") or [])
-        lines.append(f"  blessing: {verdict}{' — ' + detail if detail else ''}")
+        lines.append(f"  blessing: {verdict}")
     if manifest.get("registered_version") is not None:
         lines.append(
             f"  registered version {manifest['registered_version']}; champion is version "

@@ -206,6 +206,28 @@ def _label_only_in_test(tmp: Path) -> Path:
     return _csv(frame, tmp / "late_class.csv")
 
 
+def _identifier_feature(tmp: Path) -> Path:
+    frame = _frame()
+    return _csv(frame.assign(colour=[f"row-{i}" for i in range(len(frame))]), tmp / "ids.csv")
+
+
+def _leaky_feature(tmp: Path) -> Path:
+    frame = _frame()
+    # "colour" written after the fact: it is the species itself, spelled out
+    return _csv(frame.assign(colour=frame["species"].map({0: "a", 1: "b", 2: "c"})), tmp / "l.csv")
+
+
+def _rows_copied_into_test(tmp: Path) -> Path:
+    frame = _frame()
+    frame["t"] = np.arange(len(frame))
+    copies = frame.sample(n=80, random_state=1).assign(t=lambda f: f["t"] + 10_000)
+    return _csv(pd.concat([frame, copies]), tmp / "copies.csv")
+
+
+TIME_SPLIT = {
+    "split": {"method": "time", "time_column": "t", "eval_fraction": 0.2, "test_fraction": 0.2}
+}
+
 BAD: dict[str, tuple[Callable[[Path], Path], dict, type, str]] = {
     "two columns with one name": (
         _duplicate_columns,
@@ -242,6 +264,24 @@ BAD: dict[str, tuple[Callable[[Path], Path], dict, type, str]] = {
     "a broken JSON array": (_broken_json_array, {}, IngestError, "JSON array"),
     "an unknown file extension": (_unknown_extension, {}, IngestError, "data.format"),
     "a text file named .parquet": (_not_parquet, {}, IngestError, "not a readable Parquet"),
+    "an identifier-like categorical feature": (
+        _identifier_feature,
+        {},
+        DataValidationError,
+        "'colour' is identifier-like",
+    ),
+    "a feature that is the label in disguise": (
+        _leaky_feature,
+        {},
+        DataValidationError,
+        "'colour' alone predicts 'species' with AUC 1.000",
+    ),
+    "train rows copied into test": (
+        _rows_copied_into_test,
+        TIME_SPLIT,
+        DataValidationError,
+        r"\d+ of \d+ test rows also appear in train",
+    ),
     "a label value only in test": (
         _label_only_in_test,
         {

@@ -23,6 +23,9 @@ def test_report_shows_blessing_metrics_curves_and_distributions(penguins_chain, 
     verdict = "BLESSED" if results["evaluate"]["blessed"] else "NOT BLESSED"
     assert verdict in page
     assert "accuracy" in page and "Train vs eval skew" in page
+    for section in ("Gates", "beats baselines", "success criterion", "Fairness by sex"):
+        assert section in page
+    assert "Data readiness" in page and "single-feature AUC" in page
     images = re.findall(r'<img [^>]*src="data:image/png;base64,', page)
     # one figure per raw feature and the label, plus the training curves
     assert len(images) >= len(config.features.raw_features) + 1 + 1
