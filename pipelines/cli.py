@@ -58,7 +58,7 @@ def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.vertex import compile_pipeline
 
     config = _with_vertex_flags(config, args.image, args.parent_model)
-    kinds = PIPELINES if args.pipeline == "all" else (args.pipeline,)
+    kinds = _chosen(args.pipeline) or ("training",)
     if args.output and len(kinds) > 1:
         raise ConfigError("--output names one file; use --output-dir with --pipeline all")
     for kind in kinds:
@@ -71,6 +71,16 @@ def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
         compile_pipeline(config, kind, args.target, output)
         print(f"compiled {config.name} {kind} pipeline for {args.target}: {output}")
     return 0
+
+
+def _chosen(pipelines: list[str] | None) -> tuple[str, ...]:
+    """The pipelines named by repeated --pipeline flags, `all` meaning every one, in order."""
+    chosen = []
+    for name in pipelines or []:
+        for kind in PIPELINES if name == "all" else (name,):
+            if kind not in chosen:
+                chosen.append(kind)
+    return tuple(chosen)
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
@@ -141,9 +151,7 @@ def cmd_publish(args: argparse.Namespace, config: PipelineConfig) -> int:
         if args.template:
             raise ConfigError("--promote moves tags on an uploaded version; drop --template")
         packages = list(args.package)
-        if args.pipeline:
-            kinds = PIPELINES if args.pipeline == "all" else (args.pipeline,)
-            packages += _package_names(config, kinds)
+        packages += _package_names(config, _chosen(args.pipeline))
         if not packages:
             raise ConfigError("--promote needs --package NAME or --pipeline")
         published = [
@@ -333,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--pipeline",
         choices=(*PIPELINES, "all"),
-        default="training",
-        help="which pipeline; `all` compiles every pipeline (with --output-dir)",
+        action="append",
+        help="which pipeline (repeatable; default training); `all` compiles every pipeline",
     )
     compile_.add_argument("--output", "-o", help="where to write the compiled spec")
     compile_.add_argument(
@@ -407,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument(
         "--pipeline",
         choices=(*PIPELINES, "all"),
-        help="promote this pipeline's package (<name>-<pipeline>), or every pipeline's",
+        action="append",
+        help="promote this pipeline's package, <name>-<pipeline> (repeatable; `all`: every one)",
     )
     publish.add_argument("--output-json", help="write what was published here as JSON")
     publish.set_defaults(func=cmd_publish)
