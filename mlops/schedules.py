@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class ScheduleResult:
     resource_name: str
     cron: str
     template: str
+    # for a dry run: where the scheduled runs would go and with which parameters
+    request: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -113,7 +115,15 @@ def upsert_schedule(
         request.pipeline_job.service_account = settings.service_account
     name = schedule_display_name(config, kind)
     if dry_run:
-        return ScheduleResult("dry run", name, "", cron, str(template))
+        runtime = request.pipeline_job.runtime_config
+        sent = {
+            "parent": request.parent,
+            "service_account": request.pipeline_job.service_account,
+            "pipeline_root": runtime.gcs_output_directory,
+            "parameter_names": sorted(runtime.parameter_values),
+            "parameters": {k: v for k, v in runtime.parameter_values.items() if k != "config_json"},
+        }
+        return ScheduleResult("dry run", name, "", cron, str(template), sent)
     existing = find_schedule(name, settings, credentials)
     if existing is None:
         schedule.create(

@@ -255,3 +255,99 @@ def test_main_stage_builds_pushes_resolves_the_digest_and_compiles_against_it(
         assert ":latest" not in json.dumps(spec), name
     train = json.dumps(specs["taxi-training-vertex.json"]["components"]["comp-train"])
     assert f'"image_uri": "{pinned}"' in train
+
+
+RECORDING_PYTHON = r"""#!/usr/bin/env bash
+# Stands in for the venv's python: `-m pipelines.cli ...` calls (they would reach Google Cloud)
+# are recorded as JSON lines; anything else (the steps' JSON lookups) runs for real.
+if [ "$1" = "-m" ]; then
+  exec "$REAL_PYTHON" -c 'import json, sys
+open(sys.argv[1], "a").write(json.dumps(sys.argv[2:]) + "\n")' "$CLI_LOG" "$@"
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+def test_publish_run_promote_and_schedule_steps_issue_valid_mlops_commands(
+    tmp_path: Path,
+) -> None:
+    from pipelines import cli
+
+    python = tmp_path / "python"
+    python.write_text(RECORDING_PYTHON)
+    python.chmod(0o755)
+    out = tmp_path / "workspace"
+    (out / "compiled").mkdir(parents=True)
+    for kind in ("training", "monitoring"):
+        (out / "compiled" / f"taxi-{kind}-vertex.json").write_text("{}")
+    host = "https://europe-west4-kfp.pkg.dev/my-project/kfp"
+    uris = {
+        kind: f"{host}/taxi-{kind}/sha256:{kind[0] * 64}" for kind in ("training", "monitoring")
+    }
+    listing = json.dumps(
+        [{"package": f"taxi-{kind}", "template_uri": uri} for kind, uri in uris.items()]
+    )
+    (out / "published.json").write_text(listing)
+    (out / "released.json").write_text(listing)
+    log = tmp_path / "cli.log"
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    env = {
+        "PYTHON": str(python),
+        "REAL_PYTHON": sys.executable,
+        "CLI_LOG": str(log),
+        "WORKSPACE_OUT": str(out),
+        "PROJECT_ID": "my-project",
+        "REGION": "europe-west4",
+        "KFP_REPOSITORY": "kfp",
+        "PIPELINE_ROOT": "gs://bucket/root",
+        "SERVICE_ACCOUNT": "runner@my-project.iam.gserviceaccount.com",
+        "CONFIG": "configs/taxi.yaml",
+        "COMMIT_SHA": sha,
+        "TAG_NAME": "v1.2.0",
+        "RUN_TRAINING": "true",
+        "TRAINING_CRON": "0 3 * * 1",
+        "MONITORING_CRON": "0 5 * * *",
+    }
+    for stage, step in [
+        ("main", "publish"),
+        ("main", "run-training"),
+        ("release", "promote"),
+        ("release", "schedule"),
+    ]:
+        result = _run(step, {**env, "STAGE": stage})
+        assert result.returncode == 0, f"{step}: {result.stdout}\n{result.stderr}"
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(call[:2] == ["-m", "pipelines.cli"] for call in calls)
+    parsed = [cli.build_parser().parse_args(call[2:]) for call in calls]
+    publish, submit, promote, train_schedule, monitor_schedule = parsed
+    assert publish.command == "publish" and publish.host == host
+    assert sorted(Path(t).name for t in publish.template) == [
+        "taxi-monitoring-vertex.json",
+        "taxi-training-vertex.json",
+    ]
+    assert publish.tag == [f"sha-{sha}", "latest"]
+    assert publish.output_json == str(out / "published.json")
+    assert submit.command == "submit" and submit.template == uris["training"]
+    assert (submit.project, submit.region, submit.pipeline_root) == (
+        "my-project",
+        "europe-west4",
+        "gs://bucket/root",
+    )
+    assert submit.service_account == env["SERVICE_ACCOUNT"]
+    assert promote.command == "publish" and promote.promote == f"sha-{sha}"
+    assert promote.pipeline == ["training", "monitoring"]  # no _PARENT_MODEL: no prediction
+    assert promote.tag == ["v1.2.0", "release"] and not promote.template
+    assert promote.config == "configs/taxi.yaml"
+    assert train_schedule.command == monitor_schedule.command == "schedule"
+    assert (train_schedule.pipeline, train_schedule.cron, train_schedule.template) == (
+        "training",
+        "0 3 * * 1",
+        uris["training"],
+    )
+    assert (monitor_schedule.pipeline, monitor_schedule.cron, monitor_schedule.template) == (
+        "monitoring",
+        "0 5 * * *",
+        uris["monitoring"],
+    )
+    assert monitor_schedule.param == [f"training_template_uri={uris['training']}"]
+    assert monitor_schedule.service_account == env["SERVICE_ACCOUNT"]

@@ -370,3 +370,6 @@ def test_cli_schedule_dry_run_sends_nothing(training_spec: Path, capsys, schedul
     described = json.loads(printed.split("\n", 1)[1])
     assert described["display_name"] == "taxi-training-schedule"
     assert described["cron"] == "0 3 * * *"
+    assert described["request"]["parent"] == "projects/p/locations/us-central1"
+    assert described["request"]["pipeline_root"] == "gs://b/r"
+    assert "config_json" in described["request"]["parameter_names"]
