@@ -124,13 +124,21 @@ def promote(host: str, package: str, ref: str, tags: list[str], auth: Any = None
     host = check_host(host)
     client = _client(host, auth)
     version = resolve_version(client, package, ref)
-    existing = {
-        str(item.get("name", "")).rsplit("/", 1)[-1]
-        for item in client.list_tags(package_name=package)
-    }
     for tag in check_tags(list(tags)):
-        if tag in existing:
+        if _tag_exists(client, package, tag):
             client.update_tag(package_name=package, version=version, tag=tag)
         else:
             client.create_tag(package_name=package, version=version, tag=tag)
     return Published(package, version, tuple(tags), f"{host}/{package}/{version}")
+
+
+def _tag_exists(client: Any, package: str, tag: str) -> bool:
+    import requests
+
+    try:
+        client.get_tag(package_name=package, tag=tag)
+    except requests.HTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            return False
+        raise
+    return True

@@ -101,8 +101,10 @@ def test_promote_resolves_a_tag_then_creates_new_tags_and_moves_existing_ones() 
             calls.append((method, url, json.loads(data) if data else None))
             if method == "get" and url == f"{package_api}/tags/sha-0123abc":
                 return _response({"name": "sha-0123abc", "version": version_name})
-            if method == "get" and url == f"{package_api}/tags":
-                return _response({"tags": [{"name": f"{package_api}/tags/release"}]})
+            if method == "get" and url == f"{package_api}/tags/release":
+                return _response({"name": "release", "version": "older"})
+            if method == "get":
+                return _response({"error": {"code": 404}}, status=404)
             return _response({"name": "ok"})
 
         return call
@@ -117,6 +119,11 @@ def test_promote_resolves_a_tag_then_creates_new_tags_and_moves_existing_ones() 
         )
     assert published.version == VERSION
     assert published.template_uri == f"{HOST}/taxi-training/{VERSION}"
+    assert [url for method, url, _ in calls if method == "get"] == [
+        f"{package_api}/tags/sha-0123abc",
+        f"{package_api}/tags/v1.2.0",
+        f"{package_api}/tags/release",
+    ]
     writes = [call for call in calls if call[0] != "get"]
     assert writes == [
         ("post", f"{package_api}/tags?tagId=v1.2.0", {"name": "", "version": version_name}),
@@ -126,6 +133,19 @@ def test_promote_resolves_a_tag_then_creates_new_tags_and_moves_existing_ones() 
             {"name": "", "version": version_name},
         ),
     ]
+
+
+def test_promote_stops_on_a_registry_error_other_than_not_found() -> None:
+    forbidden = _response({"error": {"code": 403}}, status=403)
+    with (
+        mock.patch.object(requests, "get", return_value=forbidden),
+        mock.patch.object(requests, "post") as posted,
+        mock.patch.object(requests, "patch") as patched,
+        pytest.raises(requests.HTTPError, match="403"),
+    ):
+        templates.promote(HOST, "taxi-training", VERSION, ["release"], AnonymousCredentials())
+    posted.assert_not_called()
+    patched.assert_not_called()
 
 
 def test_cli_publish_uploads_each_template_and_writes_what_it_published(
