@@ -58,7 +58,7 @@ print(next(i["template_uri"] for i in json.load(open(sys.argv[1]))
 }
 
 docker_context() { # the checkout without the venv the check steps built nor .git
-  tar -c --exclude=./.venv --exclude=./.git --exclude=./.mlops .
+  tar -c --exclude=./.venv --exclude=./.venv-lint --exclude=./.git --exclude=./.mlops .
 }
 
 case "$STEP" in

@@ -1,4 +1,4 @@
-# CI/CD: three triggers on the repository's cloudbuild.yaml, told apart by _RUN_TRAINING.
+# CI/CD: three triggers on the repository's cloudbuild.yaml, told apart by _STAGE.
 # The GitHub repository must be connected to Cloud Build first (Cloud Build GitHub App, once
 # per repository, in the console); Terraform cannot do that step.
 
@@ -10,6 +10,7 @@ locals {
       branch       = "^${var.main_branch}$"
       tag          = null
       run_training = false
+      stage        = "pr"
     }
     main = {
       description  = "Push to ${var.main_branch}: push the image, upload the templates"
@@ -17,6 +18,7 @@ locals {
       branch       = "^${var.main_branch}$"
       tag          = null
       run_training = var.run_training_on_main
+      stage        = "main"
     }
     release = {
       description  = "Release tag: push the image, upload the templates, run training"
@@ -24,6 +26,7 @@ locals {
       branch       = null
       tag          = "^v.*"
       run_training = true
+      stage        = "release"
     }
   }
 }
@@ -62,11 +65,13 @@ resource "google_cloudbuild_trigger" "ci" {
     }
   }
 
-  # The names cloudbuild.yaml reads. Values are full paths, so it never rebuilds them.
+  # The names cloudbuild.yaml reads (documented in its header). The repositories are passed by
+  # id: cloudbuild/steps.sh builds REGION-docker.pkg.dev/PROJECT/REPO and the kfp.pkg.dev URL.
   substitutions = {
+    _STAGE           = each.value.stage # pr | main | release: which steps run
     _REGION          = var.region
-    _REPOSITORY      = local.image_repository   # REGION-docker.pkg.dev/PROJECT/REPO
-    _KFP_REPOSITORY  = local.kfp_repository_url # https://REGION-kfp.pkg.dev/PROJECT/REPO
+    _REPOSITORY      = google_artifact_registry_repository.images.repository_id
+    _KFP_REPOSITORY  = google_artifact_registry_repository.pipelines.repository_id
     _PIPELINE_ROOT   = local.pipeline_root      # gs://BUCKET/pipelines
     _SERVICE_ACCOUNT = google_service_account.pipelines.email
     _CONFIG          = var.pipeline_config

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import hcl2
 import pytest
+import yaml
 
 from mlops.config import PipelineConfig
 from tests.conftest import REPO
@@ -29,6 +30,7 @@ OPTIONS = hcl2.SerializationOptions(
 )
 
 SUBSTITUTIONS = {
+    "_STAGE",
     "_REGION",
     "_REPOSITORY",
     "_PIPELINE_ROOT",
@@ -245,15 +247,16 @@ def test_ci_triggers_run_cloudbuild_yaml_with_the_agreed_substitutions(module: M
     tags = [t for t in pushes if t["branch"] is None]
     assert [t["tag"] for t in tags] == ["^v.*"]
     assert tags[0]["run_training"] is True
+    assert [t["stage"] for t in kinds.values()] == ["pr", "main", "release"]
 
 
 def test_cloudbuild_yaml_reads_every_substitution_the_triggers_pass() -> None:
     cloudbuild = REPO / "cloudbuild.yaml"
     if not cloudbuild.exists():
         pytest.skip("cloudbuild.yaml is not in this tree yet")
-    text = cloudbuild.read_text()
-    missing = sorted(name for name in SUBSTITUTIONS if name not in text)
-    assert not missing, f"cloudbuild.yaml never reads {missing}"
+    declared = yaml.safe_load(cloudbuild.read_text())["substitutions"]
+    missing = sorted(SUBSTITUTIONS - set(declared))
+    assert not missing, f"cloudbuild.yaml declares no {missing}"
 
 
 def test_schedules_create_vertex_pipeline_jobs_as_an_account_that_may_run_them(
