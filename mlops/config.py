@@ -290,6 +290,15 @@ class LocalConfig(_Strict):
     root: str = ".mlops"
 
 
+class PrivacyConfig(_Strict):
+    """Personal data found at ingest (by column name or sampled values) stops the run unless its
+    column has a policy here: drop it, replace it with a salted hash, or keep it."""
+
+    columns: dict[str, Literal["block", "drop", "hash", "keep"]] = {}
+    # The environment variable that holds the hash salt (read at ingest, never stored).
+    hash_salt_env: str = "MLOPS_PII_SALT"
+
+
 class RuleConfig(_Strict):
     """A rule baseline: predict `predict` where `when` holds, `otherwise` elsewhere. `when`
     compares columns with literals, joined by and/or/not: "payment_type == 'Credit Card'"."""
@@ -348,6 +357,7 @@ class PipelineConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     fairness: FairnessConfig = FairnessConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     local: LocalConfig = LocalConfig()
@@ -363,6 +373,12 @@ class PipelineConfig(_Strict):
         leaked = set(self.data.exclude_columns) & set(self.features.raw_features)
         if leaked:
             raise ValueError(f"features {sorted(leaked)} are listed in data.exclude_columns")
+        dropped = [c for c, p in self.privacy.columns.items() if p == "drop"]
+        if set(dropped) & {*self.features.raw_features, label}:
+            raise ValueError(
+                f"privacy.columns drops {sorted(set(dropped) & {*self.features.raw_features, label})}, "
+                "which the model reads: hash them instead, or remove them from features"
+            )
         for name in self.evaluation.slices:
             if name not in self.features.raw_features:
                 raise ValueError(
