@@ -133,9 +133,9 @@ def build_eval_config(config: PipelineConfig, num_classes: int, has_baseline: bo
         model_specs=model_specs,
         metrics_specs=[overall, per_class],
         slicing_specs=slicing,
-        options=config_pb2.Options(
-            min_slice_size=wrappers_pb2.Int32Value(value=config.evaluation.min_slice_size)
-        ),
+        # Every slice is reported, however small; only the overall slice gates (see gate()).
+        # (A larger TFMA min_slice_size turns small slices into errors that fail validation.)
+        options=config_pb2.Options(min_slice_size=wrappers_pb2.Int32Value(value=1)),
     )
 
 

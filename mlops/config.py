@@ -174,9 +174,6 @@ class EvaluationConfig(_Strict):
     slices: list[str] = []
     thresholds: list[ThresholdConfig] = []
     change_threshold: ChangeThresholdConfig | None = None
-    # Slices with fewer examples are left out of the per-slice metrics (TFMA min_slice_size);
-    # only the overall slice gates the blessing.
-    min_slice_size: Annotated[int, Field(ge=1)] = 10
 
 
 class WorkerPoolConfig(_Strict):
