@@ -293,6 +293,7 @@ def run_evaluate(
             "metrics": metrics,
             "baseline_metrics": baseline_metrics,
             "has_baseline": has_baseline,
+            "baseline_model_dir": str(baseline_model_dir) if has_baseline else None,
             "gates": gates,
             "failures": [f"{g['name']}: {g['detail']}" for g in failed],
             "baselines": comparison["baselines"],

@@ -135,5 +135,9 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
                 )
             part.to_parquet(tmp / f"{name}.parquet", index=False)
             summary["rows"][name] = len(part)
+        digest = hashlib.sha256()
+        for name in SPLITS:
+            digest.update((tmp / f"{name}.parquet").read_bytes())
+        summary["fingerprint"] = "sha256:" + digest.hexdigest()
         write_json_atomic(tmp / INGEST_SUMMARY_FILE, summary)
     return summary

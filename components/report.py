@@ -10,7 +10,13 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from mlops import tfdv as dv
-from mlops.artifacts import METRICS_FILE, STATS_FILE, VALIDATION_SUMMARY_FILE, read_model_info
+from mlops.artifacts import (
+    EXPLANATIONS_FILE,
+    METRICS_FILE,
+    STATS_FILE,
+    VALIDATION_SUMMARY_FILE,
+    read_model_info,
+)
 from mlops.config import PipelineConfig
 from mlops.io import read_json, write_text_atomic
 from mlops.report_html import (
@@ -47,6 +53,7 @@ def build_report(
     anomalies_dir: str | Path,
     model_dir: str | Path,
     evaluation_dir: str | Path,
+    explanation_dir: str | Path,
 ) -> str:
     stats = dv.read_statistics(Path(statistics_dir) / STATS_FILE)
     validation = read_json(Path(anomalies_dir) / VALIDATION_SUMMARY_FILE)
@@ -122,6 +129,34 @@ def build_report(
             bar_chart_html("single-feature AUC", ordered, {"auc": [aucs[f] for f in ordered]})
         )
 
+    explanations = read_json(Path(explanation_dir) / EXPLANATIONS_FILE)
+    importance = explanations["importance"]
+    ordered = sorted(importance["overall"], key=importance["overall"].get, reverse=True)
+    parts.append("<h2>Feature attributions</h2>")
+    parts.append(
+        f"<p>Sampled Shapley on raw features ({explanations['paths']} paths, "
+        f"{explanations['rows']} test rows): mean absolute attribution to the predicted class's "
+        "probability, overall and per slice.</p>"
+    )
+    groups = [g for g in importance if g != "overall"]
+    parts.append(
+        figure_grid(
+            [
+                bar_chart_html(
+                    "overall",
+                    ordered,
+                    {"mean |attribution|": [importance["overall"][f] for f in ordered]},
+                )
+            ]
+            + [
+                bar_chart_html(
+                    group, ordered, {"mean |attribution|": [importance[group][f] for f in ordered]}
+                )
+                for group in groups[:8]
+            ]
+        )
+    )
+
     parts.append("<h2>Evaluation (test split, TFMA)</h2>")
     metrics = evaluation["metrics"]
     slices = list(metrics)
@@ -195,8 +230,11 @@ def run_report(
     anomalies_dir: str | Path,
     model_dir: str | Path,
     evaluation_dir: str | Path,
+    explanation_dir: str | Path,
     output_path: str | Path,
 ) -> dict[str, Any]:
-    page = build_report(config, statistics_dir, anomalies_dir, model_dir, evaluation_dir)
+    page = build_report(
+        config, statistics_dir, anomalies_dir, model_dir, evaluation_dir, explanation_dir
+    )
     write_text_atomic(output_path, page)
     return {"path": str(output_path), "bytes": len(page)}

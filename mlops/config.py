@@ -287,6 +287,15 @@ class LocalConfig(_Strict):
     root: str = ".mlops"
 
 
+class ExplainConfig(_Strict):
+    """Sampled Shapley attributions on raw features (Vertex Explainable AI's method for custom
+    containers): `rows` test rows, `paths` random feature orders per row."""
+
+    rows: Annotated[int, Field(ge=1, le=10_000)] = 100
+    paths: Annotated[int, Field(ge=1, le=50)] = 10
+    seed: int = 0
+
+
 class PrivacyConfig(_Strict):
     """Personal data found at ingest (by column name or sampled values) stops the run unless its
     column has a policy here: drop it, replace it with a salted hash, or keep it."""
@@ -355,6 +364,7 @@ class PipelineConfig(_Strict):
     baselines: BaselinesConfig = BaselinesConfig()
     fairness: FairnessConfig = FairnessConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    explain: ExplainConfig = ExplainConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     local: LocalConfig = LocalConfig()

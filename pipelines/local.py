@@ -18,7 +18,16 @@ from mlops.steps import read_step_log
 from pipelines.builders import build_pipeline
 
 STEP_ORDERS = {
-    "training": ["ingest", "validate_data", "transform", "train", "evaluate", "register", "report"],
+    "training": [
+        "ingest",
+        "validate_data",
+        "transform",
+        "train",
+        "evaluate",
+        "explain",
+        "register",
+        "report",
+    ],
     "prediction": ["deploy", "batch_predict"],
     "monitoring": ["monitor", "launch_training"],
 }
