@@ -39,6 +39,7 @@ RETRAIN_STATE_FILE = "retrain_state.json"
 REPORT_FILE = "report.html"
 RUN_MANIFEST_FILE = "run.json"
 STEP_LOG_FILE = "steps.jsonl"
+PIPELINE_LOG_FILE = "pipeline.log"
 
 
 def read_split(dataset_dir: str | Path, split: str):

@@ -425,9 +425,13 @@ def load_config(path: str | Path) -> PipelineConfig:
         known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
         raise ConfigError(f"config file {path} not found (configs in {CONFIG_DIR}: {known})")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     try:

@@ -28,7 +28,8 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.local import run_training_locally, summarize
 
-    result = run_training_locally(config, run_id=args.run_id)
+    print(f"run {config.name} training pipeline locally (kfp.local)", flush=True)
+    result = run_training_locally(config, run_id=args.run_id, verbose=args.verbose)
     print()
     print(summarize(result.manifest))
     return 0 if result.succeeded else 1
@@ -288,6 +289,7 @@ def cmd_monitor(args: argparse.Namespace, config: PipelineConfig) -> int:
             }
         ),
         "monitoring",
+        verbose=args.verbose,
         source=source,
         previous_source=args.previous or "",
         model_version=args.version,
@@ -326,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(run)
     run.add_argument(
         "--run-id", help="the run's id (default: <name>-<date>-<time>-<random>); must be new"
+    )
+    run.add_argument(
+        "--verbose", "-v", action="store_true", help="show every step's full output live"
     )
     run.set_defaults(func=cmd_run)
 
@@ -518,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--input", help="a batch file or a directory of request logs")
     monitor.add_argument("--previous", help="the previous window's batch file (for drift)")
     monitor.add_argument("--version", default="champion", help="model version or alias")
+    monitor.add_argument(
+        "--verbose", "-v", action="store_true", help="show every step's full output live"
+    )
     monitor.add_argument(
         "--no-retrain",
         dest="retrain",

@@ -3,19 +3,22 @@ own run id and leaves a `run.json` manifest and an HTML report."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops.artifacts import REPORT_FILE, RUN_MANIFEST_FILE, STEP_LOG_FILE
-from mlops.config import PipelineConfig
+from mlops.artifacts import PIPELINE_LOG_FILE, REPORT_FILE, RUN_MANIFEST_FILE, STEP_LOG_FILE
+from mlops.config import ConfigError, PipelineConfig
 from mlops.io import write_json_atomic
 from mlops.paths import run_dir as run_dir_of
 from mlops.runs import new_run_id
 from mlops.steps import read_step_log
 from pipelines.builders import build_pipeline
+from pipelines.progress import quiet_output, strip_ansi
 
 STEP_ORDERS = {
     "training": [
@@ -65,21 +68,43 @@ def _use_verbatim_task_arguments() -> None:
     subprocess_task_handler.replace_python_executable = replace_python_in_launcher_only
 
 
-def run_training_locally(config: PipelineConfig, run_id: str | None = None) -> RunResult:
+class LocalRootError(ConfigError):
+    """The run directory cannot be created under local.root (read-only, full, not a folder)."""
+
+
+def run_training_locally(
+    config: PipelineConfig, run_id: str | None = None, verbose: bool = True
+) -> RunResult:
     """Run the training pipeline locally; never raises for a failed step (the manifest says)."""
-    return run_locally(config, "training", run_id=run_id)
+    return run_locally(config, "training", run_id=run_id, verbose=verbose)
 
 
 def run_locally(
-    config: PipelineConfig, kind: str, run_id: str | None = None, **parameters
+    config: PipelineConfig,
+    kind: str,
+    run_id: str | None = None,
+    verbose: bool = True,
+    **parameters,
 ) -> RunResult:
-    """Run one of the pipelines with kfp.local; a failed step is reported in the manifest."""
+    """Run one of the pipelines with kfp.local; a failed step is reported in the manifest.
+    Unless `verbose`, task output goes to <run dir>/pipeline.log and the terminal shows a line
+    per step."""
     from kfp import local
 
     _use_verbatim_task_arguments()
     run_id = run_id or new_run_id(config)
     run_dir = run_dir_of(config, run_id)
-    run_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise LocalRootError(
+            f"run {run_id} exists already in {run_dir.parent}: pick a new id"
+        ) from None
+    except OSError as exc:
+        raise LocalRootError(
+            f"cannot create the run directory {run_dir} ({exc.strerror}): make local.root "
+            f"({config.local.root}) a writable folder with free space"
+        ) from None
     step_log = run_dir / STEP_LOG_FILE
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -91,18 +116,25 @@ def run_locally(
         parameters["run_id"] = run_id
     started = time.time()
     error = None
-    try:
-        pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
-    except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
-        error = f"{type(exc).__name__}: {exc}"
+    log_path = run_dir / PIPELINE_LOG_FILE
+    with quiet_output(log_path, verbose):
+        try:
+            pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
+        except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
+            error = strip_ansi(f"{type(exc).__name__}: {exc}")
     manifest = build_manifest(
         config, run_id, run_dir, read_step_log(step_log), started, error, kind
     )
+    manifest["log"] = None if verbose else str(log_path)
     report = manifest.get("report")
-    if report and Path(report).is_file():
-        shutil.copyfile(report, run_dir / REPORT_FILE)
-        manifest["report"] = str(run_dir / REPORT_FILE)
-    write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
+    try:
+        if report and Path(report).is_file():
+            shutil.copyfile(report, run_dir / REPORT_FILE)
+            manifest["report"] = str(run_dir / REPORT_FILE)
+        write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
+    except OSError as exc:  # a full disk must not hide how the run went
+        manifest["manifest_error"] = f"run.json could not be written: {exc}"
+        print(json.dumps(manifest, default=str), file=sys.stderr)
     return RunResult(run_id, run_dir, manifest)
 
 
@@ -121,7 +153,7 @@ def build_manifest(
             "status": record["status"],
             "duration_s": record["duration_s"],
             **({"outputs": record["outputs"]} if record.get("outputs") else {}),
-            **({"error": record["error"]} if record.get("error") else {}),
+            **({"error": strip_ansi(record["error"])} if record.get("error") else {}),
         }
     order = STEP_ORDERS[kind]
     for name in order:
@@ -194,9 +226,14 @@ def summarize(manifest: dict[str, Any]) -> str:
             f"  registered version {manifest['registered_version']}; champion is version "
             f"{manifest['champion_version']}"
         )
-    if manifest.get("error"):
+    failed_steps = [n for n, step in manifest["steps"].items() if step.get("error")]
+    if manifest.get("error") and not failed_steps:
         lines.append(f"  error: {manifest['error'][:2000]}")
     if manifest.get("report"):
         lines.append(f"  report: {manifest['report']}")
+    if manifest.get("log"):
+        lines.append(
+            f"  log: {manifest['log']} (every step's full output; --verbose shows it live)"
+        )
     lines.append(f"  manifest: {Path(manifest['run_dir']) / RUN_MANIFEST_FILE}")
     return "\n".join(lines)
