@@ -45,6 +45,8 @@ from google.protobuf import message as pb_message
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+from mlops.io import usual_mode
+
 __all__ = [
     "STATS_FILE_NAME",
     "SCHEMA_FILE_NAME",
@@ -400,6 +402,7 @@ def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, usual_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
