@@ -29,14 +29,14 @@ COPY requirements.lock requirements-gpu.lock ./
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && python -m pip install --disable-pip-version-check uv==0.13.9 \
     && if [ "$ACCELERATOR" = "gpu" ]; then lock=requirements-gpu.lock; else lock=requirements.lock; fi \
-    && uv pip install -r "$lock"
+    && uv pip install --compile-bytecode -r "$lock"
 
 COPY pyproject.toml README.md ./
 COPY mlops ./mlops
 COPY components ./components
 COPY pipelines ./pipelines
 COPY configs ./configs
-RUN uv pip install --no-deps . \
+RUN uv pip install --compile-bytecode --no-deps . \
     && useradd --create-home --uid 1000 mlops
 USER 1000
 # By default the image is the prediction server (Vertex AI custom-container contract: the model
