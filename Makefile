@@ -10,7 +10,7 @@ TARGET ?= vertex
 UV_VERSION := 0.13.9
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast compile lint format lock bench clean
+.PHONY: help install run test test-fast test-image image compile lint format lock bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,12 @@ test: $(STAMP) ## run the whole test suite (unit, component, pipeline, Vertex co
 
 test-fast: $(STAMP) ## unit and contract tests only (skips whole-pipeline runs)
 	$(BIN)/pytest -q -m "not slow"
+
+image: ## build the image (Docker, else buildah + a local Debian base; installs them as root)
+	scripts/image.sh build
+
+test-image: image $(STAMP) ## build the image, then serve a model and run a pipeline step in it
+	$(BIN)/pytest -q -m image
 
 compile: $(STAMP) ## compile the pipeline (CONFIG=..., TARGET=vertex|local)
 	$(BIN)/mlops compile --config $(CONFIG) --target $(TARGET)
