@@ -14,7 +14,7 @@ LINT_BIN := $(LINT_VENV)/bin
 LINT_STAMP := $(LINT_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast compile lint format lock bench clean
+.PHONY: help install run test test-fast test-image image compile lint format lock bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,11 +36,17 @@ $(LINT_STAMP): requirements-lint.lock | $(STAMP)
 run: $(STAMP) ## run the training pipeline locally (CONFIG=configs/penguins.yaml)
 	$(BIN)/mlops run --config $(CONFIG)
 
-test: $(STAMP) ## run the whole test suite (unit, component, pipeline, Vertex contract)
-	$(BIN)/pytest -q
+test: $(STAMP) ## run the test suite (unit, component, pipeline, Vertex contract; the image: make test-image)
+	$(BIN)/pytest -q -m "not image"
 
 test-fast: $(STAMP) ## unit and contract tests only (skips whole-pipeline runs)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow and not image"
+
+image: ## build the image (Docker, else buildah + a local Debian base; installs them as root)
+	scripts/image.sh build
+
+test-image: image $(STAMP) ## build the image, then serve a model and run a pipeline step in it
+	$(BIN)/pytest -q -m image
 
 compile: $(STAMP) ## compile the pipeline (CONFIG=..., TARGET=vertex|local)
 	$(BIN)/mlops compile --config $(CONFIG) --target $(TARGET)
