@@ -222,3 +222,34 @@ class FakeBucket:
             mock.patch.object(storage.Blob, "upload_from_string", upload_from_string),
         ):
             yield self
+
+
+@contextlib.contextmanager
+def vertex_pipelines() -> Iterator[tuple[Any, FakeBucket]]:
+    """What submitting a pipeline job talks to: credentials and Cloud Storage objects (a
+    FakeBucket), the pipeline root's bucket metadata, Resource Manager and the Vertex AI pipeline
+    service (`create_pipeline_job`, a mock recording the request). Yields (create, bucket)."""
+    from google.cloud import storage
+    from google.cloud.aiplatform.utils import resource_manager_utils
+    from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
+    from google.cloud.aiplatform_v1.types import PipelineJob
+
+    def bucket_metadata(self, client=None):  # Cloud Storage's answer: the bucket's owner
+        self._properties["projectNumber"] = "123"
+
+    def create_pipeline_job(client, parent="", pipeline_job=None, **_):  # noqa: ANN001
+        return PipelineJob(name=f"{parent}/pipelineJobs/{pipeline_job.display_name}-1")
+
+    with (
+        FakeBucket().serving() as bucket,
+        mock.patch.object(storage.Bucket, "exists", return_value=True),
+        mock.patch.object(storage.Bucket, "reload", bucket_metadata),
+        mock.patch.object(resource_manager_utils, "get_project_number", return_value=123),
+        mock.patch.object(
+            PipelineServiceClient,
+            "create_pipeline_job",
+            autospec=True,
+            side_effect=create_pipeline_job,
+        ) as create,
+    ):
+        yield create, bucket
