@@ -261,8 +261,9 @@ def vertex_serving_model(
     model: Input[Model],
     unmanaged_model: Output[UnmanagedContainerModel],
 ) -> None:
-    """Point a `google.UnmanagedContainerModel` at the SavedModel for ModelUploadOp; Vertex runs
-    our prediction server on it (the model arrives as AIP_STORAGE_URI)."""
+    """Point a `google.UnmanagedContainerModel` at the SavedModel, with the serving container the
+    upload (`register_vertex`) gives Vertex: our prediction server, the model arriving as
+    AIP_STORAGE_URI."""
     unmanaged_model.uri = model.uri
     unmanaged_model.metadata["containerSpec"] = {
         "imageUri": serving_image,

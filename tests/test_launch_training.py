@@ -113,7 +113,7 @@ def test_vertex_launch_needs_a_pipeline_root(tmp_path) -> None:
 
 def test_unknown_target_and_missing_template_are_refused(tmp_path) -> None:
     config = config_in(tmp_path, "taxi")
-    with pytest.raises(ValueError, match="compiled template"):
+    with pytest.raises(ValueError, match="compiled training template"):
         launch_training(config, "vertex", ["skew"], "", now=NOW)
     with pytest.raises(ValueError, match="'local' or 'vertex'"):
         launch_training(config, "laptop", ["skew"], now=NOW)
