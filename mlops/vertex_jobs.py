@@ -66,6 +66,16 @@ def vertex_runtime_config(config: PipelineConfig, settings: SubmitSettings) -> P
     return config.model_copy(update={"beam_args": beam_args})
 
 
+# Pipeline parameters saying where jobs run, declared by a pipeline that submits another one (the
+# monitoring pipeline launches training) and filled from the submit settings.
+SETTINGS_PARAMETERS = ("project", "region", "pipeline_root", "service_account")
+PIPELINES_WITH_SETTINGS = ("monitoring",)
+
+
+def settings_parameters(settings: SubmitSettings) -> dict[str, str]:
+    return {name: getattr(settings, name) or "" for name in SETTINGS_PARAMETERS}
+
+
 def build_pipeline_job(
     config: PipelineConfig,
     template_path: str | Path,
@@ -76,11 +86,14 @@ def build_pipeline_job(
     parameters: dict[str, str] | None = None,
 ) -> Any:
     """An `aiplatform.PipelineJob` for a compiled template (training, prediction or monitoring);
-    `parameters` are further pipeline parameters. Constructing it sends nothing."""
+    `parameters` are further pipeline parameters. The monitoring pipeline also gets the settings
+    (project, region, pipeline root, service account) as parameters, for the training job it
+    may submit and its state in Cloud Storage; `parameters` win. Constructing it sends nothing."""
     from google.cloud import aiplatform
 
     values = {
         "config_json": vertex_runtime_config(config, settings).to_json(),
+        **(settings_parameters(settings) if kind in PIPELINES_WITH_SETTINGS else {}),
         **(parameters or {}),
     }
     display_name = f"{config.name}-{kind}"
