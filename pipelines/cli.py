@@ -217,6 +217,37 @@ def cmd_models(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from mlops.runs import compare_runs, list_runs
+
+    runs = list_runs(config)
+    if args.compare:
+        by_id = {run["run_id"]: run for run in runs}
+        missing = [run_id for run_id in args.compare if run_id not in by_id]
+        if missing:
+            raise ConfigError(f"no local run {missing[0]!r}; `mlops runs` lists them")
+        print(json.dumps(compare_runs(*(by_id[r] for r in args.compare)), indent=2))
+        return 0
+    if not runs:
+        print(f"no runs of {config.name!r} yet")
+        return 0
+    print(f"{'run':<34} {'status':<10} {'config':<24} {'data':<18} metrics")
+    for run in runs:
+        metrics = ", ".join(
+            f"{k} {v:.4f}"
+            for k, v in (run.get("metrics") or {}).items()
+            if k in ("accuracy", "auc")
+        )
+        outcome = {True: "blessed", False: "not blessed"}.get(run.get("blessed"), "")
+        version = run.get("registered_version")
+        print(
+            f"{run['run_id']:<34} {run.get('status', ''):<10} {run.get('config_hash') or '':<24} "
+            f"{(run.get('data_fingerprint') or '')[:17]:<18} {metrics} {outcome}"
+            + (f" -> version {version}" if version else "")
+        )
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace, config: PipelineConfig) -> int:
     from components.deploy import run_deploy_local
 
@@ -469,6 +500,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(models)
     models.set_defaults(func=cmd_models)
+
+    runs = commands.add_parser(
+        "runs",
+        help="list the local runs with config hash, data fingerprint and metrics, or compare two",
+        description="Reads <local.root>/runs/*/run.json. --compare A B prints the config keys, "
+        "data fingerprint and metrics that differ between two runs.",
+    )
+    _add_config(runs)
+    runs.add_argument("--compare", nargs=2, metavar="RUN_ID", help="two run ids to compare")
+    runs.set_defaults(func=cmd_runs)
 
     deploy = commands.add_parser(
         "deploy",

@@ -15,7 +15,7 @@ from mlops.artifacts import PIPELINE_LOG_FILE, REPORT_FILE, RUN_MANIFEST_FILE, S
 from mlops.config import ConfigError, PipelineConfig
 from mlops.io import write_json_atomic
 from mlops.paths import run_dir as run_dir_of
-from mlops.runs import new_run_id
+from mlops.runs import config_hash, new_run_id
 from mlops.steps import read_step_log
 from pipelines.builders import build_pipeline
 from pipelines.progress import quiet_output, strip_ansi
@@ -165,6 +165,9 @@ def build_manifest(
     return {
         "run_id": run_id,
         "pipeline": f"{config.name}-{kind}",
+        "config_hash": config_hash(config),
+        "data_fingerprint": (results.get("ingest") or {}).get("fingerprint"),
+        "config": config.model_dump(mode="json"),
         "target": "local",
         "status": "FAILED" if failed else "SUCCEEDED",
         "error": error,
