@@ -42,13 +42,8 @@ ensure_make() { # the python image has no make; the Makefile targets need it
 
 mlops() { "$PYTHON" -m pipelines.cli "$@"; }
 
-pipeline_flags() { # the pipelines to compile and publish: prediction needs the parent model
-  echo "--pipeline training --pipeline monitoring"
-  if [ -n "${PARENT_MODEL:-}" ]; then
-    echo "--pipeline prediction"
-  else
-    echo "step $STEP: _PARENT_MODEL is empty, so the prediction pipeline is left out" >&2
-  fi
+pipeline_flags() { # the pipelines to compile and publish (the champion is found by label)
+  echo "--pipeline training --pipeline monitoring --pipeline prediction"
 }
 
 template_uri() { # template_uri FILE PIPELINE: the registry URI `mlops publish` wrote for it
@@ -75,10 +70,9 @@ case "$STEP" in
     make test-fast
     ;;
   compile-check)
-    # Every pipeline must compile for Vertex AI; a stand-in parent model when none is set.
+    # Every pipeline must compile for Vertex AI (with _PARENT_MODEL when one is set).
     mlops compile --config "$CONFIG" --target vertex --pipeline all \
-      --parent-model "${PARENT_MODEL:-projects/${PROJECT_ID:-project}/locations/${REGION}/models/compile-check}" \
-      --output-dir "$OUT/compiled-check"
+      ${PARENT_MODEL:+--parent-model "$PARENT_MODEL"} --output-dir "$OUT/compiled-check"
     ;;
   build-cpu)
     only main

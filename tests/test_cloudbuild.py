@@ -248,8 +248,8 @@ def test_main_stage_builds_pushes_resolves_the_digest_and_compiles_against_it(
     ]
     for name, spec in specs.items():
         own = {i for i in _executor_images(spec) if not i.startswith(GCPC_IMAGE)}
-        # prediction runs Google's components only; the others run the project image
-        assert own == (set() if "prediction" in name else {pinned}), name
+        # every pipeline's own steps run the pinned project image (prediction: the champion lookup)
+        assert own == {pinned}, name
         config = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
         assert json.loads(config)["vertex"]["image"] == pinned, name
         assert ":latest" not in json.dumps(spec), name
@@ -335,7 +335,7 @@ def test_publish_run_promote_and_schedule_steps_issue_valid_mlops_commands(
     )
     assert submit.service_account == env["SERVICE_ACCOUNT"]
     assert promote.command == "publish" and promote.promote == f"sha-{sha}"
-    assert promote.pipeline == ["training", "monitoring"]  # no _PARENT_MODEL: no prediction
+    assert promote.pipeline == ["training", "monitoring", "prediction"]
     assert promote.tag == ["v1.2.0", "release"] and not promote.template
     assert promote.config == "configs/taxi.yaml"
     assert train_schedule.command == monitor_schedule.command == "schedule"
