@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -124,7 +125,7 @@ def _numeric(value: Any, where: str) -> None:
         )
 
 
-def _categorical(value: Any, where: str) -> None:
+def _categorical(value: Any, where: str, text_only: bool = False) -> None:
     if value is None:
         return
     if isinstance(value, str):
@@ -135,18 +136,58 @@ def _categorical(value: Any, where: str) -> None:
                 400, f"{where}: string is not valid Unicode (it holds a lone surrogate)"
             ) from None
         return
-    if isinstance(value, bool) or not isinstance(value, int):
+    if text_only:
+        hint = " (the model was trained on text values for it)" if _is_integer(value) else ""
+        raise RequestError(400, f"{where}: expected a string or null{hint}, got {describe(value)}")
+    if not _is_integer(value):
         raise RequestError(
             400, f"{where}: expected a string, an integer or null, got {describe(value)}"
         )
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class RequestSchema:
+    """What an instance may hold, worked out once per model rather than per request: exactly
+    the raw features; numbers (or null) for numeric ones; strings (or null) for categorical
+    ones, and integers too where the feature is integer-coded.
+
+    `categorical_types` is what training recorded per categorical feature (`model_info.json`
+    `raw_features.categorical_types`: "string", "integer" or "number"). A feature recorded as
+    "string" takes no integers; one not recorded (a model trained before the types were kept)
+    takes them, as it always did.
+    """
+
+    def __init__(
+        self, features: FeatureConfig, categorical_types: Mapping[str, str] | None = None
+    ) -> None:
+        self.features = features
+        self.numeric = tuple(features.numeric)
+        self.categorical = tuple(features.categorical)
+        self.expected = list(features.raw_features)
+        self.expected_set = frozenset(self.expected)
+        types = dict(categorical_types or {})
+        self.text_only = frozenset(name for name in self.categorical if types.get(name) == "string")
+
+
+def request_schema(
+    features: FeatureConfig | RequestSchema, categorical_types: Mapping[str, str] | None = None
+) -> RequestSchema:
+    if isinstance(features, RequestSchema):
+        return features
+    return RequestSchema(features, categorical_types)
 
 
 def _names(names: list[str]) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
-def check_instance(instance: Any, index: int, features: FeatureConfig) -> None:
+def check_instance(instance: Any, index: int, features: FeatureConfig | RequestSchema) -> None:
     """One instance: exactly the raw features, each of an accepted JSON type."""
+    schema = request_schema(features)
+    features = schema.features
     where = f"instances[{index}]"
     if not isinstance(instance, dict):
         raise RequestError(
@@ -170,17 +211,24 @@ def check_instance(instance: Any, index: int, features: FeatureConfig) -> None:
     for name in features.numeric:
         _numeric(instance[name], f"{where}.{name}")
     for name in features.categorical:
-        _categorical(instance[name], f"{where}.{name}")
+        _categorical(instance[name], f"{where}.{name}", name in schema.text_only)
 
 
 def parse_request(
-    body: bytes, content_type: str | None, features: FeatureConfig, max_instances: int
+    body: bytes,
+    content_type: str | None,
+    features: FeatureConfig | RequestSchema,
+    max_instances: int,
+    categorical_types: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """A request body as (the instances as received, raw-feature arrays for `serving_default`).
 
-    Arrays match `raw_features.frame_to_arrays`: float32 with NaN for missing numbers, object
-    arrays of str with "" for missing categories.
+    Arrays match `features.frame_to_arrays`: float32 with NaN for missing numbers, object
+    arrays of str with "" for missing categories. `categorical_types` (or a `RequestSchema`
+    as `features`) says which categories take integers.
     """
+    schema = request_schema(features, categorical_types)
+    features = schema.features
     check_content_type(content_type)
     payload = parse_json(body)
     if not isinstance(payload, dict):
@@ -214,7 +262,7 @@ def parse_request(
             f"got {len(instances)}",
         )
     for index, instance in enumerate(instances):
-        check_instance(instance, index, features)
+        check_instance(instance, index, schema)
     return instances, instances_to_arrays(instances, features)
 
 

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from mlops.config import FeatureConfig, PipelineConfig, load_config
-from mlops.serving.request import RequestError, parse_request
+from mlops.serving.request import RequestError, RequestSchema, parse_request
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ META_COLUMNS = ("__request_id__", "__timestamp__", "__model_version__", "__predi
 
 # A client that stalls mid-request must not hold a server thread forever.
 _SOCKET_TIMEOUT_S = 30.0
+# A body over serving.max_body_bytes is read and discarded (up to this much, for at most this
+# long) before the 413 goes out, so that a client that sends its whole body before reading the
+# answer (http.client, requests, curl) gets to read it instead of a broken pipe.
+_DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
+_DISCARD_TIMEOUT_S = 60.0
 # Unread request bytes are drained (up to this much) before closing, so that the kernel does not
 # answer them with a reset that can destroy the error response the client has yet to read.
 _DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
@@ -62,16 +67,42 @@ _SHUTDOWN_GRACE_S = 10.0
 # Model
 
 
-class LoadedModel:
-    """A SavedModel's raw-feature `serving_default` signature, under a version label."""
+def _read_model_text(model_dir: str, name: str) -> str | None:
+    """A file under the model's `assets.extra/`, or None when absent (gs:// through TF)."""
+    from mlops.artifacts import MODEL_EXTRA_DIR
 
-    def __init__(self, version: str, model_dir: str, loaded: Any, signature: Any) -> None:
+    path = f"{model_dir.rstrip('/')}/{MODEL_EXTRA_DIR}/{name}"
+    if "://" not in path:
+        return Path(path).read_text(encoding="utf-8") if Path(path).is_file() else None
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        return handle.read()
+
+
+class LoadedModel:
+    """A SavedModel's raw-feature `serving_default` signature, under a version label.
+
+    `categorical_types` is what training recorded about each raw categorical feature
+    ("string", "integer" or "number"; empty for a model trained before it was recorded)."""
+
+    def __init__(
+        self,
+        version: str,
+        model_dir: str,
+        loaded: Any,
+        signature: Any,
+        categorical_types: Mapping[str, str] | None = None,
+    ) -> None:
         self.version = version
         self.model_dir = model_dir
         # The signature's variables live on the loaded object; dropping it breaks the signature.
         self._loaded = loaded
         self._signature = signature
         self.input_specs: dict[str, Any] = dict(signature.structured_input_signature[1])
+        self.categorical_types: dict[str, str] = dict(categorical_types or {})
 
     def check_features(self, features: FeatureConfig) -> None:
         """Fail unless the signature takes exactly the config's raw features, with their dtypes."""
@@ -118,8 +149,11 @@ class LoadedModel:
 
 
 def load_model(model_dir: str | Path, version: str | None = None) -> LoadedModel:
-    """Load a SavedModel (local path or gs:// URI); `version` defaults to the directory's name."""
+    """Load a SavedModel (local path or gs:// URI); `version` defaults to the directory's name.
+    Reads the categorical feature types training recorded in `model_info.json`, if any."""
     import tensorflow as tf
+
+    from mlops.artifacts import MODEL_INFO_FILE
 
     model_dir = str(model_dir)
     loaded = tf.saved_model.load(model_dir)
@@ -127,8 +161,11 @@ def load_model(model_dir: str | Path, version: str | None = None) -> LoadedModel
         raise ValueError(
             f"{model_dir} has no 'serving_default' signature (has {sorted(loaded.signatures)})"
         )
+    info_text = _read_model_text(model_dir, MODEL_INFO_FILE)
+    info = json.loads(info_text) if info_text else {}
+    types = (info.get("raw_features") or {}).get("categorical_types") or {}
     label = version if version is not None else Path(model_dir.rstrip("/")).name
-    return LoadedModel(label, model_dir, loaded, loaded.signatures["serving_default"])
+    return LoadedModel(label, model_dir, loaded, loaded.signatures["serving_default"], types)
 
 
 def _warm_up(model: LoadedModel, features: FeatureConfig) -> None:
@@ -149,6 +186,17 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def request_schema_for(features: FeatureConfig, models: Iterable[LoadedModel]) -> RequestSchema:
+    """What requests may hold for these models: a categorical feature takes JSON integers
+    unless a served version was trained on text values for it."""
+    types: dict[str, str] = {}
+    for model in models:
+        for name, kind in model.categorical_types.items():
+            if kind == "string" or name not in types:
+                types[name] = kind
+    return RequestSchema(features, types)
 
 
 def check_traffic(models: Mapping[str, str], traffic: Mapping[str, int]) -> dict[str, int]:
@@ -200,6 +248,7 @@ class PredictionService:
         self._log_lock = threading.Lock()
         self._log_file: IO[str] | None = None
         self._loaded: dict[str, LoadedModel] = {}
+        self._schema = RequestSchema(config.features)
         self._error: str | None = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -230,6 +279,7 @@ class PredictionService:
                 model.check_features(self.config.features)
                 _warm_up(model, self.config.features)
                 loaded[version] = model
+            self._schema = request_schema_for(self.config.features, loaded.values())
             self._loaded = loaded
             logger.info(
                 "loaded model version(s) %s in %.1fs; traffic %s",
@@ -275,7 +325,7 @@ class PredictionService:
         serving = self.config.serving
         try:
             instances, arrays = parse_request(
-                body, content_type, self.config.features, serving.max_instances
+                body, content_type, self._schema, serving.max_instances
             )
         except RequestError as exc:
             return Reply(exc.status, {"error": exc.message})
@@ -499,6 +549,11 @@ class _Handler(BaseHTTPRequestHandler):
                 400, f"invalid Content-Length {raw!r}; expected a non-negative integer"
             )
         if length > limit:
+            # Read the body before answering: a client that sends all of it before it reads
+            # (most do) would otherwise get a broken pipe instead of this 413.
+            if length <= _DISCARD_LIMIT_BYTES:
+                self._discard_body()
+            self.close_connection = True
             raise RequestError(
                 413,
                 f"body of {length} bytes exceeds the limit of {limit} bytes "
@@ -510,6 +565,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(400, f"body ended after {len(body)} of {length} bytes")
         return body
+
+    def _discard_body(self) -> None:
+        """Read and drop the declared body (as long as the client keeps sending, up to
+        `_DISCARD_TIMEOUT_S` in all); `_unread` keeps what is left if it stops early."""
+        deadline = time.monotonic() + _DISCARD_TIMEOUT_S
+        while self._unread and time.monotonic() < deadline:
+            try:
+                chunk = self.rfile.read1(min(self._unread, 65536))
+            except TimeoutError:  # the client stalled: answer 413 all the same
+                break
+            if not chunk:
+                break
+            self._unread -= len(chunk)
 
     def _send(self, reply: Reply, request_id: str) -> None:
         body = dict(reply.body)
@@ -636,16 +704,16 @@ def serve(
 
         threading.Thread(target=watch, name="stop-watcher", daemon=True).start()
     try:
-        service.start(on_ready=ready_event.set if ready_event is not None else None)
+        # The port actually bound (port 0 picks one); health answers 503 until models load.
         logger.info(
-            "serving on http://%s:%d  health: GET %s  predict: POST %s  models: %s  traffic: %s",
+            "serving on http://%s:%d (health %s, predict %s)",
             host,
             server.port,
             routes.health,
             routes.predict,
-            service.models,
-            service.traffic,
         )
+        logger.info("loading models %s; traffic %s", service.models, service.traffic)
+        service.start(on_ready=ready_event.set if ready_event is not None else None)
         server.serve_forever(poll_interval=0.2)
     finally:
         finished.set()
@@ -769,16 +837,15 @@ def _config_from_args(args: argparse.Namespace, models: Mapping[str, str]) -> Pi
 
 
 def config_from_model(model_dir: str) -> PipelineConfig:
-    """The pipeline config that training saved in the model (works for gs:// model dirs too)."""
-    import tensorflow as tf
-
+    """The pipeline config that training saved in the model (works for gs:// model dirs too;
+    a local one is read without importing TensorFlow)."""
     from mlops.artifacts import MODEL_CONFIG_FILE, MODEL_EXTRA_DIR
 
-    path = f"{str(model_dir).rstrip('/')}/{MODEL_EXTRA_DIR}/{MODEL_CONFIG_FILE}"
-    if not tf.io.gfile.exists(path):
+    text = _read_model_text(str(model_dir), MODEL_CONFIG_FILE)
+    if text is None:
+        path = f"{str(model_dir).rstrip('/')}/{MODEL_EXTRA_DIR}/{MODEL_CONFIG_FILE}"
         raise ValueError(f"no --config given and the model has no saved config at {path}")
-    with tf.io.gfile.GFile(path) as handle:
-        return PipelineConfig.from_json(handle.read())
+    return PipelineConfig.from_json(text)
 
 
 def _models_from_args(
