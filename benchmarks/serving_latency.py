@@ -6,7 +6,8 @@ Starts `python -m mlops.serving` on loopback (request log on, sample rate 1.0, a
 config serves) and times spawn -> first health 200 (cold start). Then offers 1-row requests
 open loop (a fixed schedule, not waiting for answers; latency counts from the scheduled send
 time, so a server that falls behind shows it) at each rate, over a pool of keep-alive
-connections, and prints p50/p99 and the rate actually served. Then it sends 1000-instance
+connections, and prints p50/p99, the rate actually served and the server's CPU time per
+request (from /proc: steadier than latency on a shared machine). Then it sends 1000-instance
 requests back to back and prints rows/s. Finally it calls `serving_default` in-process on the
 same rows (1-row and 1000-row tensors built beforehand, outputs fetched to numpy): the floor
 each server figure is divided by. Without MODEL_DIR a penguins model is trained first into a
@@ -158,6 +159,12 @@ def _start_server(config: Any, model_dir: Path, tmp: Path) -> tuple[subprocess.P
     raise SystemExit("server did not become healthy in 180s")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _http_request(body: bytes) -> bytes:
     head = (
         f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -232,23 +239,28 @@ async def _open_loop(port: int, requests: list[bytes], rate: float, count: int) 
     return {"n": len(latencies), "p50": p50, "p99": p99, "served": served, "failures": failures}
 
 
-def _load(port: int, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
+def _load(pid: int, port: int, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
     requests = [_http_request(body) for body in bodies]
     asyncio.run(_open_loop(port, requests, rate, max(1, int(rate))))  # 1 s warm-up, untimed
+    server_cpu, client_cpu = _cpu_s(pid), time.process_time()
     result = asyncio.run(_open_loop(port, requests, rate, int(rate * seconds)))
+    # CPU per request varies far less with the machine's other load than latency does.
+    result["server_cpu_ms"] = (_cpu_s(pid) - server_cpu) * 1000 / max(1, result["n"])
+    result["client_cpu_ms"] = (time.process_time() - client_cpu) * 1000 / max(1, result["n"])
     if result["failures"]:
         print(f"  {len(result['failures'])} failures at {rate:g}/s: {result['failures'][:5]}")
     return result
 
 
-def _many(port: int, body: bytes, requests: int) -> float:
-    """Rows/s for `BATCH_ROWS`-instance requests sent back to back on one connection."""
+def _many(pid: int, port: int, body: bytes, requests: int) -> tuple[float, float]:
+    """(rows/s, server CPU ms per 1000 rows) for `BATCH_ROWS`-instance requests sent back to
+    back on one connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     headers = {"Content-Type": "application/json"}
     for _ in range(2):
         conn.request("POST", PREDICT, body, headers)
         conn.getresponse().read()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_s(pid)
     for _ in range(requests):
         conn.request("POST", PREDICT, body, headers)
         response = conn.getresponse()
@@ -256,7 +268,8 @@ def _many(port: int, body: bytes, requests: int) -> float:
         if response.status != 200:
             raise SystemExit(f"{BATCH_ROWS}-instance request failed: {response.status}")
     conn.close()
-    return requests * BATCH_ROWS / (time.perf_counter() - started)
+    rows_per_s = requests * BATCH_ROWS / (time.perf_counter() - started)
+    return rows_per_s, (_cpu_s(pid) - cpu) * 1000 / (requests * BATCH_ROWS / 1000)
 
 
 def _floor(model_dir: Path, frame: Any, features: Any, requests: int) -> dict[str, float]:
@@ -285,12 +298,25 @@ def _floor(model_dir: Path, frame: Any, features: Any, requests: int) -> dict[st
     for _ in range(2):
         signature(**batch)
     calls = 20
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         out = signature(**batch)
         {name: value.numpy() for name, value in out.items()}
     rows_per_s = calls * BATCH_ROWS / (time.perf_counter() - started)
-    return {"p50": p50, "p99": p99, "rows_per_s": rows_per_s}
+    batch_cpu_ms = (time.process_time() - cpu) * 1000 / (calls * BATCH_ROWS / 1000)
+    # CPU of a 1-row call, for comparison with the server's CPU per request.
+    cpu = time.process_time()
+    for i in range(requests):
+        out = signature(**rows[i % len(rows)])
+        {name: value.numpy() for name, value in out.items()}
+    row_cpu_ms = (time.process_time() - cpu) * 1000 / requests
+    return {
+        "p50": p50,
+        "p99": p99,
+        "rows_per_s": rows_per_s,
+        "batch_cpu_ms": batch_cpu_ms,
+        "row_cpu_ms": row_cpu_ms,
+    }
 
 
 def main() -> None:
@@ -315,8 +341,10 @@ def main() -> None:
         import_tf = _import_tensorflow_s()
         proc, port, cold = _start_server(config, model_dir, tmp)
         try:
-            results = {rate: _load(port, bodies, rate, args.seconds) for rate in args.rates}
-            many = _many(port, big_body, args.batch_requests)
+            results = {
+                rate: _load(proc.pid, port, bodies, rate, args.seconds) for rate in args.rates
+            }
+            many, many_cpu = _many(proc.pid, port, big_body, args.batch_requests)
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(30)
@@ -327,13 +355,19 @@ def main() -> None:
         f"1-row requests open loop over keep-alive HTTP on loopback; {len(bodies)} distinct "
         f"test rows; server exit code after SIGTERM: {code}"
     )
-    print(f"  {'setting':<34} {'n':>6} {'p50 ms':>8} {'p99 ms':>9} {'served/s':>9}")
+    print(
+        f"  {'setting':<34} {'n':>6} {'p50 ms':>8} {'p99 ms':>9} {'served/s':>9} "
+        f"{'CPU ms/req':>11} {'client CPU':>11}"
+    )
     for rate, r in results.items():
         label = f"server, {rate:g} req/s offered"
-        print(f"  {label:<34} {r['n']:>6} {r['p50']:>8.2f} {r['p99']:>9.2f} {r['served']:>9.0f}")
+        print(
+            f"  {label:<34} {r['n']:>6} {r['p50']:>8.2f} {r['p99']:>9.2f} {r['served']:>9.0f} "
+            f"{r['server_cpu_ms']:>11.2f} {r['client_cpu_ms']:>11.2f}"
+        )
     print(
         f"  {'in-process serving_default, 1 row':<34} {1000:>6} {floor['p50']:>8.2f} "
-        f"{floor['p99']:>9.2f}"
+        f"{floor['p99']:>9.2f} {'':>9} {floor['row_cpu_ms']:>11.2f}"
     )
     print("\nagainst the goals (ratio <= 1 meets the goal):")
     for rate, r in results.items():
@@ -354,7 +388,12 @@ def main() -> None:
     )
     print(
         f"  {BATCH_ROWS}-instance requests: {many:.0f} rows/s / in-process {BATCH_ROWS}-row "
-        f"batch {floor['rows_per_s']:.0f} rows/s = {many / floor['rows_per_s']:.2f}"
+        f"batch {floor['rows_per_s']:.0f} rows/s = {many / floor['rows_per_s']:.2f}; CPU per "
+        f"1000 rows {many_cpu:.1f} ms / {floor['batch_cpu_ms']:.1f} ms in-process"
+    )
+    print(
+        "  (CPU ms/req: the server process's CPU per request, all threads; it varies less with "
+        "the machine's other load than latency does)"
     )
     sys.stdout.flush()
     sys.stderr.flush()
