@@ -135,6 +135,86 @@ def test_request_schema_joins_the_served_versions_types() -> None:
     assert request_schema_for(FEATURES, [new, recoded]).text_only == {"island", "sex"}
 
 
+def test_column_conversion_matches_the_per_instance_conversion() -> None:
+    """parse_request builds arrays a column at a time; batch prediction converts per instance
+    (`instances_to_arrays`). Both must give the model the same inputs."""
+    import random
+
+    from mlops.serving.request import instances_to_arrays
+
+    rng = random.Random(0)
+    numbers = [None, 0, -3, 2.5, 181, 1e-40, 3.4e38, 10**20, 16777217]
+    categories = [None, "", "Dream", "é", 7, -1]
+    for _ in range(300):
+        rows = [
+            {
+                **{name: rng.choice(numbers) for name in FEATURES.numeric},
+                **{name: rng.choice(categories) for name in FEATURES.categorical},
+            }
+            for _ in range(rng.randint(1, 6))
+        ]
+        _, arrays = parse_request(_body(rows), None, FEATURES, 10)
+        expected = instances_to_arrays(rows, FEATURES)
+        for name, values in expected.items():
+            assert arrays[name].dtype == values.dtype
+            np.testing.assert_array_equal(arrays[name], values)
+
+
+def test_micro_batcher_runs_concurrent_calls_as_one_model_call() -> None:
+    from mlops.serving.server import MicroBatcher
+
+    calls: list[int] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def run(arrays):
+        calls.append(len(arrays["x"]))
+        if len(calls) == 1:
+            started.set()
+            release.wait(10)
+        if (arrays["x"] < 0).any():
+            raise RuntimeError("negative")
+        return [float(v) * 10 for v in arrays["x"]]
+
+    batcher = MicroBatcher(run, max_rows=5)
+    results: dict[int, Any] = {}
+
+    def call(key: int, values: list[float]) -> None:
+        try:
+            results[key] = batcher({"x": np.array(values, np.float32)}, len(values))
+        except RuntimeError as exc:
+            results[key] = str(exc)
+
+    first = threading.Thread(target=call, args=(0, [1.0]))
+    first.start()
+    assert started.wait(10)
+    # While the model runs, three callers queue; the next call takes the first two (4 rows),
+    # as 3 more would pass max_rows=5.
+    queued = [
+        threading.Thread(target=call, args=(1, [2.0, 3.0])),
+        threading.Thread(target=call, args=(2, [4.0, 5.0])),
+        threading.Thread(target=call, args=(3, [6.0, 7.0, 8.0])),
+    ]
+    for thread in queued:
+        thread.start()
+        time.sleep(0.1)  # queue in this order
+    release.set()
+    for thread in [first, *queued]:
+        thread.join(10)
+    assert calls == [1, 4, 3]
+    assert results == {0: [10.0], 1: [20.0, 30.0], 2: [40.0, 50.0], 3: [60.0, 70.0, 80.0]}
+
+    # A failing model call fails every request in its batch, and the batcher keeps working.
+    assert batcher({"x": np.array([1.0], np.float32)}, 1) == [10.0]
+    with pytest.raises(RuntimeError, match="negative"):
+        batcher({"x": np.array([-1.0], np.float32)}, 1)
+    assert batcher({"x": np.array([2.0], np.float32)}, 1) == [20.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# A real server process, configured as Vertex configures a custom container
+
+
 def _request(
     port: int,
     method: str,
@@ -272,6 +352,22 @@ def test_predictions_equal_the_in_process_serving_signature(server, penguins_cha
         assert list(prediction["probabilities"]) == classes
         for k, name in enumerate(classes):
             assert abs(prediction["probabilities"][name] - float(probabilities[i, k])) <= 1e-6
+
+
+def test_flat_signature_call_gives_the_keyword_calls_outputs(penguins_chain) -> None:
+    from mlops.artifacts import read_split
+    from mlops.serving.server import load_model
+
+    config, paths, _ = penguins_chain
+    model = load_model(paths["model"])
+    assert model.enable_flat_call()  # this TensorFlow has the entry point, and it agrees
+    arrays = frame_to_arrays(read_split(paths["data"], "test").head(20), config.features)
+    flat = model.predict_raw(arrays)
+    model._flat_inputs = None
+    keywords = model.predict_raw(arrays)
+    assert set(flat) == set(keywords)
+    for name, values in keywords.items():
+        np.testing.assert_array_equal(flat[name], values)
 
 
 def test_training_records_each_categorical_features_raw_type(penguins_chain) -> None:
