@@ -204,11 +204,33 @@ def test_micro_batcher_runs_concurrent_calls_as_one_model_call() -> None:
     assert calls == [1, 4, 3]
     assert results == {0: [10.0], 1: [20.0, 30.0], 2: [40.0, 50.0], 3: [60.0, 70.0, 80.0]}
 
-    # A failing model call fails every request in its batch, and the batcher keeps working.
+    # A failing model call fails its request, and the batcher keeps working.
     assert batcher({"x": np.array([1.0], np.float32)}, 1) == [10.0]
     with pytest.raises(RuntimeError, match="negative"):
         batcher({"x": np.array([-1.0], np.float32)}, 1)
     assert batcher({"x": np.array([2.0], np.float32)}, 1) == [20.0]
+
+    # A request whose rows fail a merged call fails alone: the others are retried on their own.
+    calls.clear()
+    started.clear()
+    release.clear()
+    results.clear()
+    first = threading.Thread(target=call, args=(0, [1.0]))
+    first.start()
+    assert started.wait(10)
+    queued = [
+        threading.Thread(target=call, args=(1, [2.0])),
+        threading.Thread(target=call, args=(2, [-3.0])),
+        threading.Thread(target=call, args=(3, [4.0])),
+    ]
+    for thread in queued:
+        thread.start()
+        time.sleep(0.1)
+    release.set()
+    for thread in [first, *queued]:
+        thread.join(10)
+    assert calls == [1, 3, 1, 1, 1]
+    assert results == {0: [10.0], 1: [20.0], 2: "negative", 3: [40.0]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -246,7 +246,8 @@ class MicroBatcher:
     everything queued (up to `max_rows` rows); alone, it just calls the model, so a lone request
     waits for nobody. Callers that arrive meanwhile queue; when the model call ends, the oldest
     of them calls the model on all that queued in the meantime. Under load a model call thus
-    serves many requests, and the fixed cost of each call is shared."""
+    serves many requests, and the fixed cost of each call is shared. If a merged call fails,
+    each request in it is tried on its own, so that one request cannot fail the others."""
 
     class _Job:
         __slots__ = ("arrays", "rows", "wake", "finished", "result", "error")
@@ -281,6 +282,12 @@ class MicroBatcher:
             raise job.error
         return job.result
 
+    def _call(self, arrays: Mapping[str, np.ndarray], rows: int) -> list[Any]:
+        results = self._run(arrays)
+        if len(results) != rows:
+            raise ValueError(f"model returned {len(results)} predictions for {rows} rows")
+        return results
+
     def _lead(self) -> None:
         # The caller's job is first in the queue: the batcher was idle, or it was handed over.
         with self._lock:
@@ -298,17 +305,21 @@ class MicroBatcher:
                     name: np.concatenate([job.arrays[name] for job in batch])
                     for name in batch[0].arrays
                 }
-            results = self._run(merged)
-            if len(results) != rows:
-                raise ValueError(f"model returned {len(results)} predictions for {rows} rows")
-            offset = 0
-            for job in batch:
-                job.result = results[offset : offset + job.rows]
-                offset += job.rows
-            delivered = True
-        except Exception as exc:
-            for job in batch:
-                job.error = exc
+            try:
+                results = self._call(merged, rows)
+                offset = 0
+                for job in batch:
+                    job.result = results[offset : offset + job.rows]
+                    offset += job.rows
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0].error = exc
+                else:  # one request's rows must not fail the others': each on its own
+                    for job in batch:
+                        try:
+                            job.result = self._call(job.arrays, job.rows)
+                        except Exception as own:
+                            job.error = own
             delivered = True
         finally:
             with self._lock:
@@ -390,6 +401,9 @@ class PredictionService:
     sample of requests. Models load in a background thread (`start`); until every model is
     loaded, health and predict answer 503."""
 
+    # Freeze the garbage collector's view of everything loaded (the server process sets this).
+    freeze_gc = False
+
     def __init__(
         self,
         models: Mapping[str, str],
@@ -452,6 +466,12 @@ class PredictionService:
                 )
                 for version, model in loaded.items()
             }
+            if self.freeze_gc:
+                # What TensorFlow and the models hold (~300k objects) lives as long as the
+                # server: out of the cyclic collector's view, or every full collection walks it
+                # all (a 1000-instance request took 4x as long). Done before health says ready.
+                gc.collect()
+                gc.freeze()
             self._loaded = loaded
             logger.info(
                 "loaded model version(s) %s in %.1fs; traffic %s",
@@ -899,17 +919,8 @@ def serve(
             routes.predict,
         )
         logger.info("loading models %s; traffic %s", service.models, service.traffic)
-
-        def on_ready() -> None:
-            # The hundreds of thousands of objects TensorFlow and the models hold live as long as
-            # the server: take them out of the cyclic garbage collector's view, or every full
-            # collection walks them all (a 1000-instance request took 4x as long).
-            gc.collect()
-            gc.freeze()
-            if ready_event is not None:
-                ready_event.set()
-
-        service.start(on_ready=on_ready)
+        service.freeze_gc = True
+        service.start(on_ready=ready_event.set if ready_event is not None else None)
         server.serve_forever(poll_interval=0.2)
     finally:
         finished.set()
