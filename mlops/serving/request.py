@@ -1,7 +1,7 @@
 """Validation of online prediction requests (Vertex AI's `{"instances": [...]}` body).
 
 Pure functions, no TensorFlow: a request either becomes raw-feature arrays that follow
-`components.raw_features`' contract, or a `RequestError` whose status is 4xx and whose message
+`mlops.features`' contract, or a `RequestError` whose status is 4xx and whose message
 names the instance index and the field at fault.
 """
 

@@ -5,14 +5,18 @@ read when the server starts (never at import): `AIP_HTTP_PORT` (default 8080), `
 (default /health), `AIP_PREDICT_ROUTE` (default /predict), and `AIP_STORAGE_URI`, the model
 directory (labelled `AIP_DEPLOYED_MODEL_ID`, or "vertex").
 
-    python -m components.serving --config configs/penguins.yaml --model-dir MODEL_DIR --port 8080
+    python -m mlops.serving --config configs/penguins.yaml --model-dir MODEL_DIR --port 8080
 
 `POST <predict route>` takes `{"instances": [{feature: value, ...}, ...], "parameters": {...}}`
 and answers `{"predictions": [{"label", "probabilities"}], "model_version", "request_id"}`.
 Bad requests get a 4xx with `{"error": ...}` naming the instance and field (see
-`components.predict_request`). Several model versions can be served at once, with a weighted
+`mlops.serving.request`). Several model versions can be served at once, with a weighted
 random split of the traffic (a local canary); a sample of requests and their predictions is
 appended to a JSON Lines request log that `read_request_log` turns back into raw features.
+
+The socket is bound first; the models load in a background thread (TensorFlow imported without
+Keras), and health answers 503 until they have. Concurrent requests to one version are merged
+into one model call (`MicroBatcher`).
 """
 
 from __future__ import annotations
@@ -1088,7 +1092,7 @@ def _models_from_args(
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; reads the AIP_* environment variables when it runs."""
     parser = argparse.ArgumentParser(
-        prog="python -m components.serving",
+        prog="python -m mlops.serving",
         description="Online prediction server (Vertex AI custom-container contract).",
     )
     source = parser.add_mutually_exclusive_group()
