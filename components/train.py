@@ -40,6 +40,24 @@ def class_weights(label_ids: np.ndarray, num_classes: int) -> dict[int, float]:
     }
 
 
+def categorical_types(frame: Any, features: Any) -> dict[str, str]:
+    """How each raw categorical column is typed in the train split: "integer" (integer-coded, e.g.
+    a community area), "number" or "string". The server accepts JSON integers for a category
+    only where training saw integers."""
+    import pandas as pd
+
+    types: dict[str, str] = {}
+    for name in features.categorical:
+        dtype = frame[name].dtype
+        if pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            types[name] = "integer"
+        elif pd.api.types.is_numeric_dtype(dtype):
+            types[name] = "number"
+        else:
+            types[name] = "string"
+    return types
+
+
 def build_model(
     transformed_spec: dict[str, Any],
     sizes: dict[str, int],
@@ -168,8 +186,11 @@ def run_train(
     layer = tft_output.transform_features_layer()
 
     splits = {}
+    raw_types: dict[str, str] = {}
     for split in ("train", "eval"):
         frame = read_split(dataset_dir, split)
+        if split == "train":
+            raw_types = categorical_types(frame, config.features)
         # The TFT graph runs once per split here, not once per batch and epoch.
         features = _transform(layer, frame_to_arrays(frame, config.features))
         splits[split] = (features, encode_labels(frame[label].tolist(), classes, split))
@@ -214,6 +235,7 @@ def run_train(
         "raw_features": {
             "numeric": config.features.numeric,
             "categorical": config.features.categorical,
+            "categorical_types": raw_types,
         },
         "epochs_run": len(curves.get("loss", [])),
         "eval_loss": float(eval_loss),

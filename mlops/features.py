@@ -8,15 +8,25 @@ with these functions, so training and serving see identical inputs.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from mlops.config import FeatureConfig
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 MISSING_CATEGORY = ""
+
+
+def _is_pandas_na(value: Any) -> bool:
+    # pandas is imported only where frames are used (the prediction server never needs it);
+    # without pandas loaded, no value can be pd.NA.
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and value is pandas.NA
 
 
 def category_text(value: Any) -> str:
@@ -29,13 +39,13 @@ def category_text(value: Any) -> str:
             return str(int(value))
     if isinstance(value, bytes):
         return value.decode("utf-8")
-    if value is pd.NA:
+    if _is_pandas_na(value):
         return MISSING_CATEGORY
     return str(value)
 
 
 def numeric_value(value: Any) -> float:
-    if value is None or value is pd.NA:
+    if value is None or _is_pandas_na(value):
         return math.nan
     return float(value)
 
@@ -52,6 +62,8 @@ def coerce_record(record: Mapping[str, Any], features: FeatureConfig) -> dict[st
 
 def frame_to_arrays(frame: pd.DataFrame, features: FeatureConfig) -> dict[str, np.ndarray]:
     """A whole frame as the model's raw inputs: float32 arrays and arrays of Python str."""
+    import pandas as pd
+
     arrays: dict[str, np.ndarray] = {}
     for name in features.numeric:
         arrays[name] = (

@@ -277,7 +277,7 @@ def cmd_serve(args: argparse.Namespace, config: PipelineConfig) -> int:
         source = f"model {config.name} version {version.version}"
     log = request_log_dir(config) / f"requests-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"serving {source} on {args.host}:{args.port or 'AIP_HTTP_PORT/8080'}; request log {log}")
+    print(f"serving {source}; request log {log}")  # the server logs the address it binds
     serve(models, traffic, config, host=args.host, port=args.port, request_log=str(log))
     return 0
 

@@ -106,6 +106,133 @@ def test_parse_request_accepts_a_missing_content_type_and_rejects_others() -> No
     assert info.value.status == 415 and "application/json" in info.value.message
 
 
+def test_categories_take_integers_only_where_training_saw_integers() -> None:
+    types = {"island": "string", "sex": "integer"}
+    rows = [GOOD, {**GOOD, "sex": 2}, {**GOOD, "island": 12345}]
+    with pytest.raises(RequestError) as info:
+        parse_request(_body(rows), None, FEATURES, 10, types)
+    assert info.value.status == 400
+    assert info.value.message.startswith("instances[2].island: expected a string or null")
+    assert info.value.message.endswith("got number 12345")
+
+    _, arrays = parse_request(_body(rows[:2]), None, FEATURES, 10, types)
+    assert arrays["sex"].tolist() == ["male", "2"]  # integer-coded: 2 is the category "2"
+    # A model trained before the types were recorded keeps accepting integers.
+    _, arrays = parse_request(_body(rows), None, FEATURES, 10, {})
+    assert arrays["island"].tolist() == ["Torgersen", "Torgersen", "12345"]
+
+
+def test_request_schema_joins_the_served_versions_types() -> None:
+    from types import SimpleNamespace
+
+    from mlops.serving.server import request_schema_for
+
+    old = SimpleNamespace(categorical_types={})
+    new = SimpleNamespace(categorical_types={"island": "string", "sex": "integer"})
+    assert request_schema_for(FEATURES, [old]).text_only == frozenset()
+    assert request_schema_for(FEATURES, [old, new]).text_only == {"island"}
+    recoded = SimpleNamespace(categorical_types={"island": "integer", "sex": "string"})
+    assert request_schema_for(FEATURES, [new, recoded]).text_only == {"island", "sex"}
+
+
+def test_column_conversion_matches_the_per_instance_conversion() -> None:
+    """parse_request builds arrays a column at a time; batch prediction converts per instance
+    (`instances_to_arrays`). Both must give the model the same inputs."""
+    import random
+
+    from mlops.serving.request import instances_to_arrays
+
+    rng = random.Random(0)
+    numbers = [None, 0, -3, 2.5, 181, 1e-40, 3.4e38, 10**20, 16777217]
+    categories = [None, "", "Dream", "é", 7, -1]
+    for _ in range(300):
+        rows = [
+            {
+                **{name: rng.choice(numbers) for name in FEATURES.numeric},
+                **{name: rng.choice(categories) for name in FEATURES.categorical},
+            }
+            for _ in range(rng.randint(1, 6))
+        ]
+        _, arrays = parse_request(_body(rows), None, FEATURES, 10)
+        expected = instances_to_arrays(rows, FEATURES)
+        for name, values in expected.items():
+            assert arrays[name].dtype == values.dtype
+            np.testing.assert_array_equal(arrays[name], values)
+
+
+def test_micro_batcher_runs_concurrent_calls_as_one_model_call() -> None:
+    from mlops.serving.server import MicroBatcher
+
+    calls: list[int] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def run(arrays):
+        calls.append(len(arrays["x"]))
+        if len(calls) == 1:
+            started.set()
+            release.wait(10)
+        if (arrays["x"] < 0).any():
+            raise RuntimeError("negative")
+        return [float(v) * 10 for v in arrays["x"]]
+
+    batcher = MicroBatcher(run, max_rows=5)
+    results: dict[int, Any] = {}
+
+    def call(key: int, values: list[float]) -> None:
+        try:
+            results[key] = batcher({"x": np.array(values, np.float32)}, len(values))
+        except RuntimeError as exc:
+            results[key] = str(exc)
+
+    first = threading.Thread(target=call, args=(0, [1.0]))
+    first.start()
+    assert started.wait(10)
+    # While the model runs, three callers queue; the next call takes the first two (4 rows),
+    # as 3 more would pass max_rows=5.
+    queued = [
+        threading.Thread(target=call, args=(1, [2.0, 3.0])),
+        threading.Thread(target=call, args=(2, [4.0, 5.0])),
+        threading.Thread(target=call, args=(3, [6.0, 7.0, 8.0])),
+    ]
+    for thread in queued:
+        thread.start()
+        time.sleep(0.1)  # queue in this order
+    release.set()
+    for thread in [first, *queued]:
+        thread.join(10)
+    assert calls == [1, 4, 3]
+    assert results == {0: [10.0], 1: [20.0, 30.0], 2: [40.0, 50.0], 3: [60.0, 70.0, 80.0]}
+
+    # A failing model call fails its request, and the batcher keeps working.
+    assert batcher({"x": np.array([1.0], np.float32)}, 1) == [10.0]
+    with pytest.raises(RuntimeError, match="negative"):
+        batcher({"x": np.array([-1.0], np.float32)}, 1)
+    assert batcher({"x": np.array([2.0], np.float32)}, 1) == [20.0]
+
+    # A request whose rows fail a merged call fails alone: the others are retried on their own.
+    calls.clear()
+    started.clear()
+    release.clear()
+    results.clear()
+    first = threading.Thread(target=call, args=(0, [1.0]))
+    first.start()
+    assert started.wait(10)
+    queued = [
+        threading.Thread(target=call, args=(1, [2.0])),
+        threading.Thread(target=call, args=(2, [-3.0])),
+        threading.Thread(target=call, args=(3, [4.0])),
+    ]
+    for thread in queued:
+        thread.start()
+        time.sleep(0.1)
+    release.set()
+    for thread in [first, *queued]:
+        thread.join(10)
+    assert calls == [1, 3, 1, 1, 1]
+    assert results == {0: [10.0], 1: [20.0], 2: "negative", 3: [40.0]}
+
+
 # ---------------------------------------------------------------------------------------------
 # A real server process, configured as Vertex configures a custom container
 
@@ -249,8 +376,40 @@ def test_predictions_equal_the_in_process_serving_signature(server, penguins_cha
             assert abs(prediction["probabilities"][name] - float(probabilities[i, k])) <= 1e-6
 
 
+def test_flat_signature_call_gives_the_keyword_calls_outputs(penguins_chain) -> None:
+    from mlops.artifacts import read_split
+    from mlops.serving.server import load_model
+
+    config, paths, _ = penguins_chain
+    model = load_model(paths["model"])
+    assert model.enable_flat_call()  # this TensorFlow has the entry point, and it agrees
+    arrays = frame_to_arrays(read_split(paths["data"], "test").head(20), config.features)
+    flat = model.predict_raw(arrays)
+    model._flat_inputs = None
+    keywords = model.predict_raw(arrays)
+    assert set(flat) == set(keywords)
+    for name, values in keywords.items():
+        np.testing.assert_array_equal(flat[name], values)
+
+
+def test_training_records_each_categorical_features_raw_type(penguins_chain) -> None:
+    from components.train import categorical_types
+    from mlops.artifacts import read_model_info
+
+    config, paths, _ = penguins_chain
+    info = read_model_info(paths["model"])
+    assert info["raw_features"]["categorical_types"] == {"island": "string", "sex": "string"}
+    frame = pd.DataFrame(
+        {
+            "island": pd.array(["a", None], dtype="string"),
+            "sex": pd.array([3, None], dtype="Int64"),
+        }
+    )
+    assert categorical_types(frame, FEATURES) == {"island": "string", "sex": "integer"}
+
+
 def test_rows_with_null_values_predict(server) -> None:
-    rows = [ALL_NULL, {**GOOD, "sex": None, "body_mass_g": None}, {**GOOD, "island": 3}]
+    rows = [ALL_NULL, {**GOOD, "sex": None, "body_mass_g": None}, {**GOOD, "island": "Biscoe"}]
     status, _, body = server.predict(_body(rows, parameters={}))
     assert status == 200, body
     assert len(body["predictions"]) == 3
@@ -456,7 +615,7 @@ BAD_REQUESTS = [
         {},
         True,
         400,
-        "instances[3].island: expected a string, an integer or null, got number 1.5",
+        "instances[3].island: expected a string or null, got number 1.5",
     ),
     (
         "categorical_bool",
@@ -466,7 +625,7 @@ BAD_REQUESTS = [
         {},
         True,
         400,
-        "instances[1].sex: expected a string, an integer or null, got boolean false",
+        "instances[1].sex: expected a string or null, got boolean false",
     ),
     (
         "categorical_object",
@@ -476,7 +635,19 @@ BAD_REQUESTS = [
         {},
         True,
         400,
-        "instances[0].sex: expected a string, an integer or null, got object",
+        "instances[0].sex: expected a string or null, got object",
+    ),
+    (
+        # Training saw text islands: an integer is a client bug, not the category "12345".
+        "categorical_integer_for_text",
+        "POST",
+        PREDICT_ROUTE,
+        _with(2, island=12345),
+        {},
+        True,
+        400,
+        "instances[2].island: expected a string or null (the model was trained on text values "
+        "for it), got number 12345",
     ),
     (
         "categorical_lone_surrogate",
@@ -600,6 +771,47 @@ def test_server_keeps_serving_after_the_bad_requests(server) -> None:
     status, _, body = server.predict(_body([GOOD]))
     assert status == 200, body
     assert body["predictions"][0]["label"] == "Adelie"
+
+
+def test_start_line_names_the_bound_address_and_routes(server) -> None:
+    line = (
+        f"serving on http://127.0.0.1:{server.port} "
+        f"(health {HEALTH_ROUTE}, predict {PREDICT_ROUTE})"
+    )
+    assert line in server.output.read_text(), server.tail()
+
+
+def _assert_413(status: int, body: dict[str, Any]) -> None:
+    assert status == 413, body
+    assert f"exceeds the limit of {MAX_BODY} bytes (serving.max_body_bytes)" in body["error"]
+
+
+def test_a_body_far_over_the_limit_gets_a_413_that_http_client_reads(server) -> None:
+    # Bigger than any socket buffer: the client is still sending when the server decides.
+    body = b"x" * (20 * 1024 * 1024)
+    status, headers, answer = server.predict(body)
+    _assert_413(status, answer)
+    assert headers["Connection"] == "close"
+
+
+def test_a_slowly_sent_body_over_the_limit_gets_a_413_after_it_is_sent(server) -> None:
+    import socket
+
+    size, pieces = 2 * MAX_BODY, 16
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST {PREDICT_ROUTE} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode()
+        )
+        for _ in range(pieces):  # ~3 s in all, longer than the server ever lingered before
+            sock.sendall(b"y" * (size // pieces))
+            time.sleep(0.2)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    head, _, payload = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    _assert_413(413, json.loads(payload))
 
 
 def test_concurrent_clients_are_all_answered(server) -> None:
@@ -806,20 +1018,31 @@ def test_model_errors_are_a_generic_500(penguins_chain, monkeypatch, tmp_path) -
     assert "internal error" in reply.body["error"] and "secret" not in reply.body["error"]
 
 
-def test_serve_in_a_thread_sets_ready_event_and_stops_on_stop_event(penguins_chain) -> None:
+def test_serve_in_a_thread_sets_ready_event_and_stops_on_stop_event(penguins_chain, caplog) -> None:
+    import logging
+    import re
+
     from mlops.serving.server import Routes, serve
 
     config, paths, _ = penguins_chain
-    port = free_port()
+    caplog.set_level(logging.INFO, logger="mlops.serving.server")
     ready, stop = threading.Event(), threading.Event()
     thread = threading.Thread(
         target=serve,
-        args=({"4": str(paths["model"])}, {"4": 100}, config, "127.0.0.1", port, None, ready),
+        args=({"4": str(paths["model"])}, {"4": 100}, config, "127.0.0.1", 0, None, ready),
         kwargs={"stop_event": stop, "routes": Routes()},
         daemon=True,
     )
     thread.start()
     assert ready.wait(120)
+    # Port 0 binds a free port; the start line names it.
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("serving on")]
+    match = re.fullmatch(
+        r"serving on http://127\.0\.0\.1:(\d+) \(health /health, predict /predict\)", lines[0]
+    )
+    assert match, lines
+    port = int(match.group(1))
+    assert port != 0
     status, headers, body = _request(port, "POST", "/predict", _body([GOOD]))
     assert status == 200 and headers["X-Model-Version"] == "4", body
     stop.set()

@@ -1,7 +1,7 @@
 """Validation of online prediction requests (Vertex AI's `{"instances": [...]}` body).
 
 Pure functions, no TensorFlow: a request either becomes raw-feature arrays that follow
-`components.raw_features`' contract, or a `RequestError` whose status is 4xx and whose message
+`mlops.features`' contract, or a `RequestError` whose status is 4xx and whose message
 names the instance index and the field at fault.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,9 @@ from mlops.features import coerce_record
 JSON_CONTENT_TYPE = "application/json"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _ALLOWED_TOP_LEVEL = ("instances", "parameters")
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_TEXT_TYPES = frozenset({str, type(None)})
+_CATEGORY_TYPES = frozenset({str, int, type(None)})
 
 
 class RequestError(Exception):
@@ -81,11 +85,15 @@ def _reject_constant(name: str) -> Any:
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise RequestError(400, f"body is not valid JSON for a request: duplicate key '{key}'")
-        obj[key] = value
+    obj = dict(pairs)  # one C call per object; the key-by-key loop only to name a duplicate
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RequestError(
+                    400, f"body is not valid JSON for a request: duplicate key '{key}'"
+                )
+            seen.add(key)
     return obj
 
 
@@ -124,7 +132,7 @@ def _numeric(value: Any, where: str) -> None:
         )
 
 
-def _categorical(value: Any, where: str) -> None:
+def _categorical(value: Any, where: str, text_only: bool = False) -> None:
     if value is None:
         return
     if isinstance(value, str):
@@ -135,18 +143,58 @@ def _categorical(value: Any, where: str) -> None:
                 400, f"{where}: string is not valid Unicode (it holds a lone surrogate)"
             ) from None
         return
-    if isinstance(value, bool) or not isinstance(value, int):
+    if text_only:
+        hint = " (the model was trained on text values for it)" if _is_integer(value) else ""
+        raise RequestError(400, f"{where}: expected a string or null{hint}, got {describe(value)}")
+    if not _is_integer(value):
         raise RequestError(
             400, f"{where}: expected a string, an integer or null, got {describe(value)}"
         )
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class RequestSchema:
+    """What an instance may hold, worked out once per model rather than per request: exactly
+    the raw features; numbers (or null) for numeric ones; strings (or null) for categorical
+    ones, and integers too where the feature is integer-coded.
+
+    `categorical_types` is what training recorded per categorical feature (`model_info.json`
+    `raw_features.categorical_types`: "string", "integer" or "number"). A feature recorded as
+    "string" takes no integers; one not recorded (a model trained before the types were kept)
+    takes them, as it always did.
+    """
+
+    def __init__(
+        self, features: FeatureConfig, categorical_types: Mapping[str, str] | None = None
+    ) -> None:
+        self.features = features
+        self.numeric = tuple(features.numeric)
+        self.categorical = tuple(features.categorical)
+        self.expected = list(features.raw_features)
+        self.expected_set = frozenset(self.expected)
+        types = dict(categorical_types or {})
+        self.text_only = frozenset(name for name in self.categorical if types.get(name) == "string")
+
+
+def request_schema(
+    features: FeatureConfig | RequestSchema, categorical_types: Mapping[str, str] | None = None
+) -> RequestSchema:
+    if isinstance(features, RequestSchema):
+        return features
+    return RequestSchema(features, categorical_types)
 
 
 def _names(names: list[str]) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
-def check_instance(instance: Any, index: int, features: FeatureConfig) -> None:
+def check_instance(instance: Any, index: int, features: FeatureConfig | RequestSchema) -> None:
     """One instance: exactly the raw features, each of an accepted JSON type."""
+    schema = request_schema(features)
+    features = schema.features
     where = f"instances[{index}]"
     if not isinstance(instance, dict):
         raise RequestError(
@@ -170,17 +218,24 @@ def check_instance(instance: Any, index: int, features: FeatureConfig) -> None:
     for name in features.numeric:
         _numeric(instance[name], f"{where}.{name}")
     for name in features.categorical:
-        _categorical(instance[name], f"{where}.{name}")
+        _categorical(instance[name], f"{where}.{name}", name in schema.text_only)
 
 
 def parse_request(
-    body: bytes, content_type: str | None, features: FeatureConfig, max_instances: int
+    body: bytes,
+    content_type: str | None,
+    features: FeatureConfig | RequestSchema,
+    max_instances: int,
+    categorical_types: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """A request body as (the instances as received, raw-feature arrays for `serving_default`).
 
-    Arrays match `raw_features.frame_to_arrays`: float32 with NaN for missing numbers, object
-    arrays of str with "" for missing categories.
+    Arrays match `features.frame_to_arrays`: float32 with NaN for missing numbers, object
+    arrays of str with "" for missing categories. `categorical_types` (or a `RequestSchema`
+    as `features`) says which categories take integers.
     """
+    schema = request_schema(features, categorical_types)
+    features = schema.features
     check_content_type(content_type)
     payload = parse_json(body)
     if not isinstance(payload, dict):
@@ -213,9 +268,50 @@ def parse_request(
             f"instances: at most {max_instances} instances per request (serving.max_instances), "
             f"got {len(instances)}",
         )
-    for index, instance in enumerate(instances):
-        check_instance(instance, index, features)
-    return instances, instances_to_arrays(instances, features)
+    arrays = _columns(instances, schema)
+    if arrays is None:
+        # Something is off: the per-instance checks name the first instance and field at fault.
+        for index, instance in enumerate(instances):
+            check_instance(instance, index, schema)
+        arrays = instances_to_arrays(instances, features)
+    return instances, arrays
+
+
+def _columns(instances: list[Any], schema: RequestSchema) -> dict[str, np.ndarray] | None:
+    """The arrays `instances_to_arrays` would build, a column at a time; None unless every
+    instance is valid (the caller then finds the error). No per-value Python work beyond
+    gathering each column and checking the set of its value types."""
+    expected = schema.expected_set
+    for instance in instances:
+        if type(instance) is not dict or instance.keys() != expected:
+            return None
+    arrays: dict[str, np.ndarray] = {}
+    for name in schema.numeric:
+        column = [instance[name] for instance in instances]
+        if not _NUMBER_TYPES.issuperset(map(type, column)):
+            return None
+        try:
+            values = np.array(column, dtype=np.float64)  # None -> NaN
+        except OverflowError:
+            return None
+        if (np.abs(values) > _FLOAT32_MAX).any():  # also inf; NaN compares False
+            return None
+        arrays[name] = values.astype(np.float32)
+    for name in schema.categorical:
+        column = [instance[name] for instance in instances]
+        types = set(map(type, column))
+        if not (_TEXT_TYPES if name in schema.text_only else _CATEGORY_TYPES).issuperset(types):
+            return None
+        if int in types:
+            column = [v if type(v) is str else "" if v is None else str(v) for v in column]
+        elif type(None) in types:
+            column = ["" if v is None else v for v in column]
+        try:
+            "".join(column).encode("utf-8")  # a lone surrogate cannot be sent to the model
+        except UnicodeEncodeError:
+            return None
+        arrays[name] = np.array(column, dtype=object)
+    return arrays
 
 
 def instances_to_arrays(
