@@ -120,11 +120,13 @@ def run_monitor_step(
         last_retrain_at=read_last_retrain(state_uri or retrain_state_path(config)),
         now=now,
     )
+    abstained = int(current["__abstained__"].sum()) if "__abstained__" in current else 0
     result = {
         "model_version": reference.get("model_version", reference["model_dir"]),
         "source": description,
         "decision": decision,
         "findings": summary.get("findings", []),
+        "abstentions": {"count": abstained, "of": len(current)},
         "report": str(Path(output_dir) / REPORT_FILE),
     }
     write_json_atomic(Path(output_dir) / DECISION_FILE, result)

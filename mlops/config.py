@@ -212,6 +212,10 @@ class ServingConfig(_Strict):
 
     max_instances: Annotated[int, Field(ge=1)] = 1000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
+    # Abstention: a prediction whose top probability is below min_confidence says so
+    # ("abstained": true) and carries abstain_label (null when unset) instead of the class.
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
+    abstain_label: str | None = None
     # Fraction of requests (and their predictions) written to the request log.
     request_log_sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
     # Batch prediction defaults: the input file and the column that keys each prediction.

@@ -330,6 +330,9 @@ def cmd_monitor(args: argparse.Namespace, config: PipelineConfig) -> int:
     monitor = result.manifest["results"].get("monitor") or {}
     for finding in monitor.get("findings", []):
         print(f"  finding: {finding.get('message', finding)}")
+    abstentions = monitor.get("abstentions")
+    if abstentions and abstentions["count"]:
+        print(f"  abstentions: {abstentions['count']} of {abstentions['of']} served predictions")
     decision = monitor.get("decision")
     if decision:
         verdict = "RETRAIN" if decision["retrain"] else "no retraining"

@@ -54,7 +54,13 @@ DEFAULT_HEALTH_ROUTE = "/health"
 DEFAULT_PREDICT_ROUTE = "/predict"
 VERTEX_VERSION_LABEL = "vertex"
 LOCAL_VERSION_LABEL = "local"
-META_COLUMNS = ("__request_id__", "__timestamp__", "__model_version__", "__predicted_label__")
+META_COLUMNS = (
+    "__request_id__",
+    "__timestamp__",
+    "__model_version__",
+    "__predicted_label__",
+    "__abstained__",
+)
 
 # A client that stalls mid-request must not hold a server thread forever.
 _SOCKET_TIMEOUT_S = 30.0
@@ -534,6 +540,7 @@ class PredictionService:
                 500,
                 {"error": f"internal error while predicting; see the server log ({request_id})"},
             )
+        predictions = abstain(predictions, serving.min_confidence, serving.abstain_label)
         try:
             predictions_json = _json(predictions)
         except ValueError:  # e.g. a NaN probability: a model bug, not the client's
@@ -589,6 +596,27 @@ class PredictionService:
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
+
+
+def abstain(
+    predictions: list[dict[str, Any]], min_confidence: float, fallback: str | None
+) -> list[dict[str, Any]]:
+    """Below `min_confidence` the model abstains: the prediction keeps its probabilities and
+    the model's choice (`model_label`) but its `label` is the configured fallback."""
+    if min_confidence <= 0:
+        return predictions
+    out = []
+    for prediction in predictions:
+        confidence = max(prediction["probabilities"].values(), default=0.0)
+        if confidence < min_confidence:
+            prediction = {
+                **prediction,
+                "label": fallback,
+                "model_label": prediction["label"],
+                "abstained": True,
+            }
+        out.append(prediction)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1002,6 +1030,7 @@ def read_request_log(
                         "__timestamp__": stamp,
                         "__model_version__": record["model_version"],
                         "__predicted_label__": prediction["label"],
+                        "__abstained__": bool(prediction.get("abstained", False)),
                     }
                 )
     frame = pd.DataFrame(rows)
