@@ -20,6 +20,7 @@ from mlops.artifacts import (
     read_label_classes,
     read_split,
 )
+from mlops.attributions import baseline_row
 from mlops.config import PipelineConfig
 from mlops.features import (
     encode_labels,
@@ -191,6 +192,10 @@ def run_train(
         frame = read_split(dataset_dir, split)
         if split == "train":
             raw_types = categorical_types(frame, config.features)
+            explanation_baseline = {
+                k: (None if isinstance(v, float) and v != v else v)
+                for k, v in baseline_row(frame, config.features).items()
+            }
         # The TFT graph runs once per split here, not once per batch and epoch.
         features = _transform(layer, frame_to_arrays(frame, config.features))
         splits[split] = (features, encode_labels(frame[label].tolist(), classes, split))
@@ -237,6 +242,8 @@ def run_train(
             "categorical": config.features.categorical,
             "categorical_types": raw_types,
         },
+        # the reference row explanations start from (median / most frequent value in train)
+        "explanation_baseline": explanation_baseline,
         "epochs_run": len(curves.get("loss", [])),
         "eval_loss": float(eval_loss),
         "eval_accuracy": float(eval_accuracy),

@@ -562,6 +562,76 @@ class PredictionService:
             encoded.encode("utf-8"),
         )
 
+    def explain(self, body: bytes, content_type: str | None, request_id: str) -> Reply:
+        """Sampled Shapley attributions for each instance, in the shape of Vertex AI's `explain`
+        response (`explanations[i].attributions[0].featureAttributions`, baseline and instance
+        output values), with the predictions beside them."""
+        if not self.ready:
+            return self.health()
+        import pandas as pd
+
+        from mlops.artifacts import read_model_info
+        from mlops.attributions import sampled_shapley
+
+        try:
+            instances, arrays = parse_request(
+                body, content_type, self._schema, self.config.serving.max_instances
+            )
+        except RequestError as exc:
+            return Reply(exc.status, {"error": exc.message})
+        version = self.choose_version()
+        model = self._loaded[version]
+        info = read_model_info(model.model_dir)
+        baseline = info.get("explanation_baseline")
+        if baseline is None:
+            return Reply(
+                501, {"error": f"model version '{version}' records no explanation baseline"}
+            )
+        features = self.config.features
+        rows = pd.DataFrame({name: list(arrays[name]) for name in features.raw_features})
+        try:
+            attributions, index, base = sampled_shapley(
+                lambda a: model.predict_raw(a)["probabilities"],
+                rows,
+                {k: (float("nan") if v is None else v) for k, v in baseline.items()},
+                features,
+                paths=self.config.explain.paths,
+            )
+            predictions = model.predict(arrays)
+        except Exception:
+            logger.exception("request %s: explaining with version '%s' failed", request_id, version)
+            return Reply(500, {"error": f"internal error; see the server log ({request_id})"})
+        classes = info["classes"]
+        explanations = []
+        for i, prediction in enumerate(predictions):
+            output = prediction["probabilities"][classes[int(index[i])]]
+            explanations.append(
+                {
+                    "attributions": [
+                        {
+                            "baselineOutputValue": float(base[i]),
+                            "instanceOutputValue": float(output),
+                            "featureAttributions": dict(
+                                zip(features.raw_features, attributions[i].tolist(), strict=True)
+                            ),
+                            "outputIndex": [int(index[i])],
+                            "outputDisplayName": classes[int(index[i])],
+                            "outputName": "probabilities",
+                            "approximationError": 0.0,
+                        }
+                    ]
+                }
+            )
+        return Reply(
+            200,
+            {
+                "explanations": explanations,
+                "predictions": predictions,
+                "deployedModelId": version,
+                "request_id": request_id,
+            },
+        )
+
     def _maybe_log(
         self,
         request_id: str,
@@ -627,6 +697,9 @@ def abstain(
 class Routes:
     health: str = DEFAULT_HEALTH_ROUTE
     predict: str = DEFAULT_PREDICT_ROUTE
+    # Vertex serves `explain` itself from the model's explanation spec; this route is the local
+    # server's equivalent, with the same response shape.
+    explain: str = "/explain"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Routes:
@@ -751,10 +824,15 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _method_not_allowed(method, path, "POST")
             body = self._read_body()
             return self.server.service.predict(body, self.headers.get("Content-Type"), request_id)
+        if path == routes.explain:
+            if method != "POST":
+                raise _method_not_allowed(method, path, "POST")
+            body = self._read_body()
+            return self.server.service.explain(body, self.headers.get("Content-Type"), request_id)
         raise RequestError(
             404,
             f"unknown route '{path}'; routes: GET {routes.health} (health), "
-            f"POST {routes.predict} (predict)",
+            f"POST {routes.predict} (predict), POST {routes.explain} (explain)",
         )
 
     def _declared_length(self) -> int | None:
