@@ -316,7 +316,7 @@ def test_json_lines_with_unparsable_values(tfx, tmp_path: Path) -> None:
     config = tfx["config"]
     rows = tfx["clean"].sample(frac=0.6, random_state=6).drop(columns=["species"])
     lines = [json.dumps(record) for record in rows.to_dict(orient="records")]
-    lines[3] = lines[3].replace('"culmen_depth_mm": ', '"culmen_depth_mm": "n/a", "x": ')
+    lines[3] = lines[3].replace('"culmen_depth_mm": ', '"culmen_depth_mm": "twelve", "x": ')
     lines.insert(5, "{not json")
     path = tmp_path / "requests.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -325,7 +325,7 @@ def test_json_lines_with_unparsable_values(tfx, tmp_path: Path) -> None:
     summary = _monitor(tfx, current, "jsonl")
     (finding,) = summary["findings"]
     assert finding["feature"] == "culmen_depth_mm" and finding["measure"] == "unparsed_values"
-    assert finding["value"] == 1 and "'n/a'" in finding["message"]
+    assert finding["value"] == 1 and "'twelve'" in finding["message"]
     assert any("line 6: not JSON" in w["message"] for w in summary["warnings"])
     assert any(
         "'x'" in w["message"] and "not in the schema" in w["message"] for w in summary["warnings"]
