@@ -143,6 +143,20 @@ def _monitoring_schema(
     used = set(config.features.raw_features)
     names = {feature.name for feature in result.feature}
     mark_integer_categories(result, config)  # as in training: L-infinity for int categories
+    # Numbers are numbers: a numeric feature whose training values happened to be whole (INT)
+    # must accept 3.5 at serving (the model reads float32), not report a type error.
+    for feature in result.feature:
+        if feature.name in config.features.numeric and feature.type == schema_pb2.INT:
+            feature.type = schema_pb2.FLOAT
+            if feature.HasField("int_domain"):
+                bounds = feature.int_domain
+                low = float(bounds.min) if bounds.HasField("min") else None
+                high = float(bounds.max) if bounds.HasField("max") else None
+                feature.ClearField("int_domain")
+                if low is not None:
+                    feature.float_domain.min = low
+                if high is not None:
+                    feature.float_domain.max = high
     for kind in ("skew", "drift"):
         comparator: ComparatorConfig = getattr(config.monitoring, kind)
         unknown = sorted(set(comparator.per_feature) - names)

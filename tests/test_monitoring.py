@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from components.ingest import run_ingest
 from components.validate import run_data_validation
@@ -447,3 +447,29 @@ def test_model_predictions_and_quality_on_penguins(penguins_chain, tmp_path: Pat
     assert quality["accuracy"] == pytest.approx(overall["accuracy"], abs=1e-6)
     assert quality["auc"] == pytest.approx(overall["auc"], abs=0.02)
     assert quality["change"]["accuracy"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_whole_numbers_in_training_accept_fractions_at_serving(tmp_path: Path) -> None:
+    """body_mass_g was whole grams in training (INT in the schema); 3750.5 g at serving is a
+    number like any other, not a type error that could trigger retraining."""
+    from google.protobuf import text_format
+
+    from mlops.monitoring import _monitoring_schema
+
+    config = config_in(tmp_path, "penguins")
+    schema = text_format.Parse(
+        """
+        feature { name: "body_mass_g" type: INT int_domain { min: 2700 max: 6300 } }
+        feature { name: "year" type: INT }
+        feature { name: "island" type: BYTES }
+        """,
+        schema_pb2.Schema(),
+    )
+    result = {f.name: f for f in _monitoring_schema(schema, config, "schema.pbtxt").feature}
+    assert result["body_mass_g"].type == schema_pb2.FLOAT
+    assert (result["body_mass_g"].float_domain.min, result["body_mass_g"].float_domain.max) == (
+        2700.0,
+        6300.0,
+    )
+    assert result["year"].type == schema_pb2.FLOAT  # numeric in config
+    assert result["island"].type == schema_pb2.BYTES
