@@ -3,10 +3,14 @@ own run id and leaves a `run.json` manifest and an HTML report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,25 @@ class LocalRootError(ConfigError):
     """The run directory cannot be created under local.root (read-only, full, not a folder)."""
 
 
+@contextlib.contextmanager
+def _run_temp_dir(path: Path) -> Iterator[None]:
+    """Every task's temporary files (kfp.local's per-task code folder, Beam's and TFT's temp
+    dirs) under the run, removed when the run ends, instead of left behind in /tmp."""
+    path.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(path)
+    tempfile.tempdir = None  # recomputed from TMPDIR
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous
+        tempfile.tempdir = None
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def run_training_locally(
     config: PipelineConfig, run_id: str | None = None, verbose: bool = True
 ) -> RunResult:
@@ -117,7 +140,7 @@ def run_locally(
     started = time.time()
     error = None
     log_path = run_dir / PIPELINE_LOG_FILE
-    with quiet_output(log_path, verbose):
+    with quiet_output(log_path, verbose), _run_temp_dir(run_dir / "tmp"):
         try:
             pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
         except Exception as exc:  # kfp.local raises RuntimeError naming the failed task

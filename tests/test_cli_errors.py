@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from tests.conftest import REPO
 
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "_KFP_RUNTIME"}
+    env["TMPDIR"] = str(_TMP)  # what the run leaves behind in the temporary folder shows here
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *args],
         cwd=cwd,
@@ -24,6 +26,9 @@ def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+_TMP = Path(tempfile.mkdtemp(prefix="cli-errors-tmp-"))
 
 
 def _config(tmp_path: Path, replace: tuple[str, str], root: Path | None = None) -> Path:
@@ -44,10 +49,12 @@ def test_a_failing_step_prints_one_line_and_keeps_the_traceback_in_the_log(tmp_p
     assert "Traceback" not in out and "\x1b[" not in out
     assert f"IngestError: data.source '{tmp_path / 'missing.csv'}' does not exist" in out
     (run,) = (tmp_path / "root" / "runs").iterdir()
+    assert not list(_TMP.iterdir()), "tasks left temporary folders behind"
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["steps"]["ingest"]["status"] == "FAILED"
     assert "\x1b[" not in json.dumps(manifest)
     assert "Traceback" in (run / "pipeline.log").read_text()
+    assert not (run / "tmp").exists(), "the run's temporary files are removed"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
