@@ -11,7 +11,7 @@ from typing import Any
 import apache_beam as beam
 
 from mlops.artifacts import BATCH_SUMMARY_FILE, PREDICTIONS_PREFIX
-from mlops.config import FeatureConfig, PipelineConfig
+from mlops.config import FeatureConfig, PipelineConfig, local_path
 from mlops.io import atomic_dir, uri_exists, write_json_atomic
 from mlops.serving.request import instances_to_arrays
 from mlops.tabular import detect_format
@@ -106,6 +106,7 @@ def run_batch_predict(
 ) -> dict[str, Any]:
     """Predict every row of `source` into `output_dir/predictions-*.jsonl` (Beam, runner from
     `config.beam_args`); returns {rows, files, model_dir}."""
+    source = local_path(source)
     if not uri_exists(source):
         raise BatchPredictError(f"batch input {source!r} does not exist")
     fmt = detect_format(source, "auto")

@@ -15,7 +15,7 @@ from mlops.artifacts import (
     VALIDATION_SUMMARY_FILE,
     read_split,
 )
-from mlops.config import PipelineConfig
+from mlops.config import PipelineConfig, local_path
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.tfdv.config_rules import (
     TRAINING,
@@ -43,7 +43,7 @@ def run_data_validation(
     frames = {split: read_split(dataset_dir, split) for split in SPLITS}
     stats = dv.compute_statistics(frames, label=config.data.label)
     if config.validation.schema_path:
-        schema = dv.load_schema(config.validation.schema_path)
+        schema = dv.load_schema(local_path(config.validation.schema_path))
         schema_source = config.validation.schema_path
     else:
         inferred = dv.infer_schema(

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.config import DataConfig, PipelineConfig
+from mlops.config import DataConfig, PipelineConfig, local_path
 from mlops.io import open_uri, uri_exists
 
 PACKAGED_PENGUINS = "palmerpenguins"
@@ -92,10 +92,11 @@ def read_source(data: DataConfig) -> tuple[pd.DataFrame, list[BadRow]]:
         import palmerpenguins
 
         return palmerpenguins.load_penguins(), []
-    if not uri_exists(data.source):
+    source = local_path(data.source)
+    if not uri_exists(source):
         raise IngestError(f"data.source {data.source!r} does not exist")
-    fmt = detect_format(data.source, data.format)
-    with open_uri(data.source) as handle:
+    fmt = detect_format(source, data.format)
+    with open_uri(source) as handle:
         raw = handle.read()
     bad: list[BadRow] = []
     try:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config
+from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config, local_path
 from mlops.paths import compiled_spec_path
 from pipelines.builders import PIPELINES, TARGETS
 
@@ -137,7 +137,9 @@ def cmd_batch_predict(args: argparse.Namespace, config: PipelineConfig) -> int:
     from components.batch_predict import run_batch_predict
     from mlops.registry import resolve_version
 
-    source = args.input or config.serving.batch_input
+    source = args.input or (
+        local_path(config.serving.batch_input) if config.serving.batch_input else None
+    )
     id_column = args.id_column or config.serving.batch_id_column
     if not source or not id_column:
         raise ConfigError(
