@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config, local_path
 from mlops.paths import compiled_spec_path
 from pipelines.builders import PIPELINES, TARGETS
@@ -25,6 +27,17 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_images(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image",
+        help="the project image for the Vertex target (default vertex.image), e.g. "
+        "REGION-docker.pkg.dev/PROJECT/REPO/IMAGE@sha256:DIGEST",
+    )
+    parser.add_argument(
+        "--gpu-image", help="its CUDA build, for GPU training (default vertex.gpu_image)"
+    )
+
+
 def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.local import run_training_locally, summarize
 
@@ -34,9 +47,27 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0 if result.succeeded else 1
 
 
+def _with_images(args: argparse.Namespace, config: PipelineConfig) -> PipelineConfig:
+    """--image / --gpu-image over vertex.image / vertex.gpu_image."""
+    images = {
+        key: value for key, value in (("image", args.image), ("gpu_image", args.gpu_image)) if value
+    }
+    if not images:
+        return config
+    try:
+        return config.with_overrides(vertex={**config.vertex.model_dump(), **images})
+    except ValidationError as exc:
+        flags = " ".join(f"--{key.replace('_', '-')}" for key in images)
+        raise ConfigError(
+            f"{flags}: not an image reference HOST/PATH[:tag|@sha256:<64 hex>] "
+            f"({exc.error_count()} error(s))"
+        ) from None
+
+
 def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.vertex import compile_pipeline
 
+    config = _with_images(args, config)
     output = (
         Path(args.output) if args.output else compiled_spec_path(config, args.pipeline, args.target)
     )
@@ -50,8 +81,14 @@ def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.vertex import compile_pipeline
 
     settings = SubmitSettings.resolve(
-        config, args.project, args.region, args.pipeline_root, args.service_account
+        _with_images(args, config),
+        args.project,
+        args.region,
+        args.pipeline_root,
+        args.service_account,
     )
+    # Flags land in the config, so the compiled spec puts everything in the job's region.
+    config = settings.apply(_with_images(args, config))
     parameters = {}
     for item in args.param:
         key, sep, value = item.partition("=")
@@ -222,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--target", choices=TARGETS, default="vertex")
     compile_.add_argument("--pipeline", choices=PIPELINES, default="training")
     compile_.add_argument("--output", "-o", help="where to write the compiled spec")
+    _add_images(compile_)
     compile_.set_defaults(func=cmd_compile)
 
     submit = commands.add_parser(
@@ -237,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--pipeline-root", help="gs:// URI for pipeline artifacts")
     submit.add_argument("--service-account")
     submit.add_argument("--template", help="a compiled spec to submit instead of compiling")
+    _add_images(submit)
     submit.add_argument("--pipeline", choices=PIPELINES, default="training")
     submit.add_argument(
         "--param",
@@ -327,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ info logs (CUDA probing on CPU machines) drown the pipeline's own output;
     # set here, at run time, so every step process inherits it. An explicit setting wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from google.auth.exceptions import DefaultCredentialsError
+
     args = build_parser().parse_args(argv)
     try:
         if args.config_json:
@@ -336,6 +377,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DefaultCredentialsError:
+        print(
+            "error: no Google Cloud credentials found. Log in with "
+            "`gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
+            "service account key file), then run the command again; --dry-run needs no "
+            "credentials.",
+            file=sys.stderr,
+        )
         return 2
 
 

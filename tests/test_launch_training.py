@@ -13,7 +13,7 @@ import pytest
 from components.launch_training import launch_training
 from mlops.monitoring import read_last_retrain
 from mlops.paths import retrain_state_path, runs_root
-from tests.conftest import config_in
+from tests.conftest import config_in, on_vertex
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -42,13 +42,12 @@ def test_vertex_launch_submits_the_template_and_starts_the_cooldown(tmp_path) ->
 
     from pipelines.vertex import compile_pipeline
 
-    config = config_in(tmp_path, "taxi")
+    config = on_vertex(
+        config_in(tmp_path, "taxi"), project="my-project", pipeline_root="gs://bucket/root"
+    )
+    # On Vertex the steps read the training data from Cloud Storage.
     config = config.with_overrides(
-        vertex={
-            **config.vertex.model_dump(),
-            "project": "my-project",
-            "pipeline_root": "gs://bucket/root",
-        }
+        data={**config.data.model_dump(), "source": "gs://bucket/data/taxi.csv"}
     )
     template = compile_pipeline(config, "training", "vertex", tmp_path / "training.json")
 

@@ -12,23 +12,20 @@ from google.auth.credentials import AnonymousCredentials
 
 from mlops.config import PipelineConfig
 from pipelines.vertex import compile_pipeline
-from tests.conftest import config_in
+from tests.conftest import config_in, on_vertex
 
 PARENT = "projects/my-project/locations/europe-west4/models/1234"
 ENDPOINT = "projects/my-project/locations/europe-west4/endpoints/42"
 
 
 def _config(tmp_path: Path, **serving) -> PipelineConfig:
-    config = config_in(tmp_path, "taxi")
-    return config.with_overrides(
-        vertex={
-            **config.vertex.model_dump(),
-            "project": "my-project",
-            "region": "europe-west4",
-            "parent_model": PARENT,
-        },
-        serving={**config.serving.model_dump(), **serving},
+    config = on_vertex(
+        config_in(tmp_path, "taxi"),
+        project="my-project",
+        region="europe-west4",
+        parent_model=PARENT,
     )
+    return config.with_overrides(serving={**config.serving.model_dump(), **serving})
 
 
 def _spec(config: PipelineConfig, kind: str, tmp_path: Path) -> dict:
@@ -104,7 +101,7 @@ def test_traffic_split_must_sum_to_100_and_name_the_new_model(tmp_path: Path) ->
 
 
 def test_vertex_prediction_needs_a_parent_model(tmp_path: Path) -> None:
-    config = config_in(tmp_path, "taxi")
+    config = on_vertex(config_in(tmp_path, "taxi"))
     with pytest.raises(ValueError, match="set vertex.parent_model"):
         compile_pipeline(config, "prediction", "vertex", tmp_path / "p.json")
 
