@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ info logs (CUDA probing on CPU machines) drown the pipeline's own output;
     # set here, at run time, so every step process inherits it. An explicit setting wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from google.auth.exceptions import DefaultCredentialsError
+    from google.auth.exceptions import DefaultCredentialsError, RefreshError
 
     args = build_parser().parse_args(argv)
     try:
@@ -378,9 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except DefaultCredentialsError:
+    except (DefaultCredentialsError, RefreshError):
         print(
-            "error: no Google Cloud credentials found. Log in with "
+            "error: no usable Google Cloud credentials. Log in with "
             "`gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
             "service account key file), then run the command again; --dry-run needs no "
             "credentials.",

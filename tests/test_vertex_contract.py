@@ -420,3 +420,13 @@ def test_submit_without_credentials_says_how_to_log_in(tmp_path: Path, monkeypat
     captured = capsys.readouterr()
     assert "gcloud auth application-default login" in captured.err
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_spec_compiled_with_project_and_root_defaults_to_dataflow(tmp_path: Path) -> None:
+    config = _vertex_config(tmp_path, project="my-project", pipeline_root="gs://bucket/root")
+    spec = json.loads(compile_training_pipeline(config, "vertex", tmp_path / "t.json").read_text())
+    default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+    beam_args = PipelineConfig.from_json(default).beam_args
+    assert beam_args[0] == "--runner=DataflowRunner"
+    assert f"--sdk_container_image={IMAGE}" in beam_args
+    assert "--staging_location=gs://bucket/root/dataflow/staging" in beam_args
