@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from mlops.config import PLACEHOLDER_IMAGE, ConfigError, PipelineConfig
 
 # Where data may come from when steps run on Google Cloud (the packaged dataset ships in the
@@ -42,10 +44,12 @@ def check_cloud_inputs(config: PipelineConfig, kind: str, parameters: dict[str, 
         return bool(value) and value != PACKAGED_DATA and not value.startswith(CLOUD_DATA_PREFIXES)
 
     checks: list[tuple[str, str]] = []
+    if kind == "training":
+        checks.append(("validation.schema_path", config.validation.schema_path or ""))
     if kind in ("training", "monitoring"):
         checks.append(("data.source", config.data.source))
     if kind == "monitoring" and parameters.get("training_data_uri"):
-        checks = [("the training_data_uri parameter", parameters["training_data_uri"])]
+        checks[-1] = ("the training_data_uri parameter", parameters["training_data_uri"])
     if kind == "prediction":
         checks.append(
             (
@@ -115,7 +119,11 @@ class SubmitSettings:
             pipeline_root=self.pipeline_root,
             service_account=self.service_account,
         )
-        return config.with_overrides(vertex=vertex)
+        try:
+            return config.with_overrides(vertex=vertex)
+        except ValidationError as exc:  # e.g. --region away from the CMEK key's region
+            problems = "; ".join(item["msg"] for item in exc.errors())
+            raise ConfigError(f"the submit settings do not fit the config: {problems}") from None
 
 
 def dataflow_args(config: PipelineConfig, settings: SubmitSettings) -> list[str]:

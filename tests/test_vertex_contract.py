@@ -430,3 +430,29 @@ def test_spec_compiled_with_project_and_root_defaults_to_dataflow(tmp_path: Path
     assert beam_args[0] == "--runner=DataflowRunner"
     assert f"--sdk_container_image={IMAGE}" in beam_args
     assert "--staging_location=gs://bucket/root/dataflow/staging" in beam_args
+
+
+def test_region_flag_away_from_the_cmek_key_is_a_config_error(tmp_path: Path) -> None:
+    from mlops.config import ConfigError
+
+    config = _vertex_config(tmp_path, project="p", region="europe-west4", encryption_key=KEY)
+    settings = SubmitSettings.resolve(config, region="us-east1", pipeline_root="gs://b/r")
+    with pytest.raises(ConfigError, match="one region"):
+        settings.apply(config)
+
+
+def test_submit_refuses_a_local_curated_schema(taxi_vertex, tmp_path: Path) -> None:
+    from mlops.config import ConfigError
+    from mlops.vertex_jobs import check_cloud_inputs
+
+    config, _ = taxi_vertex
+    config = _cloud_data(config)
+    local_schema = config.with_overrides(
+        validation={**config.validation.model_dump(), "schema_path": "data/schema.pbtxt"}
+    )
+    with pytest.raises(ConfigError, match=r"validation\.schema_path"):
+        check_cloud_inputs(local_schema, "training", {})
+    check_cloud_inputs(local_schema, "prediction", {"batch_input": "gs://b/rows.jsonl"})
+    with pytest.raises(ConfigError, match="batch_input"):
+        check_cloud_inputs(config, "prediction", {"batch_input": "rows.jsonl"})
+    check_cloud_inputs(config, "monitoring", {"training_data_uri": "gs://b/train.csv"})
