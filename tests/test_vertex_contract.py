@@ -411,6 +411,10 @@ def test_submit_without_credentials_says_how_to_log_in(tmp_path: Path, monkeypat
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
     # No metadata server either (as on a laptop): the GCE check answers "not on GCE".
     monkeypatch.setattr(google.auth._default, "_get_gce_credentials", lambda *a, **k: (None, None))
+    # aiplatform caches the credentials an earlier test found (faked) in its global config.
+    from google.cloud.aiplatform import initializer
+
+    monkeypatch.setattr(initializer.global_config, "_credentials", None)
     config_file = tmp_path / "config.json"
     config_file.write_text(
         on_vertex(config_in(tmp_path, "penguins"), project="p", pipeline_root="gs://b/r").to_json()
