@@ -226,3 +226,14 @@ def test_cli_dry_run_submits_the_prediction_pipeline_with_parameters(
         "id_column": "trip_id",
     }
     assert {"model-deploy", "model-batch-predict"} <= set(described["tasks"])
+
+
+def test_prediction_resources_are_encrypted_with_the_configured_key(tmp_path: Path) -> None:
+    key = "projects/my-project/locations/europe-west4/keyRings/ring/cryptoKeys/key"
+    config = _config(tmp_path)
+    config = config.with_overrides(vertex={**config.vertex.model_dump(), "encryption_key": key})
+    tasks = _spec(config, "prediction", tmp_path)["root"]["dag"]["tasks"]
+    for name in ("endpoint-create", "model-batch-predict"):
+        parameters = tasks[name]["inputs"]["parameters"]
+        assert parameters["encryption_spec_key_name"]["runtimeValue"]["constant"] == key
+        assert parameters["location"]["runtimeValue"]["constant"] == "europe-west4"
