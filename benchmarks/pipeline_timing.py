@@ -17,7 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-STEPS = ["ingest", "validate_data", "transform", "train", "evaluate", "register", "report"]
+STEPS = [
+    "ingest",
+    "validate_data",
+    "transform",
+    "train",
+    "evaluate",
+    "explain",
+    "register",
+    "report",
+]
 
 
 def _config(name: str, root: Path):
@@ -46,6 +55,7 @@ def run_in_process(name: str, root: Path) -> dict:
     """The same step functions, one process, no KFP (imports counted inside the steps)."""
     started = time.perf_counter()
     from components.evaluate import run_evaluate
+    from components.explain import run_explain
     from components.find_champion import find_champion_local
     from components.ingest import run_ingest
     from components.register import run_register_local
@@ -80,6 +90,7 @@ def run_in_process(name: str, root: Path) -> dict:
     evaluation = timed(
         "evaluate", run_evaluate, config, out / "data", out / "model", out / "evaluation", baseline
     )
+    timed("explain", run_explain, config, out / "data", out / "model", out / "explanation")
     timed("register", run_register_local, config, out / "model", out / "evaluation", "bench")
     timed(
         "report",
@@ -89,6 +100,7 @@ def run_in_process(name: str, root: Path) -> dict:
         out / "anomalies",
         out / "model",
         out / "evaluation",
+        out / "explanation",
         out / "report.html",
     )
     return {

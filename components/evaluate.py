@@ -1,5 +1,8 @@
 """Evaluate: TensorFlow Model Analysis on the test split, overall and per slice, with value
-thresholds and (when a champion exists) a change threshold against it -> a blessing."""
+thresholds and (when a champion exists) a change threshold against it; then the gates that
+TFMA cannot express: the framing's success criterion, beating the baselines (majority class, a
+linear model, rules from config) and fairness across groups. The model is blessed only if every
+gate passes; each gate is recorded with its numbers."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from mlops.artifacts import METRICS_FILE, read_model_info, read_split
+from mlops.baselines import classification_metrics, fit_baselines
 from mlops.config import PipelineConfig
-from mlops.features import category_text, encode_labels
+from mlops.features import category_text, encode_labels, frame_to_arrays
+from mlops.gates import baselines_gate, fairness, gate, success_criterion_gate
 from mlops.io import atomic_dir, to_beam_uri, write_json_atomic
 
 LABEL_INDEX_KEY = "__label_index__"
@@ -128,9 +133,9 @@ def build_eval_config(config: PipelineConfig, num_classes: int, has_baseline: bo
         model_specs=model_specs,
         metrics_specs=[overall, per_class],
         slicing_specs=slicing,
-        options=config_pb2.Options(
-            min_slice_size=wrappers_pb2.Int32Value(value=config.evaluation.min_slice_size)
-        ),
+        # Every slice is reported, however small; only the overall slice gates (see gate()).
+        # (A larger TFMA min_slice_size turns small slices into errors that fail validation.)
+        options=config_pb2.Options(min_slice_size=wrappers_pb2.Int32Value(value=1)),
     )
 
 
@@ -153,8 +158,12 @@ def summarize_metrics(eval_result: Any, num_classes: int) -> dict[str, dict[str,
             for key, value in metrics.items():
                 # Macro averages appear as "macro_average: true\n_auc".
                 name = key.rsplit("\n_", 1)[-1] if key.startswith("macro_average") else key
+                # An undefined metric (precision when nothing is predicted positive) is NaN in
+                # TFMA: it is left out, so it reads as undefined, never as a number.
                 if name in wanted and "doubleValue" in value:
-                    values[name] = float(value["doubleValue"])
+                    number = float(value["doubleValue"])
+                    if math.isfinite(number):
+                        values[name] = number
         summary[_slice_name(slice_key)] = values
     return summary
 
@@ -178,6 +187,29 @@ def overall_confusion_matrix(eval_result: Any, num_classes: int) -> list[list[in
 def confusion_matrix(evaluation_dir: str | Path) -> tuple[list[str], list[list[int]]]:
     summary = json.loads((Path(evaluation_dir) / METRICS_FILE).read_text())
     return summary["classes"], summary["confusion_matrix"]
+
+
+def compare_with_baselines(
+    config: PipelineConfig,
+    dataset_dir: str | Path,
+    model_dir: str | Path,
+    classes: list[str],
+    test: Any,
+) -> dict[str, Any]:
+    """The baselines' metrics on the test split, and fairness across groups from the model's own
+    predictions on it (through the served signature, raw features in)."""
+    from mlops.serving.server import load_model
+
+    train = read_split(dataset_dir, "train")
+    label = config.data.label
+    train_ids = encode_labels(train[label].tolist(), classes, "train")
+    test_ids = encode_labels(test[label].tolist(), classes, "test")
+    baselines = fit_baselines(train, train_ids, classes, config.features, config.baselines.rules)
+    scores = {b.name: classification_metrics(b.predict_proba(test), test_ids) for b in baselines}
+    model = load_model(model_dir)
+    probabilities = model.predict_raw(frame_to_arrays(test, config.features))["probabilities"]
+    report, fairness_gate = fairness(config, test, probabilities, test_ids)
+    return {"baselines": scores, "fairness": report, "fairness_gate": fairness_gate}
 
 
 def _load_eval_result(output_dir: str, model_name: str, single_model: bool) -> Any:
@@ -236,19 +268,37 @@ def run_evaluate(
         if has_baseline:
             baseline_result = _load_eval_result(str(out), BASELINE, single_model=False)
             baseline_metrics = summarize_metrics(baseline_result, len(classes)).get("overall", {})
-        failures = [
+        tfma_failures = [
             f"{failure.metric_key.name}: {failure.message}"
             for failed_slice in validation.metric_validations_per_slice
             for failure in failed_slice.failures
         ]
+        overall = metrics.get("overall", {})
+        comparison = compare_with_baselines(config, dataset_dir, model_dir, classes, test)
+        gates = [
+            gate(
+                "evaluation thresholds",
+                bool(validation.validation_ok),
+                "; ".join(tfma_failures) or "every TFMA threshold met",
+            ),
+            success_criterion_gate(config, overall),
+            baselines_gate(config, overall, comparison["baselines"]),
+        ]
+        if comparison["fairness_gate"]:
+            gates.append(comparison["fairness_gate"])
+        failed = [g for g in gates if not g["passed"]]
         summary = {
-            "blessed": bool(validation.validation_ok),
+            "blessed": not failed,
             "examples": rows,
             "classes": classes,
             "metrics": metrics,
             "baseline_metrics": baseline_metrics,
             "has_baseline": has_baseline,
-            "failures": failures,
+            "baseline_model_dir": str(baseline_model_dir) if has_baseline else None,
+            "gates": gates,
+            "failures": [f"{g['name']}: {g['detail']}" for g in failed],
+            "baselines": comparison["baselines"],
+            "fairness": comparison["fairness"],
             "confusion_matrix": overall_confusion_matrix(eval_result, len(classes)),
         }
         write_json_atomic(out / METRICS_FILE, summary)

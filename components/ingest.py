@@ -13,6 +13,7 @@ import pandas as pd
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS
 from mlops.config import DataConfig, PipelineConfig
 from mlops.io import atomic_dir, write_json_atomic
+from mlops.privacy import PersonalDataError, apply_privacy
 from mlops.tabular import (
     PACKAGED_PENGUINS,
     BadRow,
@@ -86,6 +87,10 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
             f"are {list(frame.columns)}"
         )
     frame = frame.drop(columns=[c for c in data.exclude_columns if c in frame.columns])
+    try:
+        frame, privacy = apply_privacy(frame, config.privacy, data.source, data.label)
+    except PersonalDataError as exc:
+        raise IngestError(str(exc)) from exc
     read_rows = len(frame) + len(bad)
     is_csv = data.source != PACKAGED_PENGUINS and detect_format(data.source, data.format) == "csv"
     line_offset = 2 if is_csv else 1  # CSV line 1 is the header
@@ -117,6 +122,7 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
         "rows_dropped": len(bad),
         "dropped_examples": [f"line {b.line}: {b.reason}" for b in bad[:20]],
         "columns": {name: str(dtype) for name, dtype in frame.dtypes.items()},
+        "personal_data": privacy,
         "rows": {},
     }
     with atomic_dir(output_dir) as tmp:
@@ -129,5 +135,9 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
                 )
             part.to_parquet(tmp / f"{name}.parquet", index=False)
             summary["rows"][name] = len(part)
+        digest = hashlib.sha256()
+        for name in SPLITS:
+            digest.update((tmp / f"{name}.parquet").read_bytes())
+        summary["fingerprint"] = "sha256:" + digest.hexdigest()
         write_json_atomic(tmp / INGEST_SUMMARY_FILE, summary)
     return summary

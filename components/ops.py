@@ -154,6 +154,25 @@ def evaluate(
     return namedtuple("EvaluateOutputs", ["blessed"])(bool(summary["blessed"]))
 
 
+def explain(
+    config_json: str,
+    step_log: str,
+    dataset: Input[Dataset],
+    model: Input[Model],
+    explanation: Output[Artifact],
+) -> None:
+    from components.explain import run_explain
+    from mlops.config import PipelineConfig
+    from mlops.steps import exit_without_teardown, run_step
+
+    config = PipelineConfig.from_json(config_json)
+    summary = run_step(
+        step_log, "explain", run_explain, config, dataset.path, model.path, explanation.path
+    )
+    explanation.metadata.update(summary)
+    exit_without_teardown()
+
+
 def register_local(
     config_json: str,
     step_log: str,
@@ -163,6 +182,7 @@ def register_local(
     evaluation: Input[Artifact],
     statistics: Input[Artifact],
     schema: Input[Artifact],
+    explanation: Input[Artifact],
 ) -> str:
     import json
 
@@ -179,9 +199,10 @@ def register_local(
         model.path,
         evaluation.path,
         run_id,
-        dataset.uri,
+        dataset.path,
         statistics.path,
         schema.path,
+        explanation.path,
     )
     return json.dumps(result)
 
@@ -212,6 +233,7 @@ def report(
     anomalies: Input[Artifact],
     model: Input[Model],
     evaluation: Input[Artifact],
+    explanation: Input[Artifact],
     report: Output[HTML],
 ) -> None:
     from components.report import run_report
@@ -228,6 +250,7 @@ def report(
         anomalies.path,
         model.path,
         evaluation.path,
+        explanation.path,
         report.path,
     )
 
@@ -365,6 +388,7 @@ STEP_FUNCTIONS = {
     "find_champion_local": find_champion_local,
     "find_champion_vertex": find_champion_vertex,
     "evaluate": evaluate,
+    "explain": explain,
     "register_local": register_local,
     "vertex_serving_model": vertex_serving_model,
     "report": report,

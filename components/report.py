@@ -10,7 +10,13 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from mlops import tfdv as dv
-from mlops.artifacts import METRICS_FILE, STATS_FILE, VALIDATION_SUMMARY_FILE, read_model_info
+from mlops.artifacts import (
+    EXPLANATIONS_FILE,
+    METRICS_FILE,
+    STATS_FILE,
+    VALIDATION_SUMMARY_FILE,
+    read_model_info,
+)
 from mlops.config import PipelineConfig
 from mlops.io import read_json, write_text_atomic
 from mlops.report_html import (
@@ -47,6 +53,7 @@ def build_report(
     anomalies_dir: str | Path,
     model_dir: str | Path,
     evaluation_dir: str | Path,
+    explanation_dir: str | Path,
 ) -> str:
     stats = dv.read_statistics(Path(statistics_dir) / STATS_FILE)
     validation = read_json(Path(anomalies_dir) / VALIDATION_SUMMARY_FILE)
@@ -67,6 +74,88 @@ def build_report(
         f"{config.framing.success_threshold}: "
         f"{cell_text(evaluation['metrics'].get('overall', {}).get(config.framing.success_metric))}</p>",
     ]
+
+    parts.append("<h2>Gates</h2>")
+    parts.append(
+        html_table(
+            ["gate", "result", "detail"],
+            [
+                [g["name"], "pass" if g["passed"] else "FAIL", g["detail"]]
+                for g in evaluation.get("gates", [])
+            ],
+        )
+    )
+    metric = config.framing.success_metric
+    overall = evaluation["metrics"].get("overall", {})
+    comparison = {"model": overall, **evaluation.get("baselines", {})}
+    parts.append(f"<p>The model against its baselines on the test split ({metric} gates):</p>")
+    parts.append(
+        html_table(
+            ["", "accuracy", "auc"],
+            [[name, m.get("accuracy"), m.get("auc")] for name, m in comparison.items()],
+        )
+    )
+    parts.append(
+        bar_chart_html(
+            f"{metric}: model vs baselines",
+            list(comparison),
+            {metric: [m.get(metric, 0.0) for m in comparison.values()]},
+        )
+    )
+    for feature, fair in (evaluation.get("fairness") or {}).items():
+        groups = fair["groups"]
+        columns = sorted({k for g in groups.values() for k in g} - {"rows"})
+        parts.append(f"<p>Fairness by {html.escape(feature)} (test split):</p>")
+        parts.append(
+            html_table(
+                ["group", "rows", *columns],
+                [[name, g["rows"], *(g.get(c) for c in columns)] for name, g in groups.items()],
+            )
+        )
+    readiness = validation.get("readiness") or {}
+    if readiness.get("single_feature_auc"):
+        aucs = readiness["single_feature_auc"]
+        parts.append("<h2>Data readiness</h2>")
+        parts.append(
+            "<p>Rows per split: "
+            + html.escape(", ".join(f"{k} {v}" for k, v in readiness["rows"].items()))
+            + f"; test rows also in train: {readiness['test_rows_in_train']}; identifier-like "
+            f"columns: {html.escape(', '.join(readiness['identifier_like_columns']) or 'none')}."
+            " Each feature's predictive power on its own (single-feature AUC on eval; "
+            f"validation.leakage_max_auc {config.validation.leakage_max_auc} flags leakage):</p>"
+        )
+        ordered = sorted(aucs, key=aucs.get, reverse=True)
+        parts.append(
+            bar_chart_html("single-feature AUC", ordered, {"auc": [aucs[f] for f in ordered]})
+        )
+
+    explanations = read_json(Path(explanation_dir) / EXPLANATIONS_FILE)
+    importance = explanations["importance"]
+    ordered = sorted(importance["overall"], key=importance["overall"].get, reverse=True)
+    parts.append("<h2>Feature attributions</h2>")
+    parts.append(
+        f"<p>Sampled Shapley on raw features ({explanations['paths']} paths, "
+        f"{explanations['rows']} test rows): mean absolute attribution to the predicted class's "
+        "probability, overall and per slice.</p>"
+    )
+    groups = [g for g in importance if g != "overall"]
+    parts.append(
+        figure_grid(
+            [
+                bar_chart_html(
+                    "overall",
+                    ordered,
+                    {"mean |attribution|": [importance["overall"][f] for f in ordered]},
+                )
+            ]
+            + [
+                bar_chart_html(
+                    group, ordered, {"mean |attribution|": [importance[group][f] for f in ordered]}
+                )
+                for group in groups[:8]
+            ]
+        )
+    )
 
     parts.append("<h2>Evaluation (test split, TFMA)</h2>")
     metrics = evaluation["metrics"]
@@ -141,8 +230,11 @@ def run_report(
     anomalies_dir: str | Path,
     model_dir: str | Path,
     evaluation_dir: str | Path,
+    explanation_dir: str | Path,
     output_path: str | Path,
 ) -> dict[str, Any]:
-    page = build_report(config, statistics_dir, anomalies_dir, model_dir, evaluation_dir)
+    page = build_report(
+        config, statistics_dir, anomalies_dir, model_dir, evaluation_dir, explanation_dir
+    )
     write_text_atomic(output_path, page)
     return {"path": str(output_path), "bytes": len(page)}

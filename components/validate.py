@@ -16,6 +16,8 @@ from mlops.artifacts import (
     read_split,
 )
 from mlops.config import PipelineConfig, local_path
+from mlops.data_checks import identifier_like, leakage_table, shared_rows
+from mlops.features import category_text
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.tfdv.config_rules import (
     TRAINING,
@@ -24,10 +26,61 @@ from mlops.tfdv.config_rules import (
     schema_with_thresholds,
     unused_columns_as_warnings,
 )
+from mlops.tfdv.readiness import readiness_problems
 
 
 class DataValidationError(ValueError):
     """Blocking anomalies; the message lists feature, value and rule for each."""
+
+
+def _readiness(
+    frames: dict[str, Any], stats: Any, config: PipelineConfig
+) -> tuple[dict[str, Any], list[str]]:
+    """The data readiness report (rows and classes per split, missing rates, identifier-like
+    columns, rows shared by train and test, each feature's predictive power alone) and the
+    problems in it that stop the pipeline."""
+    features, label = config.features, config.data.label
+    validation = config.validation
+    train, test = frames["train"], frames["test"]
+    problems = readiness_problems(stats, config)
+    used = features.raw_features
+    leakage = leakage_table(frames, used, set(features.numeric), label)
+    for feature, auc in leakage.items():
+        if (
+            auc >= validation.leakage_max_auc
+            and feature not in validation.acknowledged_strong_features
+        ):
+            problems.append(
+                f"feature {feature!r} alone predicts {label!r} with AUC {auc:.3f} on eval "
+                f"(>= validation.leakage_max_auc {validation.leakage_max_auc}): it probably leaks "
+                "the label (known only after the outcome). Drop it (data.exclude_columns), or list "
+                "it in validation.acknowledged_strong_features if it is truly known at prediction time"
+            )
+    identifiers = [c for c in train.columns if c != label and identifier_like(train, c)]
+    for feature in sorted(set(identifiers) & set(features.categorical)):
+        problems.append(
+            f"feature {feature!r} is identifier-like (a distinct value in almost every row): "
+            "the model would memorise rows; remove it from features.categorical"
+        )
+    shared = shared_rows(train, test, [*used, label])
+    if len(test) and shared / len(test) > validation.max_shared_row_fraction:
+        problems.append(
+            f"{shared} of {len(test)} test rows also appear in train "
+            f"(> validation.max_shared_row_fraction {validation.max_shared_row_fraction}): the test "
+            "split would overstate quality; deduplicate the data or split by key columns"
+        )
+    report = {
+        "rows": {split: len(frame) for split, frame in frames.items()},
+        "classes": {
+            split: frame[label].map(category_text).value_counts().sort_index().to_dict()
+            for split, frame in frames.items()
+        },
+        "missing_rate": {f: round(float(train[f].isna().mean()), 4) for f in used if f in train},
+        "identifier_like_columns": identifiers,
+        "test_rows_in_train": shared,
+        "single_feature_auc": leakage,
+    }
+    return report, problems
 
 
 def run_data_validation(
@@ -42,6 +95,7 @@ def run_data_validation(
     anomalies when `validation.fail_on_anomalies` (after writing everything, for inspection)."""
     frames = {split: read_split(dataset_dir, split) for split in SPLITS}
     stats = dv.compute_statistics(frames, label=config.data.label)
+    readiness, not_ready = _readiness(frames, stats, config)
     if config.validation.schema_path:
         schema = dv.load_schema(local_path(config.validation.schema_path))
         schema_source = config.validation.schema_path
@@ -81,6 +135,8 @@ def run_data_validation(
         "anomalies": {split: dv.anomalies_to_dict(a) for split, a in split_anomalies.items()},
         "skew": dv.anomalies_to_dict(skew),
         "blocking": blocking,
+        "readiness": readiness,
+        "not_ready": not_ready,
     }
     with atomic_dir(statistics_dir) as out:
         dv.write_statistics(stats, out / STATS_FILE)
@@ -94,6 +150,10 @@ def run_data_validation(
             dv.write_anomalies(anomalies, out / f"Split-{split}" / ANOMALIES_FILE)
         dv.write_anomalies(skew, out / "Skew" / ANOMALIES_FILE)
         write_json_atomic(out / VALIDATION_SUMMARY_FILE, summary)
+    if not_ready:
+        raise DataValidationError(
+            "the data is not ready for training:\n  " + "\n  ".join(not_ready)
+        )
     if blocking and config.validation.fail_on_anomalies:
         raise DataValidationError(
             "data validation found blocking anomalies (set validation.fail_on_anomalies: false to "

@@ -26,8 +26,12 @@ LABEL_CLASSES_FILE = "label_classes.json"
 MODEL_EXTRA_DIR = "assets.extra"
 MODEL_INFO_FILE = "model_info.json"
 MODEL_CONFIG_FILE = "pipeline_config.json"
-# evaluate
+# evaluate, explain
 METRICS_FILE = "metrics.json"
+EXPLANATIONS_FILE = "explanations.json"
+# registry version documents
+MODEL_CARD_FILE = "model_card.json"
+MODEL_CARD_HTML = "model_card.html"
 # batch prediction
 PREDICTIONS_PREFIX = "predictions"
 BATCH_SUMMARY_FILE = "batch_predict.json"
@@ -39,6 +43,7 @@ RETRAIN_STATE_FILE = "retrain_state.json"
 REPORT_FILE = "report.html"
 RUN_MANIFEST_FILE = "run.json"
 STEP_LOG_FILE = "steps.jsonl"
+PIPELINE_LOG_FILE = "pipeline.log"
 
 
 def read_split(dataset_dir: str | Path, split: str):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -61,6 +61,8 @@ class DataConfig(_Strict):
     exclude_columns: list[str] = []
     # The column that orders rows in time (time splits, evaluation over time, drift windows).
     time_column: str | None = None
+    # Cells that mean "missing" (besides an empty cell), as R, pandas and spreadsheets write them.
+    na_values: list[str] = ["NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A"]
     # Ingest fails if more than this fraction of rows cannot be parsed.
     max_bad_row_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
     split: SplitConfig = SplitConfig()
@@ -132,6 +134,14 @@ class ValidationConfig(_Strict):
     skew: ComparatorConfig = ComparatorConfig()
     # Blocking anomalies stop the pipeline; set false to only report them.
     fail_on_anomalies: bool = True
+    # Fewer rows than this in any split stop the pipeline before training.
+    min_rows_per_split: Annotated[int, Field(ge=1)] = 10
+    # Target leakage: a feature whose single-feature AUC on eval reaches this nearly determines
+    # the label on its own and stops the pipeline, unless it is acknowledged below.
+    leakage_max_auc: Annotated[float, Field(gt=0.5, le=1)] = 0.95
+    acknowledged_strong_features: list[str] = []
+    # Test rows identical to a train row (all features and label) above this fraction stop it.
+    max_shared_row_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
 
 
 class TrainingConfig(_Strict):
@@ -165,9 +175,6 @@ class EvaluationConfig(_Strict):
     slices: list[str] = []
     thresholds: list[ThresholdConfig] = []
     change_threshold: ChangeThresholdConfig | None = None
-    # Slices with fewer examples are left out of the per-slice metrics (TFMA min_slice_size);
-    # only the overall slice gates the blessing.
-    min_slice_size: Annotated[int, Field(ge=1)] = 10
 
 
 class WorkerPoolConfig(_Strict):
@@ -340,6 +347,64 @@ class LocalConfig(_Strict):
     root: str = ".mlops"
 
 
+class ExplainConfig(_Strict):
+    """Sampled Shapley attributions on raw features (Vertex Explainable AI's method for custom
+    containers): `rows` test rows, `paths` random feature orders per row."""
+
+    rows: Annotated[int, Field(ge=1, le=10_000)] = 100
+    paths: Annotated[int, Field(ge=1, le=50)] = 10
+    seed: int = 0
+
+
+class PrivacyConfig(_Strict):
+    """Personal data found at ingest (by column name or sampled values) stops the run unless its
+    column has a policy here: drop it, replace it with a salted hash, or keep it."""
+
+    columns: dict[str, Literal["block", "drop", "hash", "keep"]] = {}
+    # The environment variable that holds the hash salt (read at ingest, never stored).
+    hash_salt_env: str = "MLOPS_PII_SALT"
+
+
+class RuleConfig(_Strict):
+    """A rule baseline: predict `predict` where `when` holds, `otherwise` elsewhere. `when`
+    compares columns with literals, joined by and/or/not: "payment_type == 'Credit Card'"."""
+
+    name: str
+    when: str
+    predict: str
+    otherwise: str
+
+    @field_validator("when")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        import ast
+
+        try:
+            ast.parse(value, mode="eval")
+        except SyntaxError as exc:
+            raise ValueError(f"not an expression ({exc.msg}): {value!r}") from exc
+        return value
+
+
+class BaselinesConfig(_Strict):
+    """The model is blessed only if its success metric reaches the best baseline's (majority
+    class, a linear model on the same features, the rules) plus `margin`. A negative margin is a
+    tolerance: the model may trail the best baseline by at most that much (say why in the config)."""
+
+    margin: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    rules: list[RuleConfig] = []
+
+
+class FairnessConfig(_Strict):
+    """Per group of each sensitive feature, on the test split: accuracy, and for binary tasks the
+    positive rate and true/false positive rates. The largest gap between groups (of at least
+    `min_group_size` rows) must stay within `max_gap`."""
+
+    sensitive_features: list[str] = []
+    max_gap: Annotated[float, Field(gt=0, le=1)] = 0.2
+    min_group_size: Annotated[int, Field(ge=1)] = 20
+
+
 class FramingConfig(_Strict):
     """The business framing: what is predicted, for whom, and what success means."""
 
@@ -356,6 +421,10 @@ class PipelineConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+    fairness: FairnessConfig = FairnessConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    explain: ExplainConfig = ExplainConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     local: LocalConfig = LocalConfig()
@@ -371,6 +440,12 @@ class PipelineConfig(_Strict):
         leaked = set(self.data.exclude_columns) & set(self.features.raw_features)
         if leaked:
             raise ValueError(f"features {sorted(leaked)} are listed in data.exclude_columns")
+        dropped = [c for c, p in self.privacy.columns.items() if p == "drop"]
+        if set(dropped) & {*self.features.raw_features, label}:
+            raise ValueError(
+                f"privacy.columns drops {sorted(set(dropped) & {*self.features.raw_features, label})}, "
+                "which the model reads: hash them instead, or remove them from features"
+            )
         for name in self.evaluation.slices:
             if name not in self.features.raw_features:
                 raise ValueError(
@@ -412,9 +487,13 @@ def load_config(path: str | Path) -> PipelineConfig:
         known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
         raise ConfigError(f"config file {path} not found (configs in {CONFIG_DIR}: {known})")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     try:

@@ -31,6 +31,24 @@ def uri_exists(uri: str) -> bool:
     return FileSystems.exists(uri)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (threads may be writing)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(directory: bool = False) -> int:
+    """The mode `open()`/`mkdir()` would give under the current umask (tempfile's are private:
+    0o700 and 0o600). Atomic writes use it, so an artifact is as readable as a plainly written
+    one: for example a model directory served by the image's non-root user from a bind mount."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 # Cloud Storage as KFP mounts it in a step on Vertex AI (Cloud Storage FUSE): /gcs/<bucket>/...
 GCS_FUSE_ROOT = "/gcs/"
 # Written last into a directory output on Cloud Storage: without it the directory is incomplete.
@@ -100,6 +118,7 @@ def atomic_dir(final: str | Path, cloud: bool | None = None) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, usual_mode(directory=True))
     try:
         yield tmp
     except BaseException:
@@ -137,6 +156,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        os.fchmod(fd, usual_mode())
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(tmp, path)

@@ -15,7 +15,7 @@ import fcntl
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,10 +104,23 @@ class LocalModelRegistry:
         model_dir: str | Path,
         metadata: dict[str, Any],
         aliases: list[str] = (),  # type: ignore[assignment]
+        alias_guard: Callable[[dict[str, int]], str | None] | None = None,
+        documents: Callable[[int], dict[str, str]] | None = None,
     ) -> ModelVersion:
-        """Copy `model_dir` in as the next version; then point `aliases` at it."""
+        """Copy `model_dir` in as the next version; then point `aliases` at it.
+
+        Under the registry's lock, `alias_guard(current aliases)` may refuse the alias move by
+        returning the reason (recorded as `aliases_refused`): a candidate compared with a
+        champion that another run has replaced since must not become champion. `documents(version)`
+        returns extra files (name -> text, e.g. the model card) written with the version."""
         with self._locked(model) as model_root:
             version = max(self.versions(model), default=0) + 1
+            if alias_guard and aliases:
+                current_path = model_root / "aliases.json"
+                refused = alias_guard(read_json(current_path) if current_path.is_file() else {})
+                if refused:
+                    metadata = {**metadata, "aliases_refused": refused, "blessed": False}
+                    aliases = []
             final = model_root / "versions" / str(version)
             staging = model_root / "versions" / f".staging-{version}"
             shutil.rmtree(staging, ignore_errors=True)
@@ -120,6 +133,8 @@ class LocalModelRegistry:
                 "source_model_dir": str(model_dir),
             }
             write_json_atomic(staging / "version.json", record)
+            for name, text in (documents(version) if documents else {}).items():
+                (staging / name).write_text(text, encoding="utf-8")
             staging.rename(final)  # the version appears whole or not at all
             self._set_aliases(model_root, {alias: version for alias in aliases})
         return ModelVersion(model, version, final, record)

@@ -26,10 +26,19 @@ def append_step_record(step_log: str, record: dict[str, Any]) -> None:
 
 
 def read_step_log(step_log: str | Path) -> list[dict[str, Any]]:
+    """The step records; a line cut short (a full disk, a killed step) is skipped, not fatal."""
     path = Path(step_log)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record and "status" in record:
+            records.append(record)
+    return records
 
 
 def run_step(step_log: str, name: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

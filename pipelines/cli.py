@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config, local_path
 from mlops.paths import compiled_spec_path
 from pipelines.builders import PIPELINES, TARGETS
@@ -41,62 +39,97 @@ def _add_images(parser: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.local import run_training_locally, summarize
 
-    result = run_training_locally(config, run_id=args.run_id)
+    print(f"run {config.name} training pipeline locally (kfp.local)", flush=True)
+    result = run_training_locally(config, run_id=args.run_id, verbose=args.verbose)
     print()
     print(summarize(result.manifest))
     return 0 if result.succeeded else 1
 
 
-def _with_images(args: argparse.Namespace, config: PipelineConfig) -> PipelineConfig:
-    """--image / --gpu-image over vertex.image / vertex.gpu_image."""
-    images = {
-        key: value for key, value in (("image", args.image), ("gpu_image", args.gpu_image)) if value
-    }
-    if not images:
+def _with_vertex_flags(
+    config: PipelineConfig,
+    image: str | None,
+    parent_model: str | None,
+    gpu_image: str | None = None,
+) -> PipelineConfig:
+    """The config with `vertex.image` replaced by a checked --image (a tag or a digest),
+    `vertex.gpu_image` by --gpu-image and `vertex.parent_model` by --parent-model."""
+    from mlops.templates import check_image
+
+    vertex = {}
+    if image:
+        vertex["image"] = check_image(image)
+    if gpu_image:
+        try:
+            vertex["gpu_image"] = check_image(gpu_image)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("--image", "--gpu-image", 1)) from None
+    if parent_model:
+        vertex["parent_model"] = parent_model
+    if not vertex:
         return config
     try:
-        return config.with_overrides(vertex={**config.vertex.model_dump(), **images})
-    except ValidationError as exc:
-        flags = " ".join(f"--{key.replace('_', '-')}" for key in images)
-        raise ConfigError(
-            f"{flags}: not an image reference HOST/PATH[:tag|@sha256:<64 hex>] "
-            f"({exc.error_count()} error(s))"
-        ) from None
+        return config.with_overrides(vertex={**config.vertex.model_dump(), **vertex})
+    except ValueError as exc:  # pydantic's ValidationError names the field and the pattern
+        raise ConfigError(str(exc)) from exc
 
 
 def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.vertex import compile_pipeline
 
-    config = _with_images(args, config)
-    output = (
-        Path(args.output) if args.output else compiled_spec_path(config, args.pipeline, args.target)
-    )
-    compile_pipeline(config, args.pipeline, args.target, output)
-    print(f"compiled {config.name} {args.pipeline} pipeline for {args.target}: {output}")
+    config = _with_vertex_flags(config, args.image, args.parent_model, args.gpu_image)
+    kinds = _chosen(args.pipeline) or ("training",)
+    if args.output and len(kinds) > 1:
+        raise ConfigError("--output names one file; use --output-dir with --pipeline all")
+    for kind in kinds:
+        if args.output:
+            output = Path(args.output)
+        elif args.output_dir:
+            output = Path(args.output_dir) / compiled_spec_path(config, kind, args.target).name
+        else:
+            output = compiled_spec_path(config, kind, args.target)
+        compile_pipeline(config, kind, args.target, output)
+        print(f"compiled {config.name} {kind} pipeline for {args.target}: {output}")
     return 0
+
+
+def _chosen(pipelines: list[str] | None) -> tuple[str, ...]:
+    """The pipelines named by repeated --pipeline flags, `all` meaning every one, in order."""
+    chosen = []
+    for name in pipelines or []:
+        for kind in PIPELINES if name == "all" else (name,):
+            if kind not in chosen:
+                chosen.append(kind)
+    return tuple(chosen)
+
+
+def _parse_params(items: list[str]) -> dict[str, str]:
+    parameters = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param expects NAME=VALUE, got {item!r}")
+        parameters[key] = value
+    return parameters
 
 
 def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
     from mlops.vertex_jobs import SubmitSettings, build_pipeline_job, describe_job, submit
     from pipelines.vertex import compile_pipeline
 
+    config = _with_vertex_flags(config, args.image, None, args.gpu_image)
     settings = SubmitSettings.resolve(
-        _with_images(args, config),
+        config,
         args.project,
         args.region,
         args.pipeline_root,
         args.service_account,
     )
     # Flags land in the config, so the compiled spec puts everything in the job's region.
-    config = settings.apply(_with_images(args, config))
-    parameters = {}
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--param expects NAME=VALUE, got {item!r}")
-        parameters[key] = value
+    config = settings.apply(config)
+    parameters = _parse_params(args.param)
     if args.template:
-        template = Path(args.template)
+        template = args.template  # a file, gs:// or https://REGION-kfp.pkg.dev/... URI
     else:
         template = compiled_spec_path(config, args.pipeline, "vertex")
         compile_pipeline(config, args.pipeline, "vertex", template)
@@ -119,6 +152,83 @@ def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
         return 0
     submit(job, settings)
     print(f"submitted {job.resource_name}")
+    return 0
+
+
+def _package_names(config: PipelineConfig, kinds: tuple[str, ...]) -> list[str]:
+    """The registry package each pipeline uploads as (its pipeline name)."""
+    from pipelines.monitoring import monitoring_pipeline_name
+    from pipelines.prediction import prediction_pipeline_name
+    from pipelines.training import pipeline_name
+
+    names = {
+        "training": pipeline_name,
+        "prediction": prediction_pipeline_name,
+        "monitoring": monitoring_pipeline_name,
+    }
+    return [names[kind](config) for kind in kinds]
+
+
+def cmd_publish(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from mlops import templates
+
+    if not args.tag:
+        raise ConfigError("publish needs at least one --tag")
+    if args.promote:
+        if args.template:
+            raise ConfigError("--promote moves tags on an uploaded version; drop --template")
+        packages = list(args.package)
+        packages += _package_names(config, _chosen(args.pipeline))
+        if not packages:
+            raise ConfigError("--promote needs --package NAME or --pipeline")
+        published = [
+            templates.promote(args.host, package, args.promote, args.tag) for package in packages
+        ]
+    else:
+        if not args.template:
+            raise ConfigError("publish needs --template FILE (or --promote VERSION)")
+        published = [templates.upload(args.host, path, args.tag) for path in args.template]
+    for item in published:
+        print(
+            f"published {item.package} {item.version} tags {','.join(item.tags)}: {item.template_uri}"
+        )
+    if args.output_json:
+        Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output_json).write_text(
+            json.dumps([item.to_dict() for item in published], indent=2) + "\n"
+        )
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from mlops.schedules import upsert_schedule
+    from mlops.vertex_jobs import SubmitSettings
+
+    config = _with_vertex_flags(config, args.image, None, args.gpu_image)
+    settings = SubmitSettings.resolve(
+        config, args.project, args.region, args.pipeline_root, args.service_account
+    )
+    credentials = None
+    if args.dry_run:
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()  # a dry run must not look for real credentials
+    result = upsert_schedule(
+        config,
+        args.template,
+        settings,
+        args.pipeline,
+        args.cron,
+        parameters=_parse_params(args.param),
+        credentials=credentials,
+        max_concurrent_run_count=args.max_concurrent_runs,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run:
+        print("dry run: this schedule would be created or updated (nothing was sent):")
+    else:
+        print(f"{result.action} schedule {result.resource_name}")
+    print(result.to_json())
     return 0
 
 
@@ -208,6 +318,7 @@ def cmd_monitor(args: argparse.Namespace, config: PipelineConfig) -> int:
             }
         ),
         "monitoring",
+        verbose=args.verbose,
         source=source,
         previous_source=args.previous or "",
         model_version=args.version,
@@ -247,19 +358,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--run-id", help="the run's id (default: <name>-<date>-<time>-<random>); must be new"
     )
+    run.add_argument(
+        "--verbose", "-v", action="store_true", help="show every step's full output live"
+    )
     run.set_defaults(func=cmd_run)
 
     compile_ = commands.add_parser(
         "compile",
-        help="compile the training pipeline to a PipelineSpec JSON",
-        description="Compile the pipeline for a target. Reads the config; writes the spec to "
-        "--output (default <local.root>/compiled/<name>-training-<target>.json).",
+        help="compile a pipeline (or all of them) to PipelineSpec JSON",
+        description="Compile a pipeline for a target. Reads the config (and --image); writes the "
+        "spec to --output, or <name>-<pipeline>-<target>.json in --output-dir (default "
+        "<local.root>/compiled/).",
     )
     _add_config(compile_)
     compile_.add_argument("--target", choices=TARGETS, default="vertex")
-    compile_.add_argument("--pipeline", choices=PIPELINES, default="training")
+    compile_.add_argument(
+        "--pipeline",
+        choices=(*PIPELINES, "all"),
+        action="append",
+        help="which pipeline (repeatable; default training); `all` compiles every pipeline",
+    )
     compile_.add_argument("--output", "-o", help="where to write the compiled spec")
-    _add_images(compile_)
+    compile_.add_argument(
+        "--output-dir", help="write <name>-<pipeline>-<target>.json files into this directory"
+    )
+    compile_.add_argument(
+        "--image",
+        help="the image every step runs in, instead of the config's vertex.image: "
+        "REGISTRY/PATH/NAME:TAG or REGISTRY/PATH/NAME@sha256:<64 hex>",
+    )
+    compile_.add_argument(
+        "--gpu-image", help="its CUDA build, for GPU training (default vertex.gpu_image)"
+    )
+    compile_.add_argument(
+        "--parent-model",
+        help="instead of the config's vertex.parent_model (projects/P/locations/L/models/ID): "
+        "the model the Vertex prediction pipeline deploys and training adds versions to",
+    )
     compile_.set_defaults(func=cmd_compile)
 
     submit = commands.add_parser(
@@ -288,6 +423,78 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be sent; send nothing"
     )
     submit.set_defaults(func=cmd_submit)
+
+    publish = commands.add_parser(
+        "publish",
+        help="upload compiled pipeline templates to an Artifact Registry KFP repository",
+        description="Reads the compiled specs (--template) and uploads each to --host with the "
+        "--tag tags; or, with --promote VERSION_OR_TAG, moves the --tag tags onto that uploaded "
+        "version of each --package (or --pipeline's package). Writes nothing locally except "
+        "--output-json (package, version, tags, template URI per template).",
+    )
+    _add_config(publish)
+    publish.add_argument(
+        "--host", required=True, help="https://REGION-kfp.pkg.dev/PROJECT/REPOSITORY"
+    )
+    publish.add_argument(
+        "--template", nargs="+", default=[], metavar="FILE", help="compiled specs to upload"
+    )
+    publish.add_argument(
+        "--tag", action="append", default=[], help="a tag for the version (repeatable)"
+    )
+    publish.add_argument(
+        "--promote",
+        metavar="VERSION_OR_TAG",
+        help="tag an uploaded version (sha256:... or an existing tag) instead of uploading",
+    )
+    publish.add_argument(
+        "--package", action="append", default=[], help="a package to promote (repeatable)"
+    )
+    publish.add_argument(
+        "--pipeline",
+        choices=(*PIPELINES, "all"),
+        action="append",
+        help="promote this pipeline's package, <name>-<pipeline> (repeatable; `all`: every one)",
+    )
+    publish.add_argument("--output-json", help="write what was published here as JSON")
+    publish.set_defaults(func=cmd_publish)
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="create or update the Vertex AI schedule that runs a pipeline template",
+        description="Builds the PipelineJob `mlops submit` would send for --template (a registry "
+        "https://REGION-kfp.pkg.dev/... version, gs:// or a file) and creates the schedule "
+        "<name>-<pipeline>-schedule with --cron, or updates the existing one (found by display "
+        "name) in place. Project, region, pipeline root and service account come from flags or "
+        "the config's vertex section. --dry-run prints the schedule and sends nothing.",
+    )
+    _add_config(schedule)
+    schedule.add_argument("--pipeline", choices=PIPELINES, default="training")
+    schedule.add_argument(
+        "--cron",
+        required=True,
+        help='cron expression, e.g. "0 3 * * *" or "TZ=Europe/Paris 0 3 * * *"',
+    )
+    schedule.add_argument("--template", required=True, help="the template URI or file to run")
+    _add_images(schedule)
+    schedule.add_argument("--project")
+    schedule.add_argument("--region")
+    schedule.add_argument("--pipeline-root", help="gs:// URI for pipeline artifacts")
+    schedule.add_argument("--service-account")
+    schedule.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline parameter for every scheduled run (repeatable)",
+    )
+    schedule.add_argument(
+        "--max-concurrent-runs", type=int, default=1, help="runs allowed at once (default 1)"
+    )
+    schedule.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent; send nothing"
+    )
+    schedule.set_defaults(func=cmd_schedule)
 
     models = commands.add_parser(
         "models",
@@ -350,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--input", help="a batch file or a directory of request logs")
     monitor.add_argument("--previous", help="the previous window's batch file (for drift)")
     monitor.add_argument("--version", default="champion", help="model version or alias")
+    monitor.add_argument(
+        "--verbose", "-v", action="store_true", help="show every step's full output live"
+    )
     monitor.add_argument(
         "--no-retrain",
         dest="retrain",

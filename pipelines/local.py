@@ -3,22 +3,34 @@ own run id and leaves a `run.json` manifest and an HTML report."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops.artifacts import REPORT_FILE, RUN_MANIFEST_FILE, STEP_LOG_FILE
-from mlops.config import PipelineConfig
+from mlops.artifacts import PIPELINE_LOG_FILE, REPORT_FILE, RUN_MANIFEST_FILE, STEP_LOG_FILE
+from mlops.config import ConfigError, PipelineConfig
 from mlops.io import write_json_atomic
 from mlops.paths import run_dir as run_dir_of
 from mlops.runs import new_run_id
 from mlops.steps import read_step_log
 from pipelines.builders import build_pipeline
+from pipelines.progress import quiet_output, strip_ansi
 
 STEP_ORDERS = {
-    "training": ["ingest", "validate_data", "transform", "train", "evaluate", "register", "report"],
+    "training": [
+        "ingest",
+        "validate_data",
+        "transform",
+        "train",
+        "evaluate",
+        "explain",
+        "register",
+        "report",
+    ],
     "prediction": ["deploy", "batch_predict"],
     "monitoring": ["monitor", "launch_training"],
 }
@@ -35,20 +47,64 @@ class RunResult:
         return self.manifest["status"] == "SUCCEEDED"
 
 
-def run_training_locally(config: PipelineConfig, run_id: str | None = None) -> RunResult:
+def replace_python_in_launcher_only(full_command: list[str], new_executable: str) -> list[str]:
+    """kfp.local (2.17) swaps every "python3" in a task's whole command line for the current
+    interpreter, including the task's arguments: a data path, the local root or the config JSON
+    that contains "python3" arrives rewritten. Swap it only in the launcher's shell scripts, up to
+    the element that writes the component's code; the code and its arguments stay verbatim."""
+    launcher_end = next(
+        (i for i, part in enumerate(full_command) if "ephemeral_component.py" in part),
+        len(full_command) - 1,
+    )
+    return [
+        part.replace("python3", new_executable) if i <= launcher_end else part
+        for i, part in enumerate(full_command)
+    ]
+
+
+def _use_verbatim_task_arguments() -> None:
+    from kfp.local import subprocess_task_handler
+
+    subprocess_task_handler.replace_python_executable = replace_python_in_launcher_only
+
+
+class LocalRootError(ConfigError):
+    """The run directory cannot be created under local.root (read-only, full, not a folder)."""
+
+
+def run_training_locally(
+    config: PipelineConfig, run_id: str | None = None, verbose: bool = True
+) -> RunResult:
     """Run the training pipeline locally; never raises for a failed step (the manifest says)."""
-    return run_locally(config, "training", run_id=run_id)
+    return run_locally(config, "training", run_id=run_id, verbose=verbose)
 
 
 def run_locally(
-    config: PipelineConfig, kind: str, run_id: str | None = None, **parameters
+    config: PipelineConfig,
+    kind: str,
+    run_id: str | None = None,
+    verbose: bool = True,
+    **parameters,
 ) -> RunResult:
-    """Run one of the pipelines with kfp.local; a failed step is reported in the manifest."""
+    """Run one of the pipelines with kfp.local; a failed step is reported in the manifest.
+    Unless `verbose`, task output goes to <run dir>/pipeline.log and the terminal shows a line
+    per step."""
     from kfp import local
 
+    _use_verbatim_task_arguments()
     run_id = run_id or new_run_id(config)
     run_dir = run_dir_of(config, run_id)
-    run_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise LocalRootError(
+            f"run {run_id} exists already in {run_dir.parent}: pick a new id"
+        ) from None
+    except OSError as exc:
+        raise LocalRootError(
+            f"cannot create the run directory {run_dir} ({exc.strerror}): make local.root "
+            f"({config.local.root}) a writable folder with free space"
+        ) from None
     step_log = run_dir / STEP_LOG_FILE
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -60,18 +116,25 @@ def run_locally(
         parameters["run_id"] = run_id
     started = time.time()
     error = None
-    try:
-        pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
-    except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
-        error = f"{type(exc).__name__}: {exc}"
+    log_path = run_dir / PIPELINE_LOG_FILE
+    with quiet_output(log_path, verbose):
+        try:
+            pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
+        except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
+            error = strip_ansi(f"{type(exc).__name__}: {exc}")
     manifest = build_manifest(
         config, run_id, run_dir, read_step_log(step_log), started, error, kind
     )
+    manifest["log"] = None if verbose else str(log_path)
     report = manifest.get("report")
-    if report and Path(report).is_file():
-        shutil.copyfile(report, run_dir / REPORT_FILE)
-        manifest["report"] = str(run_dir / REPORT_FILE)
-    write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
+    try:
+        if report and Path(report).is_file():
+            shutil.copyfile(report, run_dir / REPORT_FILE)
+            manifest["report"] = str(run_dir / REPORT_FILE)
+        write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
+    except OSError as exc:  # a full disk must not hide how the run went
+        manifest["manifest_error"] = f"run.json could not be written: {exc}"
+        print(json.dumps(manifest, default=str), file=sys.stderr)
     return RunResult(run_id, run_dir, manifest)
 
 
@@ -90,7 +153,7 @@ def build_manifest(
             "status": record["status"],
             "duration_s": record["duration_s"],
             **({"outputs": record["outputs"]} if record.get("outputs") else {}),
-            **({"error": record["error"]} if record.get("error") else {}),
+            **({"error": strip_ansi(record["error"])} if record.get("error") else {}),
         }
     order = STEP_ORDERS[kind]
     for name in order:
@@ -115,6 +178,9 @@ def build_manifest(
         "baseline_metrics": evaluation.get("baseline_metrics", {}),
         "blessed": evaluation.get("blessed"),
         "blessing_failures": evaluation.get("failures", []),
+        "gates": evaluation.get("gates", []),
+        "baselines": evaluation.get("baselines", {}),
+        "readiness": (results.get("validate_data") or {}).get("readiness"),
         "registered_version": registration.get("version"),
         "champion_version": registration.get("champion"),
         "success_criterion": {
@@ -149,18 +215,25 @@ def summarize(manifest: dict[str, Any]) -> str:
             f"  success criterion {criterion['metric']} >= {criterion['threshold']}: {met} "
             f"({criterion['value']:.4f})"
         )
+    for gate in manifest.get("gates") or []:
+        mark = "pass" if gate["passed"] else "FAIL"
+        lines.append(f"  gate {gate['name']:<22} {mark}  {gate['detail']}")
     if manifest.get("blessed") is not None:
         verdict = "BLESSED" if manifest["blessed"] else "NOT BLESSED"
-        detail = "; ".join(manifest.get("blessing_failures") or [])
-        lines.append(f"  blessing: {verdict}{' — ' + detail if detail else ''}")
+        lines.append(f"  blessing: {verdict}")
     if manifest.get("registered_version") is not None:
         lines.append(
             f"  registered version {manifest['registered_version']}; champion is version "
             f"{manifest['champion_version']}"
         )
-    if manifest.get("error"):
+    failed_steps = [n for n, step in manifest["steps"].items() if step.get("error")]
+    if manifest.get("error") and not failed_steps:
         lines.append(f"  error: {manifest['error'][:2000]}")
     if manifest.get("report"):
         lines.append(f"  report: {manifest['report']}")
+    if manifest.get("log"):
+        lines.append(
+            f"  log: {manifest['log']} (every step's full output; --verbose shows it live)"
+        )
     lines.append(f"  manifest: {Path(manifest['run_dir']) / RUN_MANIFEST_FILE}")
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 """The training pipeline, written once: ingest -> validate -> transform -> train -> evaluate
-(against the champion) -> register -> report, for the `local` and `vertex` targets.
+(against the champion) -> explain -> register -> report, for the `local` and `vertex` targets.
 
 Steps that only exist on Google Cloud are chosen here, at build time, with the same inputs and
 outputs as their local twins: training becomes a Vertex custom job (machine type, accelerators and
@@ -75,6 +75,8 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
             baseline_model_uri=champion.output, dataset=dataset, model=model, **common
         ).set_display_name("evaluate")
         evaluation = evaluate.outputs["evaluation"]
+        explanation = ops.explain(dataset=dataset, model=model, **common)
+        explanation = explanation.set_display_name("explain").outputs["explanation"]
         if target == "vertex":
             _register_on_vertex(config, ops, model, evaluate.outputs["blessed"], config_json)
         else:
@@ -85,6 +87,7 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
                 evaluation=evaluation,
                 statistics=validate.outputs["statistics"],
                 schema=validate.outputs["schema"],
+                explanation=explanation,
                 **common,
             ).set_display_name("register").set_caching_options(False)
         ops.report(
@@ -92,6 +95,7 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
             anomalies=validate.outputs["anomalies"],
             model=model,
             evaluation=evaluation,
+            explanation=explanation,
             **common,
         ).set_display_name("report")
 

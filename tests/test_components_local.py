@@ -52,6 +52,7 @@ def component_run(penguins_chain, tmp_path_factory):
         evaluate = ops.evaluate(
             baseline_model_uri=champion.output, dataset=dataset, model=model, **common
         )
+        explanation = ops.explain(dataset=dataset, model=model, **common)
         ops.register_local(
             run_id="component-test",
             dataset=dataset,
@@ -59,6 +60,7 @@ def component_run(penguins_chain, tmp_path_factory):
             evaluation=evaluation,
             statistics=imported("statistics"),
             schema=imported("schema"),
+            explanation=explanation.outputs["explanation"],
             **common,
         ).after(evaluate)  # so find-champion looks before anything is registered
         ops.report(
@@ -66,6 +68,7 @@ def component_run(penguins_chain, tmp_path_factory):
             anomalies=imported("anomalies"),
             model=model,
             evaluation=evaluation,
+            explanation=explanation.outputs["explanation"],
             **common,
         )
 
@@ -81,7 +84,16 @@ def component_run(penguins_chain, tmp_path_factory):
 def test_every_component_ran_and_logged(component_run) -> None:
     _, records, _ = component_run
     assert sorted(r["step"] for r in records) == sorted(
-        ["ingest", "validate_data", "transform", "train", "evaluate", "register", "report"]
+        [
+            "ingest",
+            "validate_data",
+            "transform",
+            "train",
+            "evaluate",
+            "explain",
+            "register",
+            "report",
+        ]
     )
     assert {r["status"] for r in records} == {"SUCCEEDED"}, records
 

@@ -46,3 +46,26 @@ def test_unmet_value_threshold_refuses_the_blessing(penguins_chain, tmp_path: Pa
         assert any("accuracy" in failure for failure in result["failures"])
     else:  # a perfect model passes any bound; the gate itself is then untestable on this split
         assert result["blessed"] is True
+
+
+def test_every_gate_is_recorded_with_its_numbers(penguins_chain) -> None:
+    config, _, results = penguins_chain
+    evaluation = results["evaluate"]
+    gates = {g["name"]: g for g in evaluation["gates"]}
+    assert list(gates) == [
+        "evaluation thresholds",
+        "success criterion",
+        "beats baselines",
+        "fairness",
+    ]
+    assert evaluation["blessed"] == all(g["passed"] for g in gates.values())
+    assert set(evaluation["baselines"]) == {"majority class", "linear model"}
+    majority = evaluation["baselines"]["majority class"]["accuracy"]
+    assert 0.3 < majority < 0.6  # Adelie's share of the test split
+    assert (
+        gates["success criterion"]["values"]["value"]
+        == evaluation["metrics"]["overall"]["accuracy"]
+    )
+    sexes = evaluation["fairness"]["sex"]["groups"]
+    assert {"male", "female"} <= set(sexes)
+    assert sum(group["rows"] for group in sexes.values()) == evaluation["examples"]

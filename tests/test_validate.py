@@ -71,3 +71,31 @@ def test_blocking_anomalies_stop_with_feature_value_and_rule(
     assert "feature 'body_mass_g'" in message and "Jensen-Shannon" in message
     # Everything was written before stopping, for inspection.
     assert (tmp_path / "anomalies" / "Split-eval" / "SchemaDiff.pb").is_file()
+
+
+def test_a_leaking_taxi_column_stops_the_run_unless_acknowledged(
+    taxi_config, tmp_path: Path
+) -> None:
+    """`tips` (the tip itself) alone predicts big_tipper with AUC ~0.96; payment_type (~0.92) is
+    strong but legitimate and passes."""
+    config = taxi_config.with_overrides(
+        data={**taxi_config.data.model_dump(), "exclude_columns": []},
+        features={
+            **taxi_config.features.model_dump(),
+            "numeric": [*taxi_config.features.numeric, "tips"],
+        },
+    )
+    run_ingest(config, tmp_path / "data")
+    dirs = [tmp_path / name for name in ("stats", "schema", "anomalies")]
+    with pytest.raises(DataValidationError, match=r"feature 'tips' alone predicts 'big_tipper'"):
+        run_data_validation(config, tmp_path / "data", *dirs)
+    acknowledged = config.with_overrides(
+        validation={
+            **config.validation.model_dump(),
+            "acknowledged_strong_features": ["tips"],
+        }
+    )
+    summary = run_data_validation(acknowledged, tmp_path / "data", *dirs)
+    aucs = summary["readiness"]["single_feature_auc"]
+    assert aucs["tips"] > 0.95 > aucs["payment_type"] > 0.85
+    assert summary["readiness"]["rows"]["train"] > 10_000

@@ -10,6 +10,8 @@ from google.protobuf import message as pb_message
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+from mlops.io import usual_mode
+
 # --------------------------------------------------------------------------- #
 # File IO
 # --------------------------------------------------------------------------- #
@@ -20,6 +22,7 @@ def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, usual_mode())  # readable like any file (the image's user reads models)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -1,0 +1,104 @@
+"""Checks on the split rows themselves (the statistics cannot tell): target leakage measured as
+each feature's predictive power on its own, identifier-like columns, and rows shared by train and
+test. Used by data validation before anything is trained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops.features import category_text
+
+_BINS = 20
+
+
+def binary_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve from ranks (ties averaged); None when one class is absent."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = pd.Series(np.asarray(scores, dtype="float64")).rank(method="average").to_numpy()
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _codes(train: pd.Series, other: pd.Series, numeric: bool) -> tuple[pd.Series, pd.Series]:
+    """Group keys: quantile bins of train for numbers, the category text otherwise; missing
+    values form their own group."""
+    if numeric:
+        values = pd.to_numeric(train, errors="coerce").astype("float64")
+        present = values.dropna().to_numpy()
+        edges = (
+            np.unique(np.quantile(present, np.linspace(0, 1, _BINS + 1)[1:-1]))
+            if len(present)
+            else np.array([])
+        )
+
+        def bins(column: pd.Series) -> pd.Series:
+            numbers = pd.to_numeric(column, errors="coerce").astype("float64").to_numpy()
+            keys = np.where(np.isnan(numbers), -1, np.searchsorted(edges, numbers))
+            return pd.Series(keys, index=column.index)
+
+        return bins(train), bins(other)
+    return train.map(category_text), other.map(category_text)
+
+
+def single_feature_auc(
+    train: pd.DataFrame, other: pd.DataFrame, feature: str, label: str, numeric: bool
+) -> float | None:
+    """How well `feature` alone predicts the label on `other`: the label rate per value (per
+    quantile bin for numbers) learned on train, scored as AUC on `other`; one-vs-rest averaged over
+    classes for multi-class labels, the positive class for binary ones. 0.5 is no signal, 1.0
+    means the feature alone determines the label."""
+    train_labels = train[label].map(category_text)
+    other_labels = other[label].map(category_text)
+    classes = sorted(set(train_labels) - {""})
+    if len(classes) < 2:
+        return None
+    keys_train, keys_other = _codes(train[feature], other[feature], numeric)
+    aucs = []
+    for positive in classes[1:] if len(classes) == 2 else classes:
+        is_positive = (train_labels == positive).astype("float64")
+        rate = is_positive.groupby(keys_train).mean()
+        scores = keys_other.map(rate).fillna(is_positive.mean()).to_numpy()
+        auc = binary_auc(scores, (other_labels == positive).to_numpy())
+        if auc is not None:
+            aucs.append(auc)
+    return float(np.mean(aucs)) if aucs else None
+
+
+def identifier_like(frame: pd.DataFrame, column: str, min_rows: int = 50) -> bool:
+    """A text column whose every value is (nearly) unique names rows, it does not describe them."""
+    values = frame[column].dropna()
+    if len(values) < min_rows or pd.api.types.is_float_dtype(values):
+        return False
+    return values.nunique() >= 0.95 * len(values)
+
+
+def shared_rows(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> int:
+    """Test rows that appear in train with the same values in `columns`."""
+    if test.empty:
+        return 0
+
+    def keys(frame: pd.DataFrame) -> pd.Series:
+        return frame[columns].astype("string").fillna("\x00").agg("\x1f".join, axis=1)
+
+    return int(keys(test).isin(set(keys(train))).sum())
+
+
+def leakage_table(
+    frames: dict[str, pd.DataFrame], features: list[str], numeric: set[str], label: str
+) -> dict[str, float]:
+    """feature -> single-feature AUC on the eval split (train when eval is empty)."""
+    train = frames["train"]
+    other = frames.get("eval")
+    other = other if other is not None and len(other) else train
+    table: dict[str, Any] = {}
+    for feature in features:
+        if feature in train.columns:
+            auc = single_feature_auc(train, other, feature, label, feature in numeric)
+            if auc is not None:
+                table[feature] = round(auc, 4)
+    return table

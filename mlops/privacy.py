@@ -1,0 +1,153 @@
+"""Personal data in tabular sources: detect it from column names and sampled values, and apply the
+configured policy per column (block, drop, or salted hash) before anything is written.
+
+Detected kinds: e-mail addresses, phone numbers, payment card numbers (Luhn checksum), IP
+addresses and national-id-like numbers (US social security numbers). Detection samples values, so
+it is a safety net, not a guarantee: name personal columns in `privacy.columns` explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+from collections.abc import Callable
+
+import pandas as pd
+
+from mlops.config import PrivacyConfig
+
+_SAMPLE = 1000
+_MIN_SHARE = 0.5  # of the sampled non-empty values
+
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+_PHONE = re.compile(r"^\+?\(?\d{1,4}\)?([ -]?\(?\d{2,4}\)?){2,4}$")
+_SSN = re.compile(r"^(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}$")
+_CARD = re.compile(r"^\d(?:[ -]?\d){12,18}$")
+
+_NAME_HINTS = {
+    "email": ("email", "e_mail", "mail_address"),
+    "phone number": ("phone", "mobile", "telephone", "msisdn"),
+    "payment card number": ("card_number", "credit_card", "cc_number", "pan"),
+    "IP address": ("ip_address", "ipaddr", "client_ip", "ip"),
+    "national id": ("ssn", "social_security", "national_id", "passport", "tax_id"),
+}
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _card(text: str) -> bool:
+    if not _CARD.match(text):
+        return False
+    digits = re.sub(r"\D", "", text)
+    return 13 <= len(digits) <= 19 and _luhn(digits)
+
+
+def _ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _phone(text: str) -> bool:
+    digits = re.sub(r"\D", "", text)
+    # a space, dash, parenthesis or leading + tells a phone number from a plain number
+    return 10 <= len(digits) <= 15 and bool(_PHONE.match(text)) and not text.isdigit()
+
+
+VALUE_DETECTORS: dict[str, Callable[[str], bool]] = {
+    "email": lambda t: bool(_EMAIL.match(t)),
+    "payment card number": _card,
+    "national id": lambda t: bool(_SSN.match(t)),
+    "IP address": _ip,
+    "phone number": _phone,
+}
+
+
+def _name_kind(column: str) -> str | None:
+    words = re.split(r"[^a-z0-9]+", column.lower())
+    joined = "_".join(w for w in words if w)
+    for kind, hints in _NAME_HINTS.items():
+        if any(
+            joined == h or joined.startswith(h + "_") or joined.endswith("_" + h) for h in hints
+        ):
+            return kind
+    return None
+
+
+def detect_personal_data(frame: pd.DataFrame, skip: set[str] = frozenset()) -> dict[str, str]:
+    """column -> kind of personal data, from its name or from most of its sampled text values."""
+    found: dict[str, str] = {}
+    for column in frame.columns:
+        if column in skip:
+            continue
+        kind = _name_kind(str(column))
+        values = frame[column].dropna()
+        if kind is None and len(values) and not pd.api.types.is_numeric_dtype(values):
+            sample = values.astype(str).str.strip()
+            sample = sample[sample != ""].head(_SAMPLE)
+            for candidate, matches in VALUE_DETECTORS.items():
+                if len(sample) and sample.map(matches).mean() >= _MIN_SHARE:
+                    kind = candidate
+                    break
+        if kind:
+            found[str(column)] = kind
+    return found
+
+
+class PersonalDataError(ValueError):
+    """A column holds personal data and the config says nothing (or "block") about it."""
+
+
+def salted_hash(values: pd.Series, salt: str) -> pd.Series:
+    """The same value always maps to the same token (joins and categories still work); the value
+    itself cannot be read back without the salt."""
+
+    def token(value: object) -> object:
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        return hashlib.sha256((salt + str(value)).encode()).hexdigest()[:16]
+
+    return values.map(token)
+
+
+def apply_privacy(
+    frame: pd.DataFrame, settings: PrivacyConfig, source: str, label: str
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Apply the per-column policy to detected and declared personal columns. Returns the frame
+    and {column: what was done}. Raises PersonalDataError for a column to block."""
+    detected = detect_personal_data(frame, skip={label})
+    declared = {c: "declared in privacy.columns" for c in settings.columns if c in frame.columns}
+    actions: dict[str, str] = {}
+    for column in sorted({*detected, *declared}):
+        kind = detected.get(column, declared.get(column))
+        policy = settings.columns.get(column, "block")
+        if policy == "block":
+            raise PersonalDataError(
+                f"{source}: column {column!r} looks like personal data ({kind}). Set "
+                f"privacy.columns.{column} to 'drop' (remove it), 'hash' (salted hash, salt from "
+                f"${settings.hash_salt_env}) or 'keep' (you have a legal basis to process it)"
+            )
+        if policy == "drop":
+            frame = frame.drop(columns=[column])
+        elif policy == "hash":
+            salt = os.environ.get(settings.hash_salt_env, "")
+            if not salt:
+                raise PersonalDataError(
+                    f"privacy.columns.{column} is 'hash' but ${settings.hash_salt_env} is empty: "
+                    "set it to a secret salt (the same one for training and serving)"
+                )
+            frame = frame.assign(**{column: salted_hash(frame[column], salt)})
+        actions[column] = f"{policy} ({kind})"
+    return frame, actions
