@@ -1,6 +1,8 @@
 """Launch training when monitoring decided to retrain: run the local training pipeline in its own
 process (target `local`) or submit the compiled training template to Vertex AI Pipelines (target
-`vertex`), and record the launch so the retraining cool-down holds."""
+`vertex`, with the project, region, pipeline root and service account the monitoring run was
+given), and record the launch so the retraining cool-down holds (locally under `local.root`, on
+Vertex in Cloud Storage: `mlops.paths.retrain_state_uri`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 from mlops.config import PipelineConfig
 from mlops.monitoring import record_retrain
-from mlops.paths import retrain_state_path, run_manifest_path
+from mlops.paths import retrain_state_uri, run_manifest_path
 
 
 def launch_training(
@@ -18,25 +20,40 @@ def launch_training(
     reasons: list[str],
     template_path: str = "",
     now: datetime | None = None,
+    project: str = "",
+    region: str = "",
+    pipeline_root: str = "",
+    service_account: str = "",
+    credentials: Any = None,
 ) -> dict[str, Any]:
     """Run (local) or submit (vertex) the training pipeline on the configured data, and record
-    the launch so the cool-down holds."""
+    the launch so the cool-down holds. On Vertex, `template_path` is the compiled training
+    template (gs:// or an Artifact Registry https://...-kfp.pkg.dev/... URI); project, region,
+    pipeline root and service account are explicit (empty: the config's `vertex:` values)."""
     now = now or datetime.now(UTC)
     if target == "local":
+        state = retrain_state_uri(config, target)
         launched = {"target": "local", **_run_training_process(config)}
     elif target == "vertex":
         from mlops.vertex_jobs import SubmitSettings, build_pipeline_job, submit
 
         if not template_path:
-            raise ValueError("launching training on Vertex needs the compiled template's URI")
-        settings = SubmitSettings.resolve(config)
-        job = build_pipeline_job(config, template_path, settings)
+            raise ValueError(
+                "launching training on Vertex needs the compiled training template's URI (the "
+                "monitoring pipeline's training_template_uri: gs://... or "
+                "https://REGION-kfp.pkg.dev/...)"
+            )
+        settings = SubmitSettings.resolve(
+            config, project or None, region or None, pipeline_root or None, service_account or None
+        )
+        state = retrain_state_uri(config, target, settings.pipeline_root)
+        job = build_pipeline_job(config, template_path, settings, credentials=credentials)
         submit(job, settings)
-        launched = {"target": "vertex", "job": job.resource_name}
+        launched = {"target": "vertex", "job": job.resource_name, "template": template_path}
     else:
         raise ValueError(f"target must be 'local' or 'vertex', not {target!r}")
-    record_retrain(retrain_state_path(config), now, reasons)
-    return launched
+    record_retrain(state, now, reasons)
+    return {**launched, "retrain_state": state}
 
 
 def _run_training_process(config: PipelineConfig) -> dict[str, Any]:

@@ -2,13 +2,17 @@
 
 Local half: `run_monitor_step` reads the local request log's latest window (or a batch file),
 compares it with the champion's training statistics (skew), the previous window (drift) and the
-schema, using `mlops.monitoring`, and applies the retraining policy. Vertex half:
-`setup_vertex_model_monitoring` asks Vertex AI Model Monitoring to watch an endpoint with the same
+schema, using `mlops.monitoring`, and applies the retraining policy. Vertex half: the same step
+on a batch file in Cloud Storage against the champion's recorded training data
+(`vertex_reference`, read from the Vertex model version by label), with the cool-down state in
+Cloud Storage; and `setup_vertex_model_monitoring` keeps one Vertex AI Model Monitoring job per
+model (`<name>-monitoring`: created once, updated after) watching the endpoint with the same
 thresholds. Launching the retraining is the next step, `components.launch_training`.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,11 +89,13 @@ def run_monitor_step(
     model_version: str = CHAMPION,
     now: datetime | None = None,
     reference: dict[str, str] | None = None,
+    state_uri: str = "",
 ) -> dict[str, Any]:
     """Monitor serving data against the model's training data: the local registry's
     `model_version`, or an explicit `reference` (statistics_dir, schema_dir, model_dir,
-    evaluation_dir; gs:// URIs allowed) on Vertex. Returns {"decision", "findings", ...}, also
-    written to output_dir/decision.json."""
+    evaluation_dir; gs:// URIs allowed) on Vertex. The cool-down is read from `state_uri` (a
+    local path or gs:// URI; empty: the local state file). Returns {"decision", "findings", ...},
+    also written to output_dir/decision.json."""
     now = now or datetime.now(UTC)
     reference = {
         k: _mounted(v) for k, v in (reference or training_reference(config, model_version)).items()
@@ -109,7 +115,10 @@ def run_monitor_step(
         baseline_metrics=baseline,
     )
     decision = decide_retrain(
-        config, summary, last_retrain_at=read_last_retrain(retrain_state_path(config)), now=now
+        config,
+        summary,
+        last_retrain_at=read_last_retrain(state_uri or retrain_state_path(config)),
+        now=now,
     )
     result = {
         "model_version": reference.get("model_version", reference["model_dir"]),
@@ -122,17 +131,79 @@ def run_monitor_step(
     return result
 
 
+def monitoring_job_display_name(config: PipelineConfig) -> str:
+    return f"{config.name}-monitoring"
+
+
+def vertex_reference(
+    config: PipelineConfig,
+    reference_json: str = "",
+    training_data_uri: str = "",
+    credentials: Any = None,
+) -> dict[str, str]:
+    """The reference the Vertex monitoring run compares with: `reference_json` when given (an
+    override), else the champion's record read from its Vertex model version (found by label).
+    `training_data_uri` (override) > the record's training data > a gs:// or bq:// data source."""
+    from components.find_champion import REFERENCE_KEYS, champion_reference
+
+    if reference_json:
+        reference = json.loads(reference_json)
+        missing = [key for key in REFERENCE_KEYS if not reference.get(key)]
+        if missing:
+            raise ValueError(f"reference_json lacks {missing} (needs {list(REFERENCE_KEYS)})")
+    else:
+        reference = champion_reference(config, credentials)
+    source = config.data.source
+    remote_source = source if source.startswith(("gs://", "bq://")) else ""
+    reference["training_data_uri"] = (
+        training_data_uri or reference.get("training_data_uri") or remote_source
+    )
+    return reference
+
+
+def vertex_endpoint_resource(config: PipelineConfig, credentials: Any = None) -> str:
+    """The endpoint to watch: `serving.vertex_endpoint`, else the one endpoint the prediction
+    pipeline created (display name `<name>-endpoint`)."""
+    if config.serving.vertex_endpoint:
+        return config.serving.vertex_endpoint
+    from google.cloud import aiplatform
+
+    display_name = f"{config.name}-endpoint"
+    endpoints = aiplatform.Endpoint.list(
+        filter=f'display_name="{display_name}"',
+        project=config.vertex.project,
+        location=config.vertex.region,
+        credentials=credentials,
+    )
+    if len(endpoints) != 1:
+        found = [e.resource_name for e in endpoints]
+        raise LookupError(
+            f"expected one Vertex AI endpoint named {display_name!r}, found {found or 'none'}: "
+            "run the prediction pipeline first, or pass endpoint_resource / set "
+            "serving.vertex_endpoint"
+        )
+    return endpoints[0].resource_name
+
+
 def setup_vertex_model_monitoring(
     config: PipelineConfig,
     endpoint_resource_name: str,
     training_data_uri: str,
     credentials: Any = None,
 ) -> Any:
-    """Create a Vertex AI model deployment monitoring job on the endpoint with this config's skew
-    and drift thresholds, sampling rate, schedule and alert e-mails."""
+    """Keep one Vertex AI model deployment monitoring job, `<name>-monitoring`, watching the
+    endpoint with this config's skew and drift thresholds, sampling rate, schedule and alert
+    e-mails: created on the first run, updated on later ones (found by display name)."""
     from google.cloud import aiplatform
     from google.cloud.aiplatform import model_monitoring
 
+    if not training_data_uri.startswith(("gs://", "bq://")):
+        raise ValueError(
+            "Vertex AI Model Monitoring compares serving data with training data in Cloud "
+            f"Storage or BigQuery, got training_data_uri={training_data_uri!r}: the champion's "
+            "upload records it (training_data_uri in its version description), or pass the "
+            "training_data_uri parameter"
+        )
     monitoring = config.monitoring
     features = config.features.raw_features
 
@@ -163,18 +234,37 @@ def setup_vertex_model_monitoring(
             drift_thresholds=thresholds(monitoring.drift)
         ),
     )
-    return aiplatform.ModelDeploymentMonitoringJob.create(
-        display_name=f"{config.name}-monitoring",
-        endpoint=endpoint_resource_name,
-        logging_sampling_strategy=model_monitoring.RandomSampleConfig(
+    settings = {
+        "logging_sampling_strategy": model_monitoring.RandomSampleConfig(
             sample_rate=monitoring.vertex_sample_rate
         ),
-        schedule_config=model_monitoring.ScheduleConfig(
+        "schedule_config": model_monitoring.ScheduleConfig(
             monitor_interval=monitoring.vertex_interval_hours
         ),
-        alert_config=model_monitoring.EmailAlertConfig(user_emails=monitoring.alert_emails),
-        objective_configs=objective,
-        project=config.vertex.project,
-        location=config.vertex.region,
-        credentials=credentials,
+        "alert_config": model_monitoring.EmailAlertConfig(user_emails=monitoring.alert_emails),
+        "objective_configs": objective,
+    }
+    location = {
+        "project": config.vertex.project,
+        "location": config.vertex.region,
+        "credentials": credentials,
+    }
+    display_name = monitoring_job_display_name(config)
+    existing = [
+        job
+        for job in aiplatform.ModelDeploymentMonitoringJob.list(
+            filter=f'display_name="{display_name}"', **location
+        )
+        if job.display_name == display_name and job.gca_resource.endpoint == endpoint_resource_name
+    ]
+    if len(existing) > 1:
+        raise LookupError(
+            f"{len(existing)} model monitoring jobs named {display_name!r} watch "
+            f"{endpoint_resource_name}: {[job.resource_name for job in existing]}; delete all "
+            "but one"
+        )
+    if existing:
+        return existing[0].update(**settings)
+    return aiplatform.ModelDeploymentMonitoringJob.create(
+        display_name=display_name, endpoint=endpoint_resource_name, **settings, **location
     )

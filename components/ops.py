@@ -12,6 +12,7 @@ from typing import NamedTuple
 from google_cloud_pipeline_components.types.artifact_types import (
     UnmanagedContainerModel,
     VertexEndpoint,
+    VertexModel,
 )
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -207,14 +208,91 @@ def register_local(
     return json.dumps(result)
 
 
+def vertex_parent_model(config_json: str) -> str:
+    """The Vertex model new versions go under (found by label), or "" before the first upload."""
+    from components.find_champion import vertex_parent_model as find
+    from mlops.config import PipelineConfig
+
+    return find(PipelineConfig.from_json(config_json))
+
+
+def register_vertex(
+    config_json: str,
+    run_id: str,
+    parent_model: str,
+    dataset: Input[Dataset],
+    evaluation: Input[Artifact],
+    statistics: Input[Artifact],
+    schema: Input[Artifact],
+    unmanaged_model: Input[UnmanagedContainerModel],
+    vertex_model: Output[VertexModel],
+    training_data: Output[Dataset],
+) -> None:
+    """Upload the blessed model to Vertex AI Model Registry (under parent_model when not ""),
+    labelled, aliased champion, with what monitoring needs recorded in its version description."""
+    from components.register import (
+        monitoring_training_data,
+        run_register_vertex,
+        vertex_version_record,
+    )
+    from mlops.config import PipelineConfig
+
+    config = PipelineConfig.from_json(config_json)
+    record = vertex_version_record(
+        config,
+        run_id,
+        model_uri=unmanaged_model.uri,
+        evaluation_uri=evaluation.uri,
+        statistics_uri=statistics.uri,
+        schema_uri=schema.uri,
+        training_data_uri=monitoring_training_data(
+            config, dataset.path, training_data.path, training_data.uri
+        ),
+    )
+    from mlops.artifacts import read_split
+    from mlops.attributions import baseline_row
+
+    baseline = baseline_row(read_split(dataset.path, "train"), config.features)
+    uploaded = run_register_vertex(
+        config,
+        parent_model,
+        unmanaged_model.metadata["containerSpec"],
+        record,
+        explanation_baseline=baseline,
+    )
+    resource = f"{uploaded.resource_name}@{uploaded.version_id}"
+    vertex_model.uri = f"https://{config.vertex.region}-aiplatform.googleapis.com/v1/{resource}"
+    vertex_model.metadata.update({"resourceName": resource, **record})
+
+
+def vertex_champion_model(config_json: str, model: Output[VertexModel]) -> None:
+    """The Vertex model version aliased champion (found by label), as a `google.VertexModel` for
+    GCPC's deploy and batch-prediction ops; pinned to its version id for the whole run."""
+    from components.find_champion import vertex_champion
+    from mlops.config import PipelineConfig
+    from mlops.registry import CHAMPION
+
+    config = PipelineConfig.from_json(config_json)
+    champion = vertex_champion(config)
+    if champion is None:
+        raise LookupError(
+            f"no Vertex AI model version of {config.name!r} is aliased {CHAMPION!r}: run the "
+            "training pipeline on Vertex first"
+        )
+    resource = f"{champion.resource_name}@{champion.version_id}"
+    model.uri = f"https://{config.vertex.region}-aiplatform.googleapis.com/v1/{resource}"
+    model.metadata["resourceName"] = resource
+
+
 def vertex_serving_model(
     config_json: str,
     serving_image: str,
     model: Input[Model],
     unmanaged_model: Output[UnmanagedContainerModel],
 ) -> None:
-    """Point a `google.UnmanagedContainerModel` at the SavedModel for ModelUploadOp; Vertex runs
-    our prediction server on it (the model arrives as AIP_STORAGE_URI)."""
+    """Point a `google.UnmanagedContainerModel` at the SavedModel, with the serving container the
+    upload (`register_vertex`) gives Vertex: our prediction server, the model arriving as
+    AIP_STORAGE_URI."""
     unmanaged_model.uri = model.uri
     unmanaged_model.metadata["containerSpec"] = {
         "imageUri": serving_image,
@@ -308,16 +386,19 @@ def vertex_request_logging(config_json: str, endpoint: Input[VertexEndpoint]) ->
 def monitor(
     config_json: str,
     step_log: str,
+    target: str,
     source: str,
     previous_source: str,
     model_version: str,
     reference_json: str,
+    pipeline_root: str,
     monitoring: Output[Artifact],
 ) -> None:
     import json
 
     from components.monitor import run_monitor_step
     from mlops.config import PipelineConfig
+    from mlops.paths import retrain_state_uri
     from mlops.steps import exit_without_teardown, run_step
 
     config = PipelineConfig.from_json(config_json)
@@ -330,12 +411,29 @@ def monitor(
         monitoring.path,
         previous_source,
         model_version,
-        None,
-        json.loads(reference_json) if reference_json else None,
+        reference=json.loads(reference_json) if reference_json else None,
+        state_uri=retrain_state_uri(config, target, pipeline_root),
     )
     decision = result["decision"]
     monitoring.metadata.update({"retrain": decision["retrain"], "findings": result["findings"]})
     exit_without_teardown()
+
+
+def vertex_reference(config_json: str, reference_json: str, training_data_uri: str) -> NamedTuple(
+    "VertexReference", [("reference_json", str), ("training_data_uri", str)]
+):
+    """The champion's training record read from its Vertex model version (reference_json, when
+    given, overrides it) and the training data Model Monitoring compares with."""
+    import json
+    from collections import namedtuple
+
+    from components.monitor import vertex_reference as resolve
+    from mlops.config import PipelineConfig
+
+    config = PipelineConfig.from_json(config_json)
+    reference = resolve(config, reference_json, training_data_uri)
+    outputs = namedtuple("VertexReference", ["reference_json", "training_data_uri"])
+    return outputs(json.dumps(reference), reference["training_data_uri"])
 
 
 def retrain_decision(monitoring: Input[Artifact]) -> bool:
@@ -352,6 +450,10 @@ def launch_training(
     target: str,
     monitoring: Input[Artifact],
     template_path: str,
+    project: str,
+    region: str,
+    pipeline_root: str,
+    service_account: str,
 ) -> str:
     import json
 
@@ -363,7 +465,17 @@ def launch_training(
     config = PipelineConfig.from_json(config_json)
     decision = read_decision(monitoring.path)["decision"]
     launched = run_step(
-        step_log, "launch_training", launch, config, target, decision["reasons"], template_path
+        step_log,
+        "launch_training",
+        launch,
+        config,
+        target,
+        decision["reasons"],
+        template_path,
+        project=project,
+        region=region,
+        pipeline_root=pipeline_root,
+        service_account=service_account,
     )
     exit_without_teardown()
     return json.dumps(launched)
@@ -372,11 +484,12 @@ def launch_training(
 def vertex_model_monitoring(
     config_json: str, endpoint_resource: str, training_data_uri: str
 ) -> str:
-    from components.monitor import setup_vertex_model_monitoring
+    from components.monitor import setup_vertex_model_monitoring, vertex_endpoint_resource
     from mlops.config import PipelineConfig
 
     config = PipelineConfig.from_json(config_json)
-    job = setup_vertex_model_monitoring(config, endpoint_resource, training_data_uri)
+    endpoint = endpoint_resource or vertex_endpoint_resource(config)
+    job = setup_vertex_model_monitoring(config, endpoint, training_data_uri)
     return job.resource_name
 
 
@@ -390,12 +503,16 @@ STEP_FUNCTIONS = {
     "evaluate": evaluate,
     "explain": explain,
     "register_local": register_local,
+    "vertex_parent_model": vertex_parent_model,
+    "register_vertex": register_vertex,
+    "vertex_champion_model": vertex_champion_model,
     "vertex_serving_model": vertex_serving_model,
     "report": report,
     "deploy_local": deploy_local,
     "batch_predict_local": batch_predict_local,
     "vertex_request_logging": vertex_request_logging,
     "monitor": monitor,
+    "vertex_reference": vertex_reference,
     "retrain_decision": retrain_decision,
     "launch_training": launch_training,
     "vertex_model_monitoring": vertex_model_monitoring,

@@ -1,8 +1,11 @@
 """Register: find the current champion (the baseline for evaluation) and register a new version,
 moving the `champion` alias only when the candidate is blessed.
 
-Local target: `mlops.registry.LocalModelRegistry`. Vertex target: Vertex AI Model Registry, looked
-up here and written by GCPC's `ModelUploadOp` in the pipeline.
+Local target: `mlops.registry.LocalModelRegistry`. Vertex target: Vertex AI Model Registry through
+`aiplatform.Model.upload`: the version goes under the parent model found by label (or a new
+model when there is none), carries the labels the lookups use and the `champion` alias, and its
+`version_description` is a JSON record of what monitoring needs (statistics, schema, evaluation,
+model and training data URIs).
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from components.find_champion import MODEL_LABEL, label_value
 from mlops.artifacts import (
     EXPLANATIONS_FILE,
     INGEST_SUMMARY_FILE,
     METRICS_FILE,
     MODEL_CARD_FILE,
     MODEL_CARD_HTML,
+    read_split,
 )
 from mlops.config import PipelineConfig
 from mlops.io import read_json
@@ -96,3 +101,97 @@ def run_register_local(
         "model_card": str(version.path / MODEL_CARD_HTML),
         **({"champion_refused": refused} if refused else {}),
     }
+
+
+# Where the register step writes the training split for Vertex AI Model Monitoring's skew
+# baseline when the configured source is not in Cloud Storage or BigQuery.
+TRAINING_DATA_FILE = "train.csv"
+MONITORABLE_SOURCES = ("gs://", "bq://")
+
+
+def vertex_labels(config: PipelineConfig, run_id: str) -> dict[str, str]:
+    """Labels of every uploaded version: `mlops_model` finds the model (champion, parent)."""
+    return {MODEL_LABEL: label_value(config.name), "mlops_run": label_value(run_id)}
+
+
+def monitoring_training_data(
+    config: PipelineConfig, dataset_dir: str | Path, output_dir: str | Path, output_uri: str
+) -> str:
+    """The training data Vertex AI Model Monitoring compares serving data with: the configured
+    source when Vertex can read it (gs:// CSV or JSON Lines, bq://), else the ingested train split
+    written as CSV to output_dir (returned as output_uri/train.csv)."""
+    source = config.data.source
+    if source.startswith("bq://") or (
+        source.startswith("gs://") and source.endswith((".csv", ".jsonl"))
+    ):
+        return source
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    read_split(dataset_dir, "train").to_csv(output_dir / TRAINING_DATA_FILE, index=False)
+    return f"{output_uri.rstrip('/')}/{TRAINING_DATA_FILE}"
+
+
+def vertex_version_record(
+    config: PipelineConfig,
+    run_id: str,
+    model_uri: str,
+    evaluation_uri: str,
+    statistics_uri: str,
+    schema_uri: str,
+    training_data_uri: str,
+) -> dict[str, str]:
+    """What the version's `version_description` holds (as JSON), read back by
+    `components.find_champion.reference_from_version` for monitoring."""
+    return {
+        "statistics_dir": statistics_uri,
+        "schema_dir": schema_uri,
+        "model_dir": model_uri,
+        "evaluation_dir": evaluation_uri,
+        "data_source": config.data.source,
+        "training_data_uri": training_data_uri,
+        "run_id": run_id,
+    }
+
+
+def run_register_vertex(
+    config: PipelineConfig,
+    parent_model: str,
+    container_spec: dict[str, Any],
+    record: dict[str, str],
+    credentials: Any = None,
+    explanation_baseline: dict[str, Any] | None = None,
+) -> Any:
+    """Upload the blessed model as a new version of `parent_model` ("" creates the model), the
+    default version, aliased `champion`, labelled, with `record` as its version description and,
+    given the explanation baseline, the explanation spec the endpoint's `explain` uses."""
+    from google.cloud import aiplatform
+
+    from mlops.attributions import vertex_explanation
+
+    explanation = {}
+    if explanation_baseline is not None:
+        metadata, parameters = vertex_explanation(config, explanation_baseline)
+        explanation = {"explanation_metadata": metadata, "explanation_parameters": parameters}
+
+    vertex = config.vertex
+    ports = [port["containerPort"] for port in container_spec.get("ports", [])]
+    return aiplatform.Model.upload(
+        display_name=vertex.model_display_name or config.name,
+        artifact_uri=record["model_dir"],
+        parent_model=parent_model or None,
+        is_default_version=True,
+        version_aliases=[CHAMPION],
+        version_description=json.dumps(record, sort_keys=True),
+        labels=vertex_labels(config, record["run_id"]),
+        serving_container_image_uri=container_spec["imageUri"],
+        serving_container_command=container_spec.get("command"),
+        serving_container_args=container_spec.get("args"),
+        serving_container_health_route=container_spec.get("healthRoute"),
+        serving_container_predict_route=container_spec.get("predictRoute"),
+        serving_container_ports=ports or None,
+        **explanation,
+        encryption_spec_key_name=vertex.encryption_key,
+        project=vertex.project,
+        location=vertex.region,
+        credentials=credentials,
+    )

@@ -89,3 +89,31 @@ def global_importance(
                 zip(names, np.abs(attributions[rows]).mean(axis=0).round(6), strict=True)
             )
     return {k: {n: float(v) for n, v in d.items()} for k, d in result.items()}
+
+
+def vertex_explanation(config: Any, baseline: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(ExplanationMetadata, ExplanationParameters) for a Vertex model upload, so the endpoint's
+    `explain` attributes the `probabilities` output to the same raw features with the same method
+    (sampled Shapley, `explain.paths` paths) and baseline as the pipeline's explain step."""
+    import json
+
+    from google.cloud.aiplatform import explain
+
+    def plain(value: Any) -> Any:
+        return None if isinstance(value, float) and np.isnan(value) else value
+
+    metadata = {
+        "inputs": {
+            name: {"inputBaselines": [plain(baseline[name])]}
+            for name in config.features.raw_features
+        },
+        "outputs": {"probabilities": {"outputTensorName": "probabilities"}},
+    }
+    parameters = {
+        "sampledShapleyAttribution": {"pathCount": config.explain.paths},
+        "topK": len(config.features.raw_features),
+    }
+    return (
+        explain.ExplanationMetadata.from_json(json.dumps(metadata)),
+        explain.ExplanationParameters.from_json(json.dumps(parameters)),
+    )

@@ -340,6 +340,9 @@ class MonitoringConfig(_Strict):
     vertex_sample_rate: Annotated[float, Field(gt=0, le=1)] = 0.8
     vertex_interval_hours: Annotated[int, Field(ge=1)] = 1
     alert_emails: list[str] = []
+    # Where the retraining cool-down state lives (a gs:// URI or a local path). None: on Vertex
+    # <pipeline root>/state/<name>/retrain_state.json, locally under local.root.
+    state_uri: str | None = None
 
 
 class LocalConfig(_Strict):

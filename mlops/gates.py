@@ -66,11 +66,18 @@ def baselines_gate(
             best_value=scored[best],
         )
     passed = value >= scored[best] + margin
+    wanted = (
+        f"at least {margin} above"
+        if margin > 0
+        else "not below"
+        if margin == 0
+        else f"within {-margin} of"
+    )
     return gate(
         "beats baselines",
         passed,
-        f"model {metric} {value:.4f} {'beats' if passed else 'does not beat'} the best baseline "
-        f"{best!r} ({scored[best]:.4f}) by the margin {margin} (baselines.margin)",
+        f"model {metric} {value:.4f} is {'' if passed else 'NOT '}{wanted} the best baseline "
+        f"{best!r} ({scored[best]:.4f}; baselines.margin {margin})",
         metric=metric,
         best=best,
         best_value=scored[best],

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+from mlops import gcs
 from mlops import tfdv as dv
 from mlops.artifacts import MONITORING_SUMMARY_FILE, REPORT_FILE
 from mlops.config import ComparatorConfig, DataConfig, FeatureConfig, PipelineConfig
@@ -1010,44 +1011,44 @@ def decide_retrain(
 # --------------------------------------------------------------------------- #
 
 
-def _read_state(path: Path) -> dict[str, Any]:
+def _read_state(location: str | Path) -> dict[str, Any] | None:
+    """The state at a local path or gs:// URI, or None when there is none yet."""
+    data = gcs.read_bytes(location)
+    if data is None:
+        return None
     try:
-        state = json.loads(path.read_text())
+        state = json.loads(data)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"retrain state {path} is not valid JSON: {exc}") from exc
+        raise ValueError(f"retrain state {location} is not valid JSON: {exc}") from exc
     if not isinstance(state, dict):
-        raise ValueError(f"retrain state {path} must hold a JSON object")
+        raise ValueError(f"retrain state {location} must hold a JSON object")
     return state
 
 
-def read_last_retrain(path: str | Path) -> datetime | None:
-    """When retraining was last launched (UTC), or None when the state file does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    value = _read_state(path).get("last_retrain_at")
+def read_last_retrain(location: str | Path) -> datetime | None:
+    """When retraining was last launched (UTC), or None when there is no state yet. `location`
+    is a local path or a gs:// URI (the state must outlive a Vertex AI container)."""
+    value = (_read_state(location) or {}).get("last_retrain_at")
     if value is None:
         return None
     try:
         return _utc(datetime.fromisoformat(value))
     except (TypeError, ValueError) as exc:
         raise ValueError(
-            f"retrain state {path}: last_retrain_at {value!r} is not an ISO 8601 time"
+            f"retrain state {location}: last_retrain_at {value!r} is not an ISO 8601 time"
         ) from exc
 
 
-def record_retrain(path: str | Path, when: datetime, reasons: list[str]) -> None:
-    """Atomically record a retraining launch (time and reasons), keeping a short history."""
-    path = Path(path)
-    state = _read_state(path) if path.is_file() else {}
+def record_retrain(location: str | Path, when: datetime, reasons: list[str]) -> None:
+    """Record a retraining launch (time and reasons), keeping a short history; the file (or
+    Cloud Storage object) is replaced whole, never half-written."""
+    state = _read_state(location) or {}
     history = list(state.get("history", []))
     entry = {"at": _utc(when).isoformat(), "reasons": list(reasons)}
     history.append(entry)
-    write_json_atomic(
-        path,
-        {
-            "last_retrain_at": entry["at"],
-            "reasons": entry["reasons"],
-            "history": history[-_HISTORY_LENGTH:],
-        },
-    )
+    record = {
+        "last_retrain_at": entry["at"],
+        "reasons": entry["reasons"],
+        "history": history[-_HISTORY_LENGTH:],
+    }
+    gcs.write_bytes(location, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())

@@ -1,5 +1,6 @@
 """Where local state lives under `local.root`: runs, the model registry, endpoints, request logs,
-monitoring state and compiled specs. Every local path is computed here, nowhere else."""
+monitoring state and compiled specs. Every local path is computed here, nowhere else (and the
+retraining state's Cloud Storage location on Vertex, beside its local twin)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,23 @@ def monitoring_root(config: PipelineConfig) -> Path:
 
 def retrain_state_path(config: PipelineConfig) -> Path:
     return monitoring_root(config) / RETRAIN_STATE_FILE
+
+
+def retrain_state_uri(config: PipelineConfig, target: str, pipeline_root: str = "") -> str:
+    """Where the retraining cool-down state is read and written: `monitoring.state_uri` when set;
+    on Vertex under the pipeline root (Cloud Storage outlives the step's container); locally
+    `retrain_state_path`."""
+    if config.monitoring.state_uri:
+        return config.monitoring.state_uri
+    if target != "vertex":
+        return str(retrain_state_path(config))
+    if not pipeline_root.startswith("gs://"):
+        raise ValueError(
+            "on Vertex the retraining cool-down state lives in Cloud Storage: pass the "
+            f"pipeline_root parameter (a gs:// URI, got {pipeline_root!r}; `mlops submit` fills "
+            "it) or set monitoring.state_uri"
+        )
+    return f"{pipeline_root.rstrip('/')}/state/{config.name}/{RETRAIN_STATE_FILE}"
 
 
 def compiled_spec_path(config: PipelineConfig, pipeline: str, target: str) -> Path:

@@ -38,30 +38,39 @@ def check_vertex_ready(config: PipelineConfig) -> None:
 
 def check_cloud_inputs(config: PipelineConfig, kind: str, parameters: dict[str, str]) -> None:
     """Refuse to submit a run whose steps would read a file of this machine: on Google Cloud,
-    data comes from Cloud Storage."""
+    data comes from Cloud Storage (or, for Vertex Model Monitoring's training data, BigQuery)."""
 
-    def local(value: str) -> bool:
-        return bool(value) and value != PACKAGED_DATA and not value.startswith(CLOUD_DATA_PREFIXES)
+    def local(value: str, allowed: tuple[str, ...] = CLOUD_DATA_PREFIXES) -> bool:
+        return bool(value) and value != PACKAGED_DATA and not value.startswith(allowed)
 
-    checks: list[tuple[str, str]] = []
+    checks: list[tuple[str, str, tuple[str, ...]]] = []
     if kind == "training":
-        checks.append(("validation.schema_path", config.validation.schema_path or ""))
-    if kind in ("training", "monitoring"):
-        checks.append(("data.source", config.data.source))
-    if kind == "monitoring" and parameters.get("training_data_uri"):
-        checks[-1] = ("the training_data_uri parameter", parameters["training_data_uri"])
+        checks.append(("data.source", config.data.source, CLOUD_DATA_PREFIXES))
+        checks.append(
+            ("validation.schema_path", config.validation.schema_path or "", CLOUD_DATA_PREFIXES)
+        )
+    if kind == "monitoring":
+        checks.append(("the source parameter", parameters.get("source", ""), CLOUD_DATA_PREFIXES))
+        checks.append(
+            (
+                "the training_data_uri parameter",
+                parameters.get("training_data_uri", ""),
+                (*CLOUD_DATA_PREFIXES, "bq://"),
+            )
+        )
     if kind == "prediction":
         checks.append(
             (
                 "the batch_input parameter (or serving.batch_input)",
                 parameters.get("batch_input") or config.serving.batch_input or "",
+                CLOUD_DATA_PREFIXES,
             )
         )
-    for name, value in checks:
-        if local(value):
+    for name, value, allowed in checks:
+        if local(value, allowed):
             raise ConfigError(
-                f"{name} is {value!r}, a path on this machine; steps on Vertex AI read Cloud "
-                "Storage: upload it and set a gs:// URI"
+                f"{name} is {value!r}, a path on this machine; steps on Vertex AI read "
+                f"{' or '.join(allowed)} URIs: upload it and name it by URI"
             )
 
 
@@ -173,6 +182,16 @@ def vertex_runtime_config(config: PipelineConfig, settings: SubmitSettings) -> P
     return config.model_copy(update={"beam_args": beam_args})
 
 
+# Pipeline parameters saying where jobs run, declared by a pipeline that submits another one (the
+# monitoring pipeline launches training) and filled from the submit settings.
+SETTINGS_PARAMETERS = ("project", "region", "pipeline_root", "service_account")
+PIPELINES_WITH_SETTINGS = ("monitoring",)
+
+
+def settings_parameters(settings: SubmitSettings) -> dict[str, str]:
+    return {name: getattr(settings, name) or "" for name in SETTINGS_PARAMETERS}
+
+
 def build_pipeline_job(
     config: PipelineConfig,
     template_path: str | Path,
@@ -183,13 +202,16 @@ def build_pipeline_job(
     parameters: dict[str, str] | None = None,
 ) -> Any:
     """An `aiplatform.PipelineJob` for a compiled template (training, prediction or monitoring);
-    `parameters` are further pipeline parameters. Constructing it sends nothing."""
+    `parameters` are further pipeline parameters. The monitoring pipeline also gets the settings
+    (project, region, pipeline root, service account) as parameters, for the training job it
+    may submit and its state in Cloud Storage; `parameters` win. Constructing it sends nothing."""
     from google.cloud import aiplatform
 
     check_vertex_ready(config)
     check_cloud_inputs(config, kind, parameters or {})
     values = {
         "config_json": vertex_runtime_config(config, settings).to_json(),
+        **(settings_parameters(settings) if kind in PIPELINES_WITH_SETTINGS else {}),
         **(parameters or {}),
     }
     display_name = f"{config.name}-{kind}"

@@ -2,8 +2,8 @@
 
 Local target: the endpoint record the local server honours (with a canary split) and a Beam batch
 job. Vertex target: EndpointCreateOp (or an existing endpoint from config) -> ModelDeployOp (machine
-type, replicas, traffic split from config), request-response logging to BigQuery, and
-ModelBatchPredictOp on the same model.
+type, replicas, traffic split from config) of the champion version, found at run time by its
+label, request-response logging to BigQuery, and ModelBatchPredictOp on the same version.
 """
 
 from kfp import dsl
@@ -18,31 +18,16 @@ def prediction_pipeline_name(config: PipelineConfig) -> str:
     return f"{config.name}-prediction"
 
 
-def vertex_model_uri(config: PipelineConfig) -> tuple[str, str]:
-    """(resource name with the champion alias, its API URI) of the Vertex registry model."""
-    if not config.vertex.parent_model:
-        raise ValueError(
-            "the Vertex prediction pipeline deploys vertex.parent_model@champion: set "
-            "vertex.parent_model (projects/P/locations/L/models/ID) in the config"
-        )
-    resource = f"{config.vertex.parent_model}@{CHAMPION}"
-    return resource, f"https://{config.vertex.region}-aiplatform.googleapis.com/v1/{resource}"
-
-
 def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
     check_target(target)
     ops = make_ops(config.vertex.image)
     serving, vertex = config.serving, config.vertex
     on_vertex = target == "vertex"
     if on_vertex:
-        from google_cloud_pipeline_components.types.artifact_types import (
-            VertexEndpoint,
-            VertexModel,
-        )
+        from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint
         from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
         from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
 
-        resource, uri = vertex_model_uri(config)
         location = {
             "location": vertex.region,
             **({"project": vertex.project} if vertex.project else {}),
@@ -74,12 +59,12 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
                 model_version=model_version, source=batch_input, id_column=id_column, **common
             ).set_display_name("batch-predict").set_caching_options(False)
             return
-        # Vertex: the registry's champion, deployed with the configured split, then
+        # Vertex: the registry's champion, found at run time by label (vertex.parent_model when
+        # set) and pinned to its version, deployed with the configured split, then
         # ModelBatchPredictOp into batch_output. (model_version and canary_percent are the local
         # runner's; on Vertex the split is serving.vertex_traffic_split.)
-        model = dsl.importer(
-            artifact_uri=uri, artifact_class=VertexModel, metadata={"resourceName": resource}
-        ).set_display_name("champion-model")
+        model = ops.vertex_champion_model(config_json=config_json)
+        model.set_display_name("champion-model").set_caching_options(False)
         if serving.vertex_endpoint:
             endpoint = dsl.importer(
                 artifact_uri=f"https://{vertex.region}-aiplatform.googleapis.com/v1/"
@@ -94,7 +79,7 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
             ).set_display_name("endpoint-create")
             endpoint_artifact = endpoint.outputs["endpoint"]
         ModelDeployOp(
-            model=model.output,
+            model=model.outputs["model"],
             endpoint=endpoint_artifact,
             deployed_model_display_name=config.name,
             traffic_split=dict(serving.vertex_traffic_split) or {"0": 100},
@@ -109,7 +94,7 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
             ).set_display_name("request-logging")
         ModelBatchPredictOp(
             job_display_name=f"{config.name}-batch-predict",
-            model=model.output,
+            model=model.outputs["model"],
             gcs_source_uris=[batch_input],
             instances_format="jsonl",
             predictions_format="jsonl",

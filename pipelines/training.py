@@ -3,14 +3,14 @@
 
 Steps that only exist on Google Cloud are chosen here, at build time, with the same inputs and
 outputs as their local twins: training becomes a Vertex custom job (machine type, accelerators and
-replicas from config) and registration becomes GCPC's `ModelUploadOp` with version aliases.
+replicas from config) and registration uploads to Vertex AI Model Registry under the parent model
+found by label, with the `champion` alias.
 """
 
 from kfp import dsl
 
 from components.ops import make_op, make_ops
 from mlops.config import PipelineConfig
-from mlops.registry import CHAMPION
 from pipelines.builders import check_target
 
 
@@ -78,7 +78,18 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
         explanation = ops.explain(dataset=dataset, model=model, **common)
         explanation = explanation.set_display_name("explain").outputs["explanation"]
         if target == "vertex":
-            _register_on_vertex(config, ops, model, evaluate.outputs["blessed"], config_json)
+            _register_on_vertex(
+                config,
+                ops,
+                model,
+                evaluate.outputs["blessed"],
+                config_json,
+                run_id=run_id,
+                dataset=dataset,
+                evaluation=evaluation,
+                statistics=validate.outputs["statistics"],
+                schema=validate.outputs["schema"],
+            )
         else:
             ops.register_local(
                 run_id=run_id,
@@ -102,30 +113,28 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
     return training_pipeline
 
 
-def _register_on_vertex(config: PipelineConfig, ops, model, blessed, config_json) -> None:  # noqa: ANN001
-    """Upload the blessed model to Vertex AI Model Registry as a new version aliased champion."""
-    from google_cloud_pipeline_components.types.artifact_types import VertexModel
-    from google_cloud_pipeline_components.v1.model import ModelUploadOp
+def _register_on_vertex(  # noqa: ANN001
+    config: PipelineConfig, ops, model, blessed, config_json, **record
+) -> None:
+    """Upload the blessed model to Vertex AI Model Registry as a new version aliased champion.
 
+    The parent model is looked up at run time by label (`vertex_parent_model`: "" before the first
+    upload, which creates the model), and the upload is our own thin op over
+    `aiplatform.Model.upload` rather than GCPC's `ModelUploadOp`: that op takes the parent as an
+    optional `VertexModel` artifact, which a run-time "maybe" cannot feed without two gated copies
+    of the upload, and it has neither `version_description` nor `is_default_version`, where the
+    version records (as JSON) the statistics, schema, evaluation and training data URIs that
+    monitoring reads back. `record` holds run_id, dataset, evaluation, statistics and schema."""
     vertex = config.vertex
     with dsl.If(blessed == True, name="blessed"):  # noqa: E712 - KFP builds a condition from ==
         serving = ops.vertex_serving_model(
             config_json=config_json, serving_image=vertex.serving_image or vertex.image, model=model
         ).set_display_name("serving-model")
-        upload_args = {
-            "display_name": vertex.model_display_name or config.name,
-            "unmanaged_container_model": serving.outputs["unmanaged_model"],
-            "version_aliases": [CHAMPION],
-            "location": vertex.region,
-            "encryption_spec_key_name": vertex.encryption_key or "",
-        }
-        if vertex.project:
-            upload_args["project"] = vertex.project
-        if vertex.parent_model:
-            parent = dsl.importer(
-                artifact_uri=f"https://{vertex.region}-aiplatform.googleapis.com/v1/{vertex.parent_model}",
-                artifact_class=VertexModel,
-                metadata={"resourceName": vertex.parent_model},
-            ).set_display_name("parent-model")
-            upload_args["parent_model"] = parent.output
-        ModelUploadOp(**upload_args).set_display_name("register")
+        parent = ops.vertex_parent_model(config_json=config_json)
+        parent.set_display_name("parent-model").set_caching_options(False)
+        ops.register_vertex(
+            config_json=config_json,
+            parent_model=parent.output,
+            unmanaged_model=serving.outputs["unmanaged_model"],
+            **record,
+        ).set_display_name("register").set_caching_options(False)

@@ -3,8 +3,7 @@
 configured image, pinned by digest (the GPU build for a training custom job with accelerators).
 
 Every shipped config, every pipeline. The configs are loaded as shipped (their relative paths and
-`local.root` as written); only the images are set, as `mlops compile --image` would. The
-prediction pipeline still needs `vertex.parent_model` to compile for Vertex, so it is set here.
+`local.root` as written); only the images are set, as `mlops compile --image` would.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from pipelines.builders import PIPELINES
 from pipelines.vertex import compile_pipeline
 from tests.conftest import GPU_IMAGE, IMAGE, REPO, on_vertex
 
-PARENT = "projects/my-project/locations/us-central1/models/1234"
 GCPC_IMAGE = "gcr.io/ml-pipeline/google-cloud-pipeline-components:"
 LOCAL_PREFIXES = ("/tmp", "/home", "/work", "/root", "/Users", "/var", str(REPO))
 PARENT_SEGMENT = re.compile(r"(^|[/\\\s\"'=])\.\.([/\\]|$)")
@@ -62,7 +60,7 @@ def local_path_offenders(spec: dict) -> list[str]:
 
 def _vertex_ready(name: str) -> PipelineConfig:
     config = load_config(CONFIG_DIR / f"{name}.yaml")
-    return on_vertex(config, parent_model=PARENT)
+    return on_vertex(config)
 
 
 CASES = [

@@ -387,6 +387,23 @@ def test_retrain_state_round_trip(tmp_path: Path) -> None:
         read_last_retrain(path)
 
 
+def test_retrain_state_round_trip_through_cloud_storage() -> None:
+    from tests.vertex_fakes import FakeBucket
+
+    uri = "gs://bucket/root/state/taxi/retrain_state.json"
+    with FakeBucket().serving() as bucket:
+        assert read_last_retrain(uri) is None  # no object yet (Cloud Storage answers 404)
+        record_retrain(uri, NOW - timedelta(days=1), ["first"])
+        record_retrain(uri, NOW, ["skew on fare"])
+        assert read_last_retrain(uri) == NOW
+        state = json.loads(bucket.objects[uri])
+        assert [entry["reasons"] for entry in state["history"]] == [["first"], ["skew on fare"]]
+        assert bucket.uploads == [uri, uri]
+        bucket.objects[uri] = b"not json"
+        with pytest.raises(ValueError, match=r"retrain state gs://bucket/.* is not valid JSON"):
+            read_last_retrain(uri)
+
+
 def test_missing_column_and_unexpected_request_log_columns(tfx) -> None:
     current = _served(tfx["clean"].sample(frac=0.6, random_state=9)).drop(columns=["body_mass_g"])
     current["__timestamp__"] = "2026-03-01T00:00:00Z"

@@ -60,29 +60,133 @@ def test_training_becomes_a_custom_job_with_configured_resources(taxi_vertex) ->
     assert "def train(" in pool["container_spec"]["command"][-1]
 
 
-def test_model_upload_is_gated_by_the_blessing_with_aliases_and_parent(taxi_vertex) -> None:
-    _, spec = taxi_vertex
+def test_model_upload_is_gated_by_the_blessing_and_finds_its_parent_at_run_time(
+    taxi_vertex,
+) -> None:
+    config, spec = taxi_vertex
     root_tasks = spec["root"]["dag"]["tasks"]
     (condition,) = [name for name in root_tasks if name.startswith("condition")]
     assert "evaluate-blessed'] == true" in root_tasks[condition]["triggerPolicy"]["condition"]
     inner = spec["components"][f"comp-{condition}"]["dag"]["tasks"]
-    upload = inner["model-upload"]
-    assert _executor_of(spec, upload["componentRef"]["name"])["container"]["image"].startswith(
-        "gcr.io/ml-pipeline/google-cloud-pipeline-components:"
+    assert set(inner) == {"vertex-serving-model", "vertex-parent-model", "register-vertex"}
+    upload = inner["register-vertex"]
+    assert _executor_of(spec, upload["componentRef"]["name"])["container"]["image"] == (
+        config.vertex.image
     )
     parameters = upload["inputs"]["parameters"]
-    assert parameters["version_aliases"]["runtimeValue"]["constant"] == ["champion"]
-    assert parameters["location"]["runtimeValue"]["constant"] == "europe-west4"
-    assert parameters["project"]["runtimeValue"]["constant"] == "my-project"
+    assert parameters["parent_model"]["taskOutputParameter"]["producerTask"] == (
+        "vertex-parent-model"
+    )
+    assert parameters["run_id"]["componentInputParameter"] == "pipelinechannel--run_id"
     artifacts = upload["inputs"]["artifacts"]
     assert (
-        artifacts["unmanaged_container_model"]["taskOutputArtifact"]["producerTask"]
-        == "vertex-serving-model"
+        artifacts["unmanaged_model"]["taskOutputArtifact"]["producerTask"] == "vertex-serving-model"
     )
-    assert artifacts["parent_model"]["taskOutputArtifact"]["producerTask"] == "importer"
-    importer = _executor_of(spec, inner["importer"]["componentRef"]["name"])["importer"]
-    assert importer["metadata"] == {"resourceName": PARENT}
-    assert importer["typeSchema"]["schemaTitle"] == "google.VertexModel"
+    # What monitoring reads back from the version comes from these upstream artifacts.
+    producers = {
+        name: artifact["componentInputArtifact"]
+        for name, artifact in artifacts.items()
+        if "componentInputArtifact" in artifact
+    }
+    assert set(producers) == {"dataset", "evaluation", "statistics", "schema"}
+    assert not upload["cachingOptions"].get("enableCache")
+
+
+def test_upload_request_carries_labels_parent_aliases_and_the_training_record(
+    tmp_path: Path,
+) -> None:
+    from components.find_champion import champion_reference, vertex_parent_model
+    from components.register import run_register_vertex, vertex_version_record
+    from tests.vertex_fakes import FakeModelRegistry
+
+    config = _vertex_config(tmp_path, project="my-project", region="europe-west4")
+    spec = {
+        "imageUri": "europe-docker.pkg.dev/p/mlops/image:1.0",
+        "command": ["python", "-m", "mlops.serving"],
+        "args": ["--config-json", "{}"],
+        "healthRoute": "/health",
+        "predictRoute": "/predict",
+        "ports": [{"containerPort": 8080}],
+    }
+    credentials = AnonymousCredentials()
+    registry = FakeModelRegistry()
+
+    def upload(run: str) -> dict:
+        record = vertex_version_record(
+            config,
+            run,
+            model_uri=f"gs://b/{run}/model",
+            evaluation_uri=f"gs://b/{run}/evaluation",
+            statistics_uri=f"gs://b/{run}/statistics",
+            schema_uri=f"gs://b/{run}/schema",
+            training_data_uri=f"gs://b/{run}/train.csv",
+        )
+        parent = vertex_parent_model(config, credentials)
+        baseline = {name: 1.5 for name in config.features.numeric}
+        baseline.update({name: "Cash" for name in config.features.categorical})
+        run_register_vertex(
+            config, parent, spec, record, credentials, explanation_baseline=baseline
+        )
+        return record
+
+    with registry.serving():
+        upload("taxi-training-1")
+        second = upload("taxi-training-2")
+        reference = champion_reference(config, credentials)
+    first_request, second_request = registry.upload_requests
+    assert first_request.parent_model == ""  # the first upload creates the model
+    (parent,) = registry.versions
+    assert second_request.parent_model == parent  # later ones are versions under it
+    for request in registry.upload_requests:
+        model = request.model
+        assert request.parent == "projects/my-project/locations/europe-west4"
+        assert dict(model.labels)["mlops_model"] == "taxi"
+        assert list(model.version_aliases) == ["champion", "default"]
+        assert model.display_name == "taxi"
+        assert model.container_spec.image_uri == spec["imageUri"]
+        assert model.container_spec.health_route == "/health"
+        assert [p.container_port for p in model.container_spec.ports] == [8080]
+        # Vertex Explainable AI: the same method, paths and raw-feature baseline as our step
+        explanation = model.explanation_spec
+        assert explanation.parameters.sampled_shapley_attribution.path_count == config.explain.paths
+        inputs = explanation.metadata.inputs
+        assert set(inputs) == set(config.features.raw_features)
+        assert inputs["fare"].input_baselines[0] == 1.5
+        assert inputs["payment_type"].input_baselines[0] == "Cash"
+        assert explanation.metadata.outputs["probabilities"].output_tensor_name == "probabilities"
+    assert second_request.model.artifact_uri == "gs://b/taxi-training-2/model"
+    assert dict(second_request.model.labels)["mlops_run"] == "taxi-training-2"
+    # The champion alias moved to version 2, whose description is read back for monitoring.
+    assert reference == {**second, "model_version": "2", "model_resource": f"{parent}@2"}
+    assert [list(v.version_aliases) for v in registry.versions[parent]] == [
+        [],
+        ["champion", "default"],
+    ]
+
+
+def test_training_data_for_model_monitoring_is_written_when_the_source_is_local(
+    tmp_path: Path,
+) -> None:
+    import pandas as pd
+
+    from components.register import monitoring_training_data
+
+    config = _vertex_config(tmp_path)
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    pd.DataFrame({"fare": [1.0, 2.0], "big_tipper": [0, 1]}).to_parquet(dataset / "train.parquet")
+    uri = monitoring_training_data(
+        config, dataset, tmp_path / "training_data", "gs://b/run/training_data"
+    )
+    assert uri == "gs://b/run/training_data/train.csv"
+    assert pd.read_csv(tmp_path / "training_data" / "train.csv")["fare"].tolist() == [1.0, 2.0]
+    remote = config.with_overrides(
+        data={**config.data.model_dump(), "source": "gs://bucket/taxi/trips.csv"}
+    )
+    assert monitoring_training_data(remote, dataset, tmp_path / "x", "gs://b/x") == (
+        "gs://bucket/taxi/trips.csv"
+    )
+    assert not (tmp_path / "x").exists()
 
 
 def test_steps_run_in_the_project_image_and_config_is_a_parameter(taxi_vertex) -> None:
@@ -212,27 +316,6 @@ def test_cli_dry_run_prints_the_job_and_sends_nothing(tmp_path: Path, capsys) ->
     assert "train" in described["tasks"]
 
 
-def test_find_champion_vertex_asks_for_the_champion_alias(tmp_path: Path) -> None:
-    from google.cloud import aiplatform
-
-    from components.find_champion import find_champion_vertex
-
-    config = _vertex_config(tmp_path, project="my-project", region="europe-west4")
-    parent = mock.Mock(resource_name=PARENT)
-    champion = mock.Mock(uri="gs://bucket/models/7")
-    with (
-        mock.patch.object(aiplatform.Model, "list", return_value=[parent]) as listing,
-        mock.patch.object(aiplatform, "Model", wraps=aiplatform.Model) as model_class,
-    ):
-        model_class.list = listing
-        model_class.return_value = champion
-        assert find_champion_vertex(config) == "gs://bucket/models/7"
-    assert listing.call_args.kwargs["filter"] == 'display_name="taxi"'
-    assert model_class.call_args.kwargs["model_name"] == f"{PARENT}@champion"
-    with mock.patch.object(aiplatform.Model, "list", return_value=[]):
-        assert find_champion_vertex(config) == ""
-
-
 def test_runtime_config_keeps_local_runner_when_configured(tmp_path: Path) -> None:
     config = _vertex_config(tmp_path, beam_runner="DirectRunner")
     settings = SubmitSettings("p", "r", "gs://b", None)
@@ -316,7 +399,9 @@ def test_region_flag_moves_every_resource(tmp_path: Path) -> None:
         for task in component.get("dag", {}).get("tasks", {}).values()
         if "location" in task.get("inputs", {}).get("parameters", {})
     ]
-    assert locations == ["asia-east1"]  # model-upload; the custom job takes the job's location
+    # GCPC tasks with a location say the job's; the custom job takes the job's location, and
+    # the register step uploads to the config's region.
+    assert set(locations) <= {"asia-east1"}
     default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
     assert PipelineConfig.from_json(default).vertex.region == "asia-east1"
 
@@ -367,11 +452,21 @@ def test_cmek_and_network_reach_every_resource(tmp_path: Path) -> None:
     train = spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
     assert train["encryption_spec_key_name"]["defaultValue"] == KEY
     assert train["network"]["defaultValue"] == NETWORK
-    (condition,) = [n for n in spec["root"]["dag"]["tasks"] if n.startswith("condition")]
-    upload = spec["components"][f"comp-{condition}"]["dag"]["tasks"]["model-upload"]
-    assert upload["inputs"]["parameters"]["encryption_spec_key_name"]["runtimeValue"] == {
-        "constant": KEY
-    }
+    # The register step uploads the model version with the key, in the region.
+    from google.cloud import aiplatform
+
+    from components.register import run_register_vertex
+
+    with mock.patch.object(aiplatform.Model, "upload") as upload:
+        run_register_vertex(
+            config,
+            "",
+            {"imageUri": IMAGE},
+            {"model_dir": "gs://bucket/root/model", "run_id": "run-1"},
+            credentials=AnonymousCredentials(),
+        )
+    assert upload.call_args.kwargs["encryption_spec_key_name"] == KEY
+    assert upload.call_args.kwargs["location"] == "europe-west4"
     settings = SubmitSettings.resolve(config, pipeline_root="gs://bucket/root")
     job = build_pipeline_job(
         config, tmp_path / "t.json", settings, credentials=AnonymousCredentials()
