@@ -298,6 +298,23 @@ def test_schedule_is_created_when_none_has_its_name(
     assert result.resource_name == f"{schedule_api.parent}/schedules/new"
 
 
+def test_scheduled_runs_are_encrypted_and_peered_like_submitted_ones(
+    taxi: PipelineConfig, training_spec: Path, schedule_api
+) -> None:
+    key = "projects/my-project/locations/europe-west4/keyRings/ring/cryptoKeys/key"
+    network = "projects/123456/global/networks/vpc"
+    config = taxi.with_overrides(
+        vertex={**taxi.vertex.model_dump(), "encryption_key": key, "network": network}
+    )
+    settings = SubmitSettings.resolve(config, pipeline_root="gs://bucket/root")
+    upsert_schedule(
+        config, training_spec, settings, "training", "0 3 * * 1", credentials=AnonymousCredentials()
+    )
+    job = schedule_api.create.call_args.kwargs["schedule"].create_pipeline_job_request.pipeline_job
+    assert job.encryption_spec.kms_key_name == key
+    assert job.network == network
+
+
 def test_schedule_with_the_same_name_is_updated_in_place(
     taxi: PipelineConfig, tmp_path: Path, schedule_api
 ) -> None:
