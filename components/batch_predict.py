@@ -11,8 +11,8 @@ from typing import Any
 import apache_beam as beam
 
 from mlops.artifacts import BATCH_SUMMARY_FILE, PREDICTIONS_PREFIX
-from mlops.config import FeatureConfig, PipelineConfig
-from mlops.io import atomic_dir, uri_exists, write_json_atomic
+from mlops.config import FeatureConfig, PipelineConfig, local_path
+from mlops.io import atomic_dir, to_beam_uri, uri_exists, write_json_atomic
 from mlops.serving.request import instances_to_arrays
 from mlops.tabular import detect_format
 
@@ -105,7 +105,9 @@ def run_batch_predict(
     batch_size: int = 256,
 ) -> dict[str, Any]:
     """Predict every row of `source` into `output_dir/predictions-*.jsonl` (Beam, runner from
-    `config.beam_args`); returns {rows, files, model_dir}."""
+    `config.beam_args`); returns {rows, files, model_dir}. Beam gets /gcs/ paths as gs:// URIs,
+    which Dataflow workers can open."""
+    source = local_path(source)
     if not uri_exists(source):
         raise BatchPredictError(f"batch input {source!r} does not exist")
     fmt = detect_format(source, "auto")
@@ -115,16 +117,19 @@ def run_batch_predict(
     with atomic_dir(output_dir) as out:
         with beam.Pipeline(options=options) as pipeline:
             predictions = (
-                _read_rows(pipeline, source, fmt)
+                _read_rows(pipeline, to_beam_uri(source), fmt)
                 | "KeyById" >> beam.Map(_keyed, id_column, features)
                 | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
-                | "Predict" >> beam.ParDo(PredictBatches(str(model_dir), features, id_column))
+                | "Predict"
+                >> beam.ParDo(PredictBatches(to_beam_uri(model_dir), features, id_column))
             )
             _ = (
                 predictions
                 | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
                 | "Write"
-                >> beam.io.WriteToText(str(out / PREDICTIONS_PREFIX), file_name_suffix=".jsonl")
+                >> beam.io.WriteToText(
+                    to_beam_uri(out / PREDICTIONS_PREFIX), file_name_suffix=".jsonl"
+                )
             )
         files = sorted(p.name for p in out.glob(f"{PREDICTIONS_PREFIX}*.jsonl"))
         rows = sum(1 for name in files for line in (out / name).open() if line.strip())

@@ -16,7 +16,7 @@ from mlops.baselines import classification_metrics, fit_baselines
 from mlops.config import PipelineConfig
 from mlops.features import category_text, encode_labels, frame_to_arrays
 from mlops.gates import baselines_gate, fairness, gate, success_criterion_gate
-from mlops.io import atomic_dir, write_json_atomic
+from mlops.io import atomic_dir, to_beam_uri, write_json_atomic
 
 LABEL_INDEX_KEY = "__label_index__"
 CANDIDATE = "candidate"
@@ -244,20 +244,21 @@ def run_evaluate(
         rows = write_examples(config, test, classes, data_path)
         models = [
             tfma.default_eval_shared_model(
-                str(model_dir), eval_config=eval_config, model_name=CANDIDATE
+                to_beam_uri(model_dir), eval_config=eval_config, model_name=CANDIDATE
             )
         ]
         if has_baseline:
             models.append(
                 tfma.default_eval_shared_model(
-                    str(baseline_model_dir), eval_config=eval_config, model_name=BASELINE
+                    to_beam_uri(baseline_model_dir), eval_config=eval_config, model_name=BASELINE
                 )
             )
         tfma.run_model_analysis(
             eval_shared_model=models,
             eval_config=eval_config,
-            data_location=str(data_path),
-            output_path=str(out),
+            # Beam (on Dataflow: its workers) reads and writes /gcs/ paths as gs:// URIs.
+            data_location=to_beam_uri(data_path),
+            output_path=to_beam_uri(out),
             pipeline_options=beam.options.pipeline_options.PipelineOptions(config.beam_args),
         )
         eval_result = _load_eval_result(str(out), CANDIDATE, single_model=not has_baseline)

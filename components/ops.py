@@ -526,10 +526,10 @@ class Ops(dict):
         return self[name]
 
 
+def make_op(name: str, image: str):
+    """The step `name` as a KFP component running in `image`."""
+    return dsl.component(STEP_FUNCTIONS[name], base_image=image, install_kfp_package=False)
+
+
 def make_ops(image: str) -> Ops:
-    return Ops(
-        {
-            name: dsl.component(func, base_image=image, install_kfp_package=False)
-            for name, func in STEP_FUNCTIONS.items()
-        }
-    )
+    return Ops({name: make_op(name, image) for name in STEP_FUNCTIONS})

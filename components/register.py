@@ -190,6 +190,7 @@ def run_register_vertex(
         serving_container_predict_route=container_spec.get("predictRoute"),
         serving_container_ports=ports or None,
         **explanation,
+        encryption_spec_key_name=vertex.encryption_key,
         project=vertex.project,
         location=vertex.region,
         credentials=credentials,

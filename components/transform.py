@@ -8,16 +8,18 @@ transformed data is never materialised (it would cost a second pass and disk for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mlops.artifacts import LABEL_CLASSES_FILE, read_split
 from mlops.config import FeatureConfig, PipelineConfig
 from mlops.features import category_text, coerce_record
-from mlops.io import atomic_dir
+from mlops.io import atomic_dir, to_beam_uri
 
 CROSS_SEPARATOR = "\x1f"
 
@@ -111,6 +113,20 @@ def label_classes(labels: Any) -> list[str]:
     return classes
 
 
+@contextlib.contextmanager
+def _tft_temp_dir(options: Any) -> Iterator[str]:
+    """TFT's temporary directory: under the pipeline's --temp_location when it has one (on
+    Dataflow, a gs:// place every worker reaches), else a local one removed afterwards."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    if temp_location:
+        yield f"{temp_location.rstrip('/')}/tft-{uuid.uuid4().hex}"
+        return
+    with tempfile.TemporaryDirectory() as local:
+        yield local
+
+
 def run_transform(
     config: PipelineConfig, dataset_dir: str | Path, output_dir: str | Path
 ) -> dict[str, Any]:
@@ -126,10 +142,11 @@ def run_transform(
     raw_spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features.numeric}
     raw_spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in features.categorical})
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
-    train_path = str(Path(dataset_dir) / "train.parquet")
+    # Beam (on Dataflow: its workers) reads and writes /gcs/ paths as gs:// URIs.
+    train_path = to_beam_uri(Path(dataset_dir) / "train.parquet")
+    options = beam.options.pipeline_options.PipelineOptions(config.beam_args)
 
-    with atomic_dir(output_dir) as out, tempfile.TemporaryDirectory() as tft_tmp:
-        options = beam.options.pipeline_options.PipelineOptions(config.beam_args)
+    with atomic_dir(output_dir) as out, _tft_temp_dir(options) as tft_tmp:
         # force_tf_compat_v1 traces the graph once in TF1 mode: measurably faster here, and the
         # result still loads with TFTransformOutput in TF2.
         with (
@@ -144,6 +161,6 @@ def run_transform(
             transform_fn = (rows, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
                 build_preprocessing_fn(features)
             )
-            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(out))
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(to_beam_uri(out))
         (out / LABEL_CLASSES_FILE).write_text(json.dumps(classes))
     return {"label_classes": classes, "train_rows": len(train)}

@@ -15,7 +15,7 @@ from mlops.artifacts import (
     VALIDATION_SUMMARY_FILE,
     read_split,
 )
-from mlops.config import PipelineConfig
+from mlops.config import PipelineConfig, local_path
 from mlops.data_checks import identifier_like, leakage_table, shared_rows
 from mlops.features import category_text
 from mlops.io import atomic_dir, write_json_atomic
@@ -97,7 +97,7 @@ def run_data_validation(
     stats = dv.compute_statistics(frames, label=config.data.label)
     readiness, not_ready = _readiness(frames, stats, config)
     if config.validation.schema_path:
-        schema = dv.load_schema(config.validation.schema_path)
+        schema = dv.load_schema(local_path(config.validation.schema_path))
         schema_source = config.validation.schema_path
     else:
         inferred = dv.infer_schema(

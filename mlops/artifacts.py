@@ -1,11 +1,15 @@
 """File names inside the artifacts steps hand to each other, and the readers more than one step
-uses. One definition each: a step that writes a file and a step that reads it name it from here."""
+uses. One definition each: a step that writes a file and a step that reads it name it from here.
+The readers refuse a directory output on Cloud Storage that has no completion marker
+(`mlops.io.require_complete`): its writer failed or is still writing."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from mlops.io import require_complete
 
 SPLITS = ("train", "eval", "test")
 
@@ -46,7 +50,7 @@ def read_split(dataset_dir: str | Path, split: str):
     """One split of an ingested dataset as a pandas frame."""
     import pandas as pd
 
-    path = Path(dataset_dir) / f"{split}.parquet"
+    path = require_complete(dataset_dir) / f"{split}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"split {split!r} not found at {path}")
     return pd.read_parquet(path)
@@ -58,13 +62,14 @@ def model_extra_path(model_dir: str | Path, name: str) -> Path:
 
 def read_model_info(model_dir: str | Path) -> dict[str, Any]:
     """What training recorded beside the SavedModel: classes, features, curves, metrics."""
+    require_complete(model_dir)
     return json.loads(model_extra_path(model_dir, MODEL_INFO_FILE).read_text())
 
 
 def read_label_classes(transform_dir: str | Path) -> list[str]:
-    return json.loads((Path(transform_dir) / LABEL_CLASSES_FILE).read_text())
+    return json.loads((require_complete(transform_dir) / LABEL_CLASSES_FILE).read_text())
 
 
 def read_decision(monitoring_dir: str | Path) -> dict[str, Any]:
     """The monitoring step's result: {"decision": {"retrain", "reasons", ...}, "findings", ...}."""
-    return json.loads((Path(monitoring_dir) / DECISION_FILE).read_text())
+    return json.loads((require_complete(monitoring_dir) / DECISION_FILE).read_text())

@@ -7,6 +7,7 @@ other values; every step parses it back with `PipelineConfig.from_json`.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -189,14 +190,53 @@ class WorkerPoolConfig(_Strict):
         return self
 
 
+# The default `vertex.image`: a name that says what to do. The local target never pulls it;
+# compiling or submitting for Vertex refuses it (see `check_vertex_ready`).
+PLACEHOLDER_IMAGE = "set-vertex-image.invalid/replace-me/mlops-template:placeholder"
+# HOST[:port]/PATH[:tag|@sha256:<64 hex>], e.g. europe-docker.pkg.dev/p/mlops/image@sha256:...
+IMAGE_PATTERN = (
+    r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?"
+    r"(/[a-z0-9]+([._-][a-z0-9]+)*)+"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})?$"
+)
+KMS_KEY_PATTERN = r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$"
+NETWORK_PATTERN = r"^projects/[0-9]+/global/networks/[^/]+$"
+SUBNETWORK_PATTERN = r"^(https://www\.googleapis\.com/compute/v1/)?(projects/[^/]+/)?regions/[^/]+/subnetworks/[^/]+$"
+
+
+class DataflowConfig(_Strict):
+    """Dataflow workers for the Beam steps on Google Cloud (staging and temp locations are derived
+    from the pipeline root: <pipeline_root>/dataflow/{staging,temp})."""
+
+    machine_type: str = "n1-standard-4"
+    max_num_workers: Annotated[int, Field(ge=1)] = 10
+    # None: Dataflow's default boot disk size.
+    disk_size_gb: Annotated[int, Field(ge=10)] | None = None
+    # False: workers get private IPs only (the subnetwork needs Private Google Access).
+    use_public_ips: bool = True
+
+
 class VertexConfig(_Strict):
     project: str | None = None
+    # One region for everything: pipeline job, custom jobs, models, endpoints, Dataflow.
     region: str = "us-central1"
     pipeline_root: str | None = None
     service_account: str | None = None
-    # The project image every component and the prediction server run in.
-    image: str = "us-docker.pkg.dev/PROJECT/mlops/mlops-template:latest"
-    serving_image: str | None = None
+    # The project image every component and the prediction server run in (Cloud Build pushes
+    # it; pin it by digest). The placeholder default only works for the local target.
+    image: str = Field(default=PLACEHOLDER_IMAGE, pattern=IMAGE_PATTERN)
+    # The CUDA build of the image (Dockerfile --build-arg ACCELERATOR=gpu), for the training
+    # custom job when vertex.training asks for accelerators.
+    gpu_image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
+    serving_image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
+    # CMEK key for the pipeline job, custom jobs, models, endpoints, batch predictions, Dataflow.
+    encryption_key: str | None = Field(default=None, pattern=KMS_KEY_PATTERN)
+    # VPC network peered with Vertex AI (projects/<project number>/global/networks/<name>).
+    network: str | None = Field(default=None, pattern=NETWORK_PATTERN)
+    # Dataflow workers' subnetwork (regions/R/subnetworks/S, optionally with projects/P/ or the
+    # full compute URL for a shared VPC).
+    subnetwork: str | None = Field(default=None, pattern=SUBNETWORK_PATTERN)
+    dataflow: DataflowConfig = DataflowConfig()
     training: WorkerPoolConfig = WorkerPoolConfig()
     # Beam runner for the data-heavy steps on Google Cloud.
     beam_runner: Literal["DataflowRunner", "DirectRunner"] = "DataflowRunner"
@@ -205,6 +245,26 @@ class VertexConfig(_Strict):
     parent_model: str | None = Field(
         default=None, pattern=r"^projects/[^/]+/locations/[^/]+/models/[^/]+$"
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> VertexConfig:
+        located = {
+            "vertex.encryption_key": self.encryption_key,
+            "vertex.subnetwork": self.subnetwork,
+        }
+        for key, value in located.items():
+            match = value and re.search(r"(?:locations|regions)/([^/]+)/", value)
+            if match and match.group(1) != self.region:
+                raise ValueError(
+                    f"{key} is in {match.group(1)!r} but vertex.region is {self.region!r}: "
+                    "everything runs in one region"
+                )
+        return self
+
+    @property
+    def training_image(self) -> str:
+        """The image of the training custom job: the GPU build when accelerators are asked for."""
+        return self.gpu_image if self.training.accelerator_type and self.gpu_image else self.image
 
 
 class ServingConfig(_Strict):
@@ -426,7 +486,9 @@ def _format_errors(path: Path, error: ValidationError) -> str:
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    """Load and validate a YAML config; relative data/schema paths resolve against the repo root."""
+    """Load and validate a YAML config. Relative paths (data.source, validation.schema_path,
+    serving.batch_input, local.root) stay as written: they are relative to the repo root, and
+    `local_path` resolves them where a step uses them on this machine."""
     path = Path(path)
     if not path.is_file():
         known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
@@ -445,23 +507,13 @@ def load_config(path: str | Path) -> PipelineConfig:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(path, exc)) from None
-    return _resolve_paths(config)
+    return config
 
 
-def _resolve_paths(config: PipelineConfig) -> PipelineConfig:
-    def resolve(value: str) -> str:
-        if "://" in value or value == "palmerpenguins" or Path(value).is_absolute():
-            return value
-        return str((REPO_ROOT / value).resolve())
-
-    data = config.data.model_copy(update={"source": resolve(config.data.source)})
-    validation = config.validation
-    if validation.schema_path:
-        validation = validation.model_copy(update={"schema_path": resolve(validation.schema_path)})
-    serving = config.serving
-    if serving.batch_input:
-        serving = serving.model_copy(update={"batch_input": resolve(serving.batch_input)})
-    local = config.local.model_copy(update={"root": resolve(config.local.root)})
-    return config.model_copy(
-        update={"data": data, "validation": validation, "local": local, "serving": serving}
-    )
+def local_path(value: str) -> str:
+    """Where a path from a config is on this machine: a relative path is relative to the repo
+    root (the config keeps the string as written, so specs compiled from it carry no path of the
+    machine that compiled them); URIs, absolute paths and "palmerpenguins" are returned as is."""
+    if "://" in value or value == "palmerpenguins" or Path(value).is_absolute():
+        return value
+    return str(REPO_ROOT / value)

@@ -1,4 +1,6 @@
-"""File helpers: URIs through Beam's filesystems (local, gs://) and atomic writes."""
+"""File helpers: URIs through Beam's filesystems (local, gs://), directory outputs that are never
+seen half-written (atomic rename locally; a completion marker written last on Cloud Storage), and
+atomic file writes."""
 
 from __future__ import annotations
 
@@ -47,12 +49,72 @@ def usual_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~_umask()
 
 
-@contextlib.contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory beside `final`; move it into place only if the block succeeds.
+# Cloud Storage as KFP mounts it in a step on Vertex AI (Cloud Storage FUSE): /gcs/<bucket>/...
+GCS_FUSE_ROOT = "/gcs/"
+# Written last into a directory output on Cloud Storage: without it the directory is incomplete.
+COMPLETE_MARKER = "_SUCCESS"
 
-    A failure leaves `final` as it was (or absent), never half-written.
+
+class IncompleteOutputError(RuntimeError):
+    """A directory output on Cloud Storage has no completion marker: its writer failed or is
+    still writing."""
+
+
+def on_cloud_storage(path: str | Path) -> bool:
+    """Whether `path` is on Cloud Storage (a gs:// URI or the /gcs/ FUSE mount), where a
+    directory cannot be renamed atomically."""
+    text = str(path)
+    return text.startswith(("gs://", GCS_FUSE_ROOT))
+
+
+def to_beam_uri(path: str | Path) -> str:
+    """`path` as Beam workers elsewhere (Dataflow) can open it: /gcs/<bucket>/x -> gs://<bucket>/x;
+    anything else unchanged."""
+    text = str(path)
+    if text.startswith(GCS_FUSE_ROOT):
+        return "gs://" + text[len(GCS_FUSE_ROOT) :]
+    return text
+
+
+def is_complete(directory: str | Path, cloud: bool | None = None) -> bool:
+    """Whether a directory output is whole: on Cloud Storage it needs its completion marker;
+    locally it was renamed into place whole, so existing is enough."""
+    directory = Path(directory)
+    if cloud if cloud is not None else on_cloud_storage(directory):
+        return (directory / COMPLETE_MARKER).is_file()
+    return directory.is_dir()
+
+
+def require_complete(directory: str | Path, cloud: bool | None = None) -> Path:
+    """`directory`, or IncompleteOutputError if it is on Cloud Storage without its completion
+    marker. (A local directory output is whole whenever it exists; its reader reports a missing
+    one.)"""
+    if (cloud if cloud is not None else on_cloud_storage(directory)) and not is_complete(
+        directory, True
+    ):
+        raise IncompleteOutputError(
+            f"{directory} is incomplete: no {COMPLETE_MARKER} marker (its writer failed or is "
+            "still writing)"
+            if Path(directory).is_dir()
+            else f"{directory} does not exist"
+        )
+    return Path(directory)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path, cloud: bool | None = None) -> Iterator[Path]:
+    """Yield the directory to write a directory output into; it is only ever seen whole.
+
+    Locally: a temporary directory beside `final`, moved into place only if the block succeeds,
+    so a failure leaves `final` as it was (or absent). On Cloud Storage (`cloud`, by default
+    `on_cloud_storage(final)`), which cannot rename a directory atomically: `final` itself,
+    emptied first, with `COMPLETE_MARKER` written last when the block succeeds; readers
+    (`require_complete`) treat it as incomplete without the marker.
     """
+    if cloud if cloud is not None else on_cloud_storage(final):
+        with _marked_dir(Path(final)) as out:
+            yield out
+        return
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -72,6 +134,21 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
             shutil.rmtree(backup, ignore_errors=True)
             return
     tmp.rename(final)
+
+
+@contextlib.contextmanager
+def _marked_dir(final: Path) -> Iterator[Path]:
+    final.mkdir(parents=True, exist_ok=True)
+    # A retried step: its earlier attempt's marker goes first, so no reader takes the directory
+    # for complete while it is rewritten; then whatever that attempt left.
+    (final / COMPLETE_MARKER).unlink(missing_ok=True)
+    for child in list(final.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    yield final  # a failure leaves no marker: the directory stays incomplete
+    (final / COMPLETE_MARKER).write_text("")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

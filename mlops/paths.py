@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlops.artifacts import RETRAIN_STATE_FILE, RUN_MANIFEST_FILE
-from mlops.config import PipelineConfig
+from mlops.config import PipelineConfig, local_path
 
 
 def local_root(config: PipelineConfig) -> Path:
-    return Path(config.local.root)
+    return Path(local_path(config.local.root))
 
 
 def runs_root(config: PipelineConfig) -> Path:

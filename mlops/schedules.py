@@ -113,6 +113,8 @@ def upsert_schedule(
     request = schedule._gca_resource.create_pipeline_job_request
     if settings.service_account:
         request.pipeline_job.service_account = settings.service_account
+    if settings.network:  # runs peer with the configured VPC, as a submitted job does
+        request.pipeline_job.network = settings.network
     name = schedule_display_name(config, kind)
     if dry_run:
         runtime = request.pipeline_job.runtime_config
@@ -130,6 +132,7 @@ def upsert_schedule(
             cron=cron,
             max_concurrent_run_count=max_concurrent_run_count,
             service_account=settings.service_account,
+            network=settings.network,
         )
         return ScheduleResult("created", name, schedule._gca_resource.name, cron, str(template))
     resource = existing._gca_resource

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.config import DataConfig, PipelineConfig
+from mlops.config import DataConfig, PipelineConfig, local_path
 from mlops.io import open_uri, uri_exists
 
 PACKAGED_PENGUINS = "palmerpenguins"
@@ -172,7 +172,7 @@ def _check_cloud_credentials(source: str) -> None:
 
 def read_source(data: DataConfig) -> tuple[pd.DataFrame, list[BadRow]]:
     """Read the configured source into an untyped frame plus the rows that could not be parsed."""
-    source = data.source
+    source = local_path(data.source)
     if source == PACKAGED_PENGUINS:
         import palmerpenguins
 

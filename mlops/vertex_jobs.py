@@ -8,7 +8,70 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops.config import ConfigError, PipelineConfig
+from pydantic import ValidationError
+
+from mlops.config import PLACEHOLDER_IMAGE, ConfigError, PipelineConfig
+
+# Where data may come from when steps run on Google Cloud (the packaged dataset ships in the
+# image); a relative or absolute path is a file on the machine that compiled the spec.
+CLOUD_DATA_PREFIXES = ("gs://",)
+PACKAGED_DATA = "palmerpenguins"
+
+
+def check_vertex_ready(config: PipelineConfig) -> None:
+    """Refuse to build a Vertex pipeline that cannot run on a real project: the placeholder
+    image, or accelerators without a GPU image."""
+    vertex = config.vertex
+    if vertex.image == PLACEHOLDER_IMAGE:
+        raise ConfigError(
+            f"vertex.image is still the placeholder {PLACEHOLDER_IMAGE!r}: set vertex.image in "
+            "the config (or pass --image) to the project image Cloud Build pushed, pinned by "
+            "digest (HOST/PATH@sha256:<64 hex>)"
+        )
+    if vertex.training.accelerator_type and not vertex.gpu_image:
+        raise ConfigError(
+            f"vertex.training asks for {vertex.training.accelerator_count} x "
+            f"{vertex.training.accelerator_type} but vertex.gpu_image is not set: set it (or pass "
+            "--gpu-image) to the CUDA build of the image (Dockerfile --build-arg ACCELERATOR=gpu)"
+        )
+
+
+def check_cloud_inputs(config: PipelineConfig, kind: str, parameters: dict[str, str]) -> None:
+    """Refuse to submit a run whose steps would read a file of this machine: on Google Cloud,
+    data comes from Cloud Storage (or, for Vertex Model Monitoring's training data, BigQuery)."""
+
+    def local(value: str, allowed: tuple[str, ...] = CLOUD_DATA_PREFIXES) -> bool:
+        return bool(value) and value != PACKAGED_DATA and not value.startswith(allowed)
+
+    checks: list[tuple[str, str, tuple[str, ...]]] = []
+    if kind == "training":
+        checks.append(("data.source", config.data.source, CLOUD_DATA_PREFIXES))
+        checks.append(
+            ("validation.schema_path", config.validation.schema_path or "", CLOUD_DATA_PREFIXES)
+        )
+    if kind == "monitoring":
+        checks.append(("the source parameter", parameters.get("source", ""), CLOUD_DATA_PREFIXES))
+        checks.append(
+            (
+                "the training_data_uri parameter",
+                parameters.get("training_data_uri", ""),
+                (*CLOUD_DATA_PREFIXES, "bq://"),
+            )
+        )
+    if kind == "prediction":
+        checks.append(
+            (
+                "the batch_input parameter (or serving.batch_input)",
+                parameters.get("batch_input") or config.serving.batch_input or "",
+                CLOUD_DATA_PREFIXES,
+            )
+        )
+    for name, value, allowed in checks:
+        if local(value, allowed):
+            raise ConfigError(
+                f"{name} is {value!r}, a path on this machine; steps on Vertex AI read "
+                f"{' or '.join(allowed)} URIs: upload it and name it by URI"
+            )
 
 
 @dataclass(frozen=True)
@@ -17,6 +80,8 @@ class SubmitSettings:
     region: str
     pipeline_root: str
     service_account: str | None
+    network: str | None = None
+    encryption_key: str | None = None
 
     @classmethod
     def resolve(
@@ -49,20 +114,71 @@ class SubmitSettings:
             region=region or vertex.region,
             pipeline_root=pipeline_root,
             service_account=service_account or vertex.service_account,
+            network=vertex.network,
+            encryption_key=vertex.encryption_key,
         )
+
+    def apply(self, config: PipelineConfig) -> PipelineConfig:
+        """The config with these settings in its vertex section, so a spec compiled from it puts
+        every resource in the same project and region as the job."""
+        vertex = config.vertex.model_dump()
+        vertex.update(
+            project=self.project,
+            region=self.region,
+            pipeline_root=self.pipeline_root,
+            service_account=self.service_account,
+        )
+        try:
+            return config.with_overrides(vertex=vertex)
+        except ValidationError as exc:  # e.g. --region away from the CMEK key's region
+            problems = "; ".join(item["msg"] for item in exc.errors())
+            raise ConfigError(f"the submit settings do not fit the config: {problems}") from None
+
+
+def dataflow_args(config: PipelineConfig, settings: SubmitSettings) -> list[str]:
+    """Beam pipeline options for Dataflow: the project image as the workers' SDK container (so
+    they import our code), staging and temp under the pipeline root, and the project, region,
+    service account, CMEK key, network and worker shape from config."""
+    vertex, dataflow = config.vertex, config.vertex.dataflow
+    root = settings.pipeline_root.rstrip("/")
+    args = [
+        "--runner=DataflowRunner",
+        f"--project={settings.project}",
+        f"--region={settings.region}",
+        f"--temp_location={root}/dataflow/temp",
+        f"--staging_location={root}/dataflow/staging",
+        f"--sdk_container_image={vertex.image}",
+        # The SDK is in the image: do not stage (download) another one.
+        "--sdk_location=container",
+        "--experiments=use_runner_v2",
+        f"--machine_type={dataflow.machine_type}",
+        f"--max_num_workers={dataflow.max_num_workers}",
+    ]
+    if dataflow.disk_size_gb:
+        args.append(f"--disk_size_gb={dataflow.disk_size_gb}")
+    if settings.service_account:
+        args.append(f"--service_account_email={settings.service_account}")
+    if vertex.encryption_key:
+        args.append(f"--dataflow_kms_key={vertex.encryption_key}")
+    if vertex.subnetwork:
+        # Dataflow infers the network from the subnetwork (a shared VPC's network lives in
+        # another project, so naming it here as well would name the wrong one).
+        args.append(f"--subnetwork={vertex.subnetwork}")
+    elif vertex.network:
+        args.append(f"--network={vertex.network.rsplit('/', 1)[-1]}")
+    if not dataflow.use_public_ips:
+        args.append("--no_use_public_ips")
+    return args
 
 
 def vertex_runtime_config(config: PipelineConfig, settings: SubmitSettings) -> PipelineConfig:
-    """The config as it runs on Google Cloud: Beam steps go to `vertex.beam_runner` (Dataflow)."""
-    beam_args = [f"--runner={config.vertex.beam_runner}"]
+    """The config as it runs on Google Cloud: Beam steps go to `vertex.beam_runner` (Dataflow,
+    with `dataflow_args`), in the settings' project and region."""
+    config = settings.apply(config)
     if config.vertex.beam_runner == "DataflowRunner":
-        beam_args += [
-            f"--project={settings.project}",
-            f"--region={settings.region}",
-            f"--temp_location={settings.pipeline_root.rstrip('/')}/beam-temp",
-        ]
-        if settings.service_account:
-            beam_args.append(f"--service_account_email={settings.service_account}")
+        beam_args = dataflow_args(config, settings)
+    else:
+        beam_args = [f"--runner={config.vertex.beam_runner}"]
     return config.model_copy(update={"beam_args": beam_args})
 
 
@@ -91,6 +207,8 @@ def build_pipeline_job(
     may submit and its state in Cloud Storage; `parameters` win. Constructing it sends nothing."""
     from google.cloud import aiplatform
 
+    check_vertex_ready(config)
+    check_cloud_inputs(config, kind, parameters or {})
     values = {
         "config_json": vertex_runtime_config(config, settings).to_json(),
         **(settings_parameters(settings) if kind in PIPELINES_WITH_SETTINGS else {}),
@@ -107,6 +225,7 @@ def build_pipeline_job(
         location=settings.region,
         credentials=credentials,
         enable_caching=False,
+        encryption_spec_key_name=settings.encryption_key,
         labels={"pipeline": display_name},
     )
 
@@ -122,6 +241,8 @@ def describe_job(job: Any, settings: SubmitSettings) -> str:
             "display_name": job._gca_resource.display_name,
             "pipeline_root": runtime.gcs_output_directory,
             "service_account": settings.service_account,
+            "network": settings.network,
+            "encryption_key": job._gca_resource.encryption_spec.kms_key_name or None,
             "parameter_names": sorted(parameters),
             "parameters": {k: v for k, v in parameters.items() if k != "config_json"},
             "pipeline_name": job._gca_resource.pipeline_spec.get("pipelineInfo", {}).get("name"),
@@ -134,4 +255,4 @@ def describe_job(job: Any, settings: SubmitSettings) -> str:
 
 
 def submit(job: Any, settings: SubmitSettings) -> None:
-    job.submit(service_account=settings.service_account)
+    job.submit(service_account=settings.service_account, network=settings.network)

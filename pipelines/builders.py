@@ -14,7 +14,13 @@ def check_target(target: str) -> None:
 
 
 def build_pipeline(config: PipelineConfig, kind: str, target: str):
-    """The `@dsl.pipeline` named `kind` for `config` on `target` ("local" or "vertex")."""
+    """The `@dsl.pipeline` named `kind` for `config` on `target` ("local" or "vertex"). A Vertex
+    pipeline is refused unless it can run on a real project (`check_vertex_ready`)."""
+    check_target(target)
+    if target == "vertex":
+        from mlops.vertex_jobs import check_vertex_ready
+
+        check_vertex_ready(config)
     if kind == "training":
         from pipelines.training import build_training_pipeline as factory
     elif kind == "prediction":

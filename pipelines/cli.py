@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config
+from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config, local_path
 from mlops.paths import compiled_spec_path
 from pipelines.builders import PIPELINES, TARGETS
 
@@ -25,6 +25,17 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_images(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image",
+        help="the project image for the Vertex target (default vertex.image), e.g. "
+        "REGION-docker.pkg.dev/PROJECT/REPO/IMAGE@sha256:DIGEST",
+    )
+    parser.add_argument(
+        "--gpu-image", help="its CUDA build, for GPU training (default vertex.gpu_image)"
+    )
+
+
 def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.local import run_training_locally, summarize
 
@@ -36,15 +47,23 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _with_vertex_flags(
-    config: PipelineConfig, image: str | None, parent_model: str | None
+    config: PipelineConfig,
+    image: str | None,
+    parent_model: str | None,
+    gpu_image: str | None = None,
 ) -> PipelineConfig:
-    """The config with `vertex.image` replaced by a checked --image (a tag or a digest) and
-    `vertex.parent_model` by --parent-model."""
+    """The config with `vertex.image` replaced by a checked --image (a tag or a digest),
+    `vertex.gpu_image` by --gpu-image and `vertex.parent_model` by --parent-model."""
     from mlops.templates import check_image
 
     vertex = {}
     if image:
         vertex["image"] = check_image(image)
+    if gpu_image:
+        try:
+            vertex["gpu_image"] = check_image(gpu_image)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("--image", "--gpu-image", 1)) from None
     if parent_model:
         vertex["parent_model"] = parent_model
     if not vertex:
@@ -58,7 +77,7 @@ def _with_vertex_flags(
 def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
     from pipelines.vertex import compile_pipeline
 
-    config = _with_vertex_flags(config, args.image, args.parent_model)
+    config = _with_vertex_flags(config, args.image, args.parent_model, args.gpu_image)
     kinds = _chosen(args.pipeline) or ("training",)
     if args.output and len(kinds) > 1:
         raise ConfigError("--output names one file; use --output-dir with --pipeline all")
@@ -98,9 +117,16 @@ def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
     from mlops.vertex_jobs import SubmitSettings, build_pipeline_job, describe_job, submit
     from pipelines.vertex import compile_pipeline
 
+    config = _with_vertex_flags(config, args.image, None, args.gpu_image)
     settings = SubmitSettings.resolve(
-        config, args.project, args.region, args.pipeline_root, args.service_account
+        config,
+        args.project,
+        args.region,
+        args.pipeline_root,
+        args.service_account,
     )
+    # Flags land in the config, so the compiled spec puts everything in the job's region.
+    config = settings.apply(config)
     parameters = _parse_params(args.param)
     if args.template:
         template = args.template  # a file, gs:// or https://REGION-kfp.pkg.dev/... URI
@@ -178,6 +204,7 @@ def cmd_schedule(args: argparse.Namespace, config: PipelineConfig) -> int:
     from mlops.schedules import upsert_schedule
     from mlops.vertex_jobs import SubmitSettings
 
+    config = _with_vertex_flags(config, args.image, None, args.gpu_image)
     settings = SubmitSettings.resolve(
         config, args.project, args.region, args.pipeline_root, args.service_account
     )
@@ -288,7 +315,9 @@ def cmd_batch_predict(args: argparse.Namespace, config: PipelineConfig) -> int:
     from components.batch_predict import run_batch_predict
     from mlops.registry import resolve_version
 
-    source = args.input or config.serving.batch_input
+    source = args.input or (
+        local_path(config.serving.batch_input) if config.serving.batch_input else None
+    )
     id_column = args.id_column or config.serving.batch_id_column
     if not source or not id_column:
         raise ConfigError(
@@ -393,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
         "REGISTRY/PATH/NAME:TAG or REGISTRY/PATH/NAME@sha256:<64 hex>",
     )
     compile_.add_argument(
+        "--gpu-image", help="its CUDA build, for GPU training (default vertex.gpu_image)"
+    )
+    compile_.add_argument(
         "--parent-model",
         help="instead of the config's vertex.parent_model (projects/P/locations/L/models/ID): "
         "the model the Vertex prediction pipeline deploys and training adds versions to",
@@ -412,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--pipeline-root", help="gs:// URI for pipeline artifacts")
     submit.add_argument("--service-account")
     submit.add_argument("--template", help="a compiled spec to submit instead of compiling")
+    _add_images(submit)
     submit.add_argument("--pipeline", choices=PIPELINES, default="training")
     submit.add_argument(
         "--param",
@@ -477,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='cron expression, e.g. "0 3 * * *" or "TZ=Europe/Paris 0 3 * * *"',
     )
     schedule.add_argument("--template", required=True, help="the template URI or file to run")
+    _add_images(schedule)
     schedule.add_argument("--project")
     schedule.add_argument("--region")
     schedule.add_argument("--pipeline-root", help="gs:// URI for pipeline artifacts")
@@ -586,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ info logs (CUDA probing on CPU machines) drown the pipeline's own output;
     # set here, at run time, so every step process inherits it. An explicit setting wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from google.auth.exceptions import DefaultCredentialsError, RefreshError
+
     args = build_parser().parse_args(argv)
     try:
         if args.config_json:
@@ -595,6 +631,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (DefaultCredentialsError, RefreshError):
+        print(
+            "error: no usable Google Cloud credentials. Log in with "
+            "`gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
+            "service account key file), then run the command again; --dry-run needs no "
+            "credentials.",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -32,6 +32,7 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
             "location": vertex.region,
             **({"project": vertex.project} if vertex.project else {}),
         }
+        encryption = {"encryption_spec_key_name": vertex.encryption_key or ""}
 
     @dsl.pipeline(
         name=prediction_pipeline_name(config),
@@ -74,7 +75,7 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
             endpoint_artifact = endpoint.output
         else:
             endpoint = EndpointCreateOp(
-                display_name=f"{config.name}-endpoint", **location
+                display_name=f"{config.name}-endpoint", **location, **encryption
             ).set_display_name("endpoint-create")
             endpoint_artifact = endpoint.outputs["endpoint"]
         ModelDeployOp(
@@ -104,6 +105,7 @@ def build_prediction_pipeline(config: PipelineConfig, target: str = "local"):
             max_replica_count=serving.max_replicas,
             service_account=vertex.service_account or "",
             **location,
+            **encryption,
         ).set_display_name("batch-predict")
 
     return prediction_pipeline

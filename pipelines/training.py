@@ -9,7 +9,7 @@ found by label, with the `champion` alias.
 
 from kfp import dsl
 
-from components.ops import make_ops
+from components.ops import make_op, make_ops
 from mlops.config import PipelineConfig
 from pipelines.builders import check_target
 
@@ -31,14 +31,17 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
         )
 
         pool = vertex.training
+        # The custom job's project and location default to the pipeline job's: one region.
         train_op = create_custom_training_job_from_component(
-            ops.train,
+            make_op("train", vertex.training_image),  # the GPU image when accelerators are set
             display_name=f"{config.name}-train",
             machine_type=pool.machine_type,
             accelerator_type=pool.accelerator_type or "",
             accelerator_count=pool.accelerator_count if pool.accelerator_type else 1,
             replica_count=pool.replica_count,
             service_account=vertex.service_account or "",
+            network=vertex.network or "",
+            encryption_spec_key_name=vertex.encryption_key or "",
         )
     else:
         train_op = ops.train

@@ -13,6 +13,18 @@ TAXI_CSV = DATA / "chicago_taxi" / "big_tipper.csv"
 TAXI_SCHEMA = DATA / "chicago_taxi" / "tfx_schema.pbtxt"
 
 
+# Images as Cloud Build pushes them: pinned by digest (the CPU build and the CUDA build).
+IMAGE = "europe-docker.pkg.dev/my-project/mlops/mlops-template@sha256:" + "1" * 64
+GPU_IMAGE = "europe-docker.pkg.dev/my-project/mlops/mlops-template-gpu@sha256:" + "2" * 64
+
+
+def on_vertex(config: PipelineConfig, **vertex) -> PipelineConfig:
+    """`config` ready for the Vertex target (real images instead of the placeholder), with
+    further `vertex` section overrides."""
+    images = {"image": IMAGE, "gpu_image": GPU_IMAGE}
+    return config.with_overrides(vertex={**config.vertex.model_dump(), **images, **vertex})
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import CONFIG_DIR, ConfigError, PipelineConfig, load_config
+from mlops.config import CONFIG_DIR, ConfigError, PipelineConfig, load_config, local_path
 
 
 @pytest.mark.parametrize("name", ["penguins", "taxi"])
@@ -21,7 +21,9 @@ def test_taxi_excludes_the_label_leak_and_splits_by_time() -> None:
     assert "tips" in config.data.exclude_columns
     assert config.data.split.method == "time"
     assert config.data.split.time_column == "trip_start_timestamp"
-    assert Path(config.data.source).is_file()
+    # Relative paths stay as written (relative to the repo root) and resolve where used.
+    assert config.data.source == "data/chicago_taxi/big_tipper.csv"
+    assert Path(local_path(config.data.source)).is_file()
 
 
 def _write(tmp_path: Path, text: str) -> Path:

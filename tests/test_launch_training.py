@@ -16,7 +16,7 @@ import pytest
 from components.launch_training import launch_training
 from mlops.monitoring import read_last_retrain
 from mlops.paths import retrain_state_path, runs_root
-from tests.conftest import config_in
+from tests.conftest import config_in, on_vertex
 from tests.vertex_fakes import vertex_pipelines
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -54,8 +54,12 @@ def _launch_on_vertex(config, template: str, **settings: str) -> dict:
 def test_vertex_launch_submits_the_given_template_with_the_given_settings(tmp_path) -> None:
     from pipelines.vertex import compile_pipeline
 
-    # The config says nothing about where to run: the monitoring run's parameters do.
-    config = config_in(tmp_path, "taxi")
+    # The config says nothing about where to run: the monitoring run's parameters do. (It names
+    # the images and Cloud Storage data that any Vertex run needs.)
+    config = on_vertex(config_in(tmp_path, "taxi"))
+    config = config.with_overrides(
+        data={**config.data.model_dump(), "source": "gs://bucket/data/taxi.csv"}
+    )
     assert config.vertex.project is None and config.vertex.pipeline_root is None
     template = compile_pipeline(config, "training", "vertex", tmp_path / "training.json")
     state = "gs://bucket/root/state/taxi/retrain_state.json"
@@ -87,7 +91,11 @@ def test_vertex_launch_submits_an_artifact_registry_template(tmp_path) -> None:
 
     from pipelines.vertex import compile_pipeline
 
-    config = config_in(tmp_path, "taxi")
+    # Ready for Vertex: real images, and training data in Cloud Storage.
+    config = on_vertex(config_in(tmp_path, "taxi"))
+    config = config.with_overrides(
+        data={**config.data.model_dump(), "source": "gs://bucket/data/taxi.csv"}
+    )
     template = compile_pipeline(config, "training", "vertex", tmp_path / "training.json")
     uri = "https://europe-west4-kfp.pkg.dev/my-project/pipelines/taxi-training/v3"
     with (

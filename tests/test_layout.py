@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import CONFIG_DIR, load_config
+from mlops.config import CONFIG_DIR, load_config, local_path
 from tests.conftest import REPO
 
 # package -> the project packages it must never import
@@ -78,6 +78,6 @@ def test_every_shipped_config_reads_files_inside_the_repository(name: str) -> No
     for value in (config.data.source, config.validation.schema_path, config.serving.batch_input):
         if not value or value == "palmerpenguins" or "://" in value:
             continue
-        path = Path(value)
+        path = Path(local_path(value))
         assert path.is_file(), f"{name}.yaml names {value}, which does not exist"
         assert path.resolve().is_relative_to(REPO), f"{name}.yaml reads {value}, outside the repo"

@@ -131,12 +131,12 @@ def test_vertex_monitoring_loop_offline(registered, tmp_path) -> None:
     from components.ops import vertex_reference
     from components.register import vertex_version_record
     from pipelines.vertex import compile_pipeline
+    from tests.conftest import on_vertex
     from tests.vertex_fakes import PROJECT, REGION, FakeModelRegistry, vertex_pipelines
 
     config, paths = registered
-    config = config.with_overrides(
-        vertex={**config.vertex.model_dump(), "project": PROJECT, "region": REGION}
-    )
+    # on_vertex: the project images a Vertex run needs instead of the placeholder
+    config = on_vertex(config, project=PROJECT, region=REGION)
     record = vertex_version_record(
         config,
         "penguins-training-1",

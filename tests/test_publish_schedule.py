@@ -42,7 +42,11 @@ def taxi(tmp_path: Path) -> PipelineConfig:
             "project": "my-project",
             "region": "europe-west4",
             "image": DIGEST_IMAGE,
-        }
+            # taxi trains on a GPU: its custom job needs the CUDA build of the image
+            "gpu_image": DIGEST_IMAGE.replace("mlops-template@", "mlops-template-gpu@"),
+        },
+        # on Vertex the steps read their data from Cloud Storage
+        data={**config.data.model_dump(), "source": "gs://bucket/data/big_tipper.csv"},
     )
 
 
@@ -294,6 +298,23 @@ def test_schedule_is_created_when_none_has_its_name(
     assert result.resource_name == f"{schedule_api.parent}/schedules/new"
 
 
+def test_scheduled_runs_are_encrypted_and_peered_like_submitted_ones(
+    taxi: PipelineConfig, training_spec: Path, schedule_api
+) -> None:
+    key = "projects/my-project/locations/europe-west4/keyRings/ring/cryptoKeys/key"
+    network = "projects/123456/global/networks/vpc"
+    config = taxi.with_overrides(
+        vertex={**taxi.vertex.model_dump(), "encryption_key": key, "network": network}
+    )
+    settings = SubmitSettings.resolve(config, pipeline_root="gs://bucket/root")
+    upsert_schedule(
+        config, training_spec, settings, "training", "0 3 * * 1", credentials=AnonymousCredentials()
+    )
+    job = schedule_api.create.call_args.kwargs["schedule"].create_pipeline_job_request.pipeline_job
+    assert job.encryption_spec.kms_key_name == key
+    assert job.network == network
+
+
 def test_schedule_with_the_same_name_is_updated_in_place(
     taxi: PipelineConfig, tmp_path: Path, schedule_api
 ) -> None:
@@ -365,12 +386,20 @@ def test_schedule_refuses_a_bad_cron_before_any_request(
     schedule_api.create.assert_not_called()
 
 
-def test_cli_schedule_dry_run_sends_nothing(training_spec: Path, capsys, schedule_api) -> None:
+def test_cli_schedule_dry_run_sends_nothing(
+    taxi: PipelineConfig, training_spec: Path, tmp_path: Path, capsys, schedule_api
+) -> None:
+    # The runs read Cloud Storage data and ship the project image to Dataflow: a config that
+    # has both (the shipped taxi.yaml reads a local file and has the placeholder image).
+    config_file = tmp_path / "taxi.json"
+    config_file.write_text(taxi.to_json())
     code = cli.main(
         [
             "schedule",
-            "--config",
-            "configs/taxi.yaml",
+            "--config-json",
+            str(config_file),
+            "--region",
+            "us-central1",
             "--project",
             "p",
             "--pipeline-root",

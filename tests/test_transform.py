@@ -15,3 +15,20 @@ def test_transform_writes_a_tft_output(penguins_chain) -> None:
         spec
     )
     assert "cross_island_x_sex" in spec
+
+
+def test_tft_temp_dir_is_under_the_dataflow_temp_location() -> None:
+    from pathlib import Path
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from components.transform import _tft_temp_dir
+
+    cloud = PipelineOptions(
+        ["--runner=DataflowRunner", "--temp_location=gs://b/root/dataflow/temp"]
+    )
+    with _tft_temp_dir(cloud) as temp:
+        assert temp.startswith("gs://b/root/dataflow/temp/tft-")
+    with _tft_temp_dir(PipelineOptions(["--runner=FnApiRunner"])) as temp:
+        assert Path(temp).is_dir()
+    assert not Path(temp).exists()

@@ -12,23 +12,20 @@ from google.auth.credentials import AnonymousCredentials
 
 from mlops.config import PipelineConfig
 from pipelines.vertex import compile_pipeline
-from tests.conftest import config_in
+from tests.conftest import config_in, on_vertex
 
 PARENT = "projects/my-project/locations/europe-west4/models/1234"
 ENDPOINT = "projects/my-project/locations/europe-west4/endpoints/42"
 
 
 def _config(tmp_path: Path, **serving) -> PipelineConfig:
-    config = config_in(tmp_path, "taxi")
-    return config.with_overrides(
-        vertex={
-            **config.vertex.model_dump(),
-            "project": "my-project",
-            "region": "europe-west4",
-            "parent_model": PARENT,
-        },
-        serving={**config.serving.model_dump(), **serving},
+    config = on_vertex(
+        config_in(tmp_path, "taxi"),
+        project="my-project",
+        region="europe-west4",
+        parent_model=PARENT,
     )
+    return config.with_overrides(serving={**config.serving.model_dump(), **serving})
 
 
 def _spec(config: PipelineConfig, kind: str, tmp_path: Path) -> dict:
@@ -108,7 +105,7 @@ def test_traffic_split_must_sum_to_100_and_name_the_new_model(tmp_path: Path) ->
 def test_vertex_pipelines_compile_from_shipped_configs_without_a_parent_model(
     tmp_path: Path, name: str
 ) -> None:
-    config = config_in(tmp_path, name)
+    config = on_vertex(config_in(tmp_path, name))
     assert config.vertex.parent_model is None
     for kind in ("prediction", "monitoring"):
         spec = _spec(config, kind, tmp_path)
@@ -366,3 +363,14 @@ def test_cli_dry_run_submits_the_prediction_pipeline_with_parameters(
         "id_column": "trip_id",
     }
     assert {"model-deploy", "model-batch-predict"} <= set(described["tasks"])
+
+
+def test_prediction_resources_are_encrypted_with_the_configured_key(tmp_path: Path) -> None:
+    key = "projects/my-project/locations/europe-west4/keyRings/ring/cryptoKeys/key"
+    config = _config(tmp_path)
+    config = config.with_overrides(vertex={**config.vertex.model_dump(), "encryption_key": key})
+    tasks = _spec(config, "prediction", tmp_path)["root"]["dag"]["tasks"]
+    for name in ("endpoint-create", "model-batch-predict"):
+        parameters = tasks[name]["inputs"]["parameters"]
+        assert parameters["encryption_spec_key_name"]["runtimeValue"]["constant"] == key
+        assert parameters["location"]["runtimeValue"]["constant"] == "europe-west4"

@@ -66,9 +66,13 @@ def read_anomalies(path: str | os.PathLike[str]) -> anomalies_pb2.Anomalies:
 
 
 def load_schema(path: str | os.PathLike[str]) -> schema_pb2.Schema:
-    """Load a text-format ``Schema``; a malformed file raises ValueError naming it."""
+    """Load a text-format ``Schema`` (a local path or a gs:// URI); a malformed file raises
+    ValueError naming it."""
+    from mlops.io import open_uri
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open_uri(os.fspath(path)) as handle:
+            text = handle.read().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"cannot parse schema {path}: not UTF-8 text ({exc})") from exc
     try:
