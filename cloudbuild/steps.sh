@@ -71,7 +71,10 @@ case "$STEP" in
     ;;
   compile-check)
     # Every pipeline must compile for Vertex AI (with _PARENT_MODEL when one is set).
+    # No image is built in this stage: stand-in names (the spec is checked, not run).
     mlops compile --config "$CONFIG" --target vertex --pipeline all \
+      --image "${REGION}-docker.pkg.dev/${PROJECT_ID:-project}/${REPOSITORY:-repository}/mlops-template:compile-check" \
+      --gpu-image "${REGION}-docker.pkg.dev/${PROJECT_ID:-project}/${REPOSITORY:-repository}/mlops-template-gpu:compile-check" \
       ${PARENT_MODEL:+--parent-model "$PARENT_MODEL"} --output-dir "$OUT/compiled-check"
     ;;
   build-cpu)
@@ -106,8 +109,8 @@ case "$STEP" in
     only main
     # shellcheck disable=SC2046  # one flag per word
     mlops compile --config "$CONFIG" --target vertex $(pipeline_flags) \
-      --image "$(cat "$OUT/image_digest.txt")" ${PARENT_MODEL:+--parent-model "$PARENT_MODEL"} \
-      --output-dir "$OUT/compiled"
+      --image "$(cat "$OUT/image_digest.txt")" --gpu-image "$(cat "$OUT/image_digest_gpu.txt")" \
+      ${PARENT_MODEL:+--parent-model "$PARENT_MODEL"} --output-dir "$OUT/compiled"
     ;;
   publish)
     only main

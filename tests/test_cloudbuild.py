@@ -254,7 +254,7 @@ def test_main_stage_builds_pushes_resolves_the_digest_and_compiles_against_it(
         assert json.loads(config)["vertex"]["image"] == pinned, name
         assert ":latest" not in json.dumps(spec), name
     train = json.dumps(specs["taxi-training-vertex.json"]["components"]["comp-train"])
-    assert f'"image_uri": "{pinned}"' in train
+    assert f'"image_uri": "{image}-gpu@sha256:{digest}"' in train  # a T4 job: the GPU image
 
 
 RECORDING_PYTHON = r"""#!/usr/bin/env bash

@@ -855,6 +855,7 @@ def test_request_log_round_trips_to_raw_features(server, penguins_chain) -> None
         "__timestamp__",
         "__model_version__",
         "__predicted_label__",
+        "__abstained__",
     ]
     ours = frame[frame["__request_id__"] == request_id].reset_index(drop=True)
     assert len(ours) == 3
@@ -879,6 +880,30 @@ def test_request_log_round_trips_to_raw_features(server, penguins_chain) -> None
     assert len(read_request_log(server.log, until=stamp)) == len(frame) - len(
         frame[frame["__timestamp__"] >= stamp]
     )
+
+
+def test_explain_route_answers_in_the_shape_of_vertex_explain(server) -> None:
+    """POST /explain: sampled Shapley attributions per instance; each adds up (with the baseline
+    output) to the probability of the class it explains."""
+    second = {**GOOD, "island": "Biscoe", "flipper_length_mm": 230, "bill_depth_mm": 14.0}
+    status, _, body = _request(server.port, "POST", "/explain", _body([GOOD, second]))
+    assert status == 200, body
+    assert len(body["explanations"]) == 2 and len(body["predictions"]) == 2
+    for explanation, prediction in zip(body["explanations"], body["predictions"], strict=True):
+        (attribution,) = explanation["attributions"]
+        assert set(attribution["featureAttributions"]) == set(GOOD) - {"species"}
+        assert attribution["outputDisplayName"] == prediction["label"]
+        total = attribution["baselineOutputValue"] + sum(
+            attribution["featureAttributions"].values()
+        )
+        assert total == pytest.approx(attribution["instanceOutputValue"], abs=1e-4)
+        assert attribution["instanceOutputValue"] == pytest.approx(
+            prediction["probabilities"][prediction["label"]], abs=1e-6
+        )
+    status, _, body = _request(server.port, "POST", "/explain", _body([{**GOOD, "island": 7}]))
+    assert status == 400 and "instances[0].island" in body["error"]
+    status, _, _ = _request(server.port, "GET", "/explain")
+    assert status == 405
 
 
 def test_sigterm_stops_the_server_cleanly(server) -> None:
@@ -1075,27 +1100,3 @@ def test_routes_and_port_come_from_the_environment_at_run_time() -> None:
         _models_from_args(args, {})
     with pytest.raises(SystemExit):
         main(["--config", str(REPO / "configs" / "penguins.yaml")])
-
-
-def test_explain_route_answers_in_the_shape_of_vertex_explain(server) -> None:
-    """POST /explain: sampled Shapley attributions per instance; each adds up (with the baseline
-    output) to the probability of the class it explains."""
-    second = {**GOOD, "island": "Biscoe", "flipper_length_mm": 230, "bill_depth_mm": 14.0}
-    status, _, body = _request(server.port, "POST", "/explain", _body([GOOD, second]))
-    assert status == 200, body
-    assert len(body["explanations"]) == 2 and len(body["predictions"]) == 2
-    for explanation, prediction in zip(body["explanations"], body["predictions"], strict=True):
-        (attribution,) = explanation["attributions"]
-        assert set(attribution["featureAttributions"]) == set(GOOD) - {"species"}
-        assert attribution["outputDisplayName"] == prediction["label"]
-        total = attribution["baselineOutputValue"] + sum(
-            attribution["featureAttributions"].values()
-        )
-        assert total == pytest.approx(attribution["instanceOutputValue"], abs=1e-4)
-        assert attribution["instanceOutputValue"] == pytest.approx(
-            prediction["probabilities"][prediction["label"]], abs=1e-6
-        )
-    status, _, body = _request(server.port, "POST", "/explain", _body([{**GOOD, "island": 7}]))
-    assert status == 400 and "instances[0].island" in body["error"]
-    status, _, _ = _request(server.port, "GET", "/explain")
-    assert status == 405
