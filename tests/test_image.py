@@ -242,6 +242,8 @@ def test_cli_and_a_compiled_vertex_step_run_in_the_image(engine, penguins_chain,
         "configs/penguins.yaml",
         "--target",
         "vertex",
+        "--image",  # Vertex specs name a real image; the step below runs in this one
+        IMAGE,
         "--output",
         "/out/training.json",
         timeout=600,
