@@ -17,17 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-STEPS = [
-    "ingest",
-    "validate_data",
-    "transform",
-    "train",
-    "evaluate",
-    "explain",
-    "register",
-    "report",
-]
-
 
 def _config(name: str, root: Path):
     from mlops.config import CONFIG_DIR, load_config
@@ -140,6 +129,8 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         os._exit(0)  # TFT/Beam can crash the interpreter at teardown; the result is printed
 
+    from pipelines.local import STEP_ORDERS  # the training steps, in the order they run
+
     print(f"machine: {os.cpu_count()} CPUs; each variant in a fresh process\n")
     for name in args.configs:
         kfp = _child("kfp", name)
@@ -148,7 +139,7 @@ def main() -> None:
             f"== {name} ({kfp['status']}; test metrics {json.dumps({k: round(v, 4) for k, v in kfp['metrics'].items()})})"
         )
         print(f"  {'step':<14} {'kfp.local s':>12} {'in-process s':>13}")
-        for step in STEPS:
+        for step in STEP_ORDERS["training"]:
             print(
                 f"  {step:<14} {kfp['steps'].get(step) or 0:>12.1f} {plain['steps'].get(step, 0):>13.1f}"
             )

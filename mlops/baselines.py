@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from mlops.config import FeatureConfig, RuleConfig
-from mlops.data_checks import binary_auc
 from mlops.features import category_text
+from mlops.metrics import binary_auc
 
 _TOP_CATEGORIES = 30
 

@@ -10,18 +10,9 @@ import numpy as np
 import pandas as pd
 
 from mlops.features import category_text
+from mlops.metrics import binary_auc
 
 _BINS = 20
-
-
-def binary_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the ROC curve from ranks (ties averaged); None when one class is absent."""
-    positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = pd.Series(np.asarray(scores, dtype="float64")).rank(method="average").to_numpy()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _codes(train: pd.Series, other: pd.Series, numeric: bool) -> tuple[pd.Series, pd.Series]:

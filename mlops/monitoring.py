@@ -25,6 +25,7 @@ from mlops.artifacts import MONITORING_SUMMARY_FILE, REPORT_FILE
 from mlops.config import ComparatorConfig, DataConfig, FeatureConfig, PipelineConfig
 from mlops.features import MISSING_CATEGORY, category_text, frame_to_arrays
 from mlops.io import atomic_dir, write_json_atomic
+from mlops.metrics import binary_auc
 from mlops.report_html import (
     bar_chart_html,
     feature_distribution_figures,
@@ -429,16 +430,6 @@ def _distribution(counts: Mapping[str, float]) -> dict[str, float]:
     return {k: (v / total if total else 0.0) for k, v in sorted(counts.items())}
 
 
-def _binary_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U, ties counted half); None without both classes."""
-    n_pos = int(positive.sum())
-    n_neg = int(positive.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = pd.Series(scores).rank(method="average").to_numpy()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def quality_metrics(
     labels: Iterable[Any],
     predicted: Iterable[Any],
@@ -457,12 +448,12 @@ def quality_metrics(
     }
     if probabilities is not None and classes and truth.size:
         if len(classes) == 2:
-            result["auc"] = _binary_auc(probabilities[:, 1], truth == classes[1])
+            result["auc"] = binary_auc(probabilities[:, 1], truth == classes[1])
         else:
             aucs = [
                 auc
                 for i, name in enumerate(classes)
-                if (auc := _binary_auc(probabilities[:, i], truth == name)) is not None
+                if (auc := binary_auc(probabilities[:, i], truth == name)) is not None
             ]
             result["auc"] = float(np.mean(aucs)) if aucs else None
     return result
