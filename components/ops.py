@@ -104,6 +104,52 @@ def train(
     exit_without_teardown()
 
 
+def tune(
+    config_json: str,
+    step_log: str,
+    dataset: Input[Dataset],
+    transform_graph: Input[Artifact],
+    tuning: Output[Artifact],
+) -> str:
+    from components.tune import run_tuning, tuned_config_json
+    from mlops.config import PipelineConfig
+    from mlops.steps import exit_without_teardown, run_step
+
+    config = PipelineConfig.from_json(config_json)
+    summary = run_step(
+        step_log, "tune", run_tuning, config, dataset.path, transform_graph.path, tuning.path
+    )
+    tuning.metadata.update(summary)
+    exit_without_teardown()
+    return tuned_config_json(tuning.path)
+
+
+def vertex_tuning_specs(
+    config_json: str, dataset: Input[Dataset], transform_graph: Input[Artifact]
+) -> NamedTuple("TuningSpecs", [("worker_pool_specs", list), ("base_output_directory", str)]):
+    """What the hyperparameter tuning job needs that is only known at run time: where the
+    step's inputs are, and a directory for the trials beside the run's other outputs."""
+    from collections import namedtuple
+
+    from components.tune import vertex_trial_worker_pool_specs
+    from mlops.config import PipelineConfig
+
+    config = PipelineConfig.from_json(config_json)
+    specs = vertex_trial_worker_pool_specs(config, dataset.path, transform_graph.path)
+    outputs = namedtuple("TuningSpecs", ["worker_pool_specs", "base_output_directory"])
+    return outputs(specs, dataset.uri.rsplit("/", 2)[0] + "/tuning-trials")
+
+
+def vertex_tuning_result(config_json: str, gcp_resources: str, tuning: Output[Artifact]) -> str:
+    from components.tune import tuned_config_json
+    from components.tune import vertex_tuning_result as read_result
+    from mlops.config import PipelineConfig
+
+    summary = read_result(PipelineConfig.from_json(config_json), gcp_resources, tuning.path)
+    tuning.metadata.update(summary)
+    return tuned_config_json(tuning.path)
+
+
 def find_champion_local(config_json: str) -> str:
     from components.find_champion import find_champion_local as find
     from mlops.config import PipelineConfig
@@ -313,6 +359,7 @@ def report(
     evaluation: Input[Artifact],
     explanation: Input[Artifact],
     report: Output[HTML],
+    tuning: Input[Artifact] = None,
 ) -> None:
     from components.report import run_report
     from mlops.config import PipelineConfig
@@ -330,6 +377,7 @@ def report(
         evaluation.path,
         explanation.path,
         report.path,
+        tuning.path if tuning is not None else None,
     )
 
 
@@ -498,6 +546,9 @@ STEP_FUNCTIONS = {
     "validate_data": validate_data,
     "transform": transform,
     "train": train,
+    "tune": tune,
+    "vertex_tuning_specs": vertex_tuning_specs,
+    "vertex_tuning_result": vertex_tuning_result,
     "find_champion_local": find_champion_local,
     "find_champion_vertex": find_champion_vertex,
     "evaluate": evaluate,

@@ -14,6 +14,7 @@ from mlops.artifacts import (
     EXPLANATIONS_FILE,
     METRICS_FILE,
     STATS_FILE,
+    TRIALS_FILE,
     VALIDATION_SUMMARY_FILE,
     read_model_info,
 )
@@ -47,6 +48,37 @@ def _curves_html(curves: dict[str, list[float]]) -> str:
     return figure_grid(figures)
 
 
+def _tuning_html(tuning_dir: str | Path) -> str:
+    tuning = read_json(Path(tuning_dir) / TRIALS_FILE)
+    trials = tuning["trial_list"]
+    names = sorted({name for t in trials for name in t["params"]})
+    sign = 1 if tuning["direction"] == "minimize" else -1
+    ranked = sorted(trials, key=lambda t: (t["value"] is None, sign * (t["value"] or 0)))
+    parts = [
+        "<h2>Hyperparameter tuning</h2>",
+        f"<p>{tuning['finished_trials']} of {tuning['trials']} trials finished; the best "
+        f"(trial {tuning['best_trial']}) has eval {tuning['metric']} "
+        f"{cell_text(tuning['best_value'])} ({tuning['direction']}d), and its parameters trained "
+        "the model below.</p>",
+        html_table(
+            ["trial", f"eval {tuning['metric']}", "state", *names],
+            [
+                [t["number"], t["value"], t["state"], *(t["params"].get(n) for n in names)]
+                for t in ranked
+            ],
+        ),
+    ]
+    done = [t for t in trials if t["value"] is not None]
+    parts.append(
+        bar_chart_html(
+            f"eval {tuning['metric']} per trial",
+            [str(t["number"]) for t in done],
+            {tuning["metric"]: [t["value"] for t in done]},
+        )
+    )
+    return "\n".join(parts)
+
+
 def build_report(
     config: PipelineConfig,
     statistics_dir: str | Path,
@@ -54,6 +86,7 @@ def build_report(
     model_dir: str | Path,
     evaluation_dir: str | Path,
     explanation_dir: str | Path,
+    tuning_dir: str | Path | None = None,
 ) -> str:
     stats = dv.read_statistics(Path(statistics_dir) / STATS_FILE)
     validation = read_json(Path(anomalies_dir) / VALIDATION_SUMMARY_FILE)
@@ -193,6 +226,8 @@ def build_report(
         )
     )
     parts.append(_curves_html(info.get("curves", {})))
+    if tuning_dir:
+        parts.append(_tuning_html(tuning_dir))
 
     parts.append("<h2>Data validation</h2>")
     parts.append(f"<p>Schema: {html.escape(validation['schema_source'])}</p>")
@@ -232,9 +267,16 @@ def run_report(
     evaluation_dir: str | Path,
     explanation_dir: str | Path,
     output_path: str | Path,
+    tuning_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     page = build_report(
-        config, statistics_dir, anomalies_dir, model_dir, evaluation_dir, explanation_dir
+        config,
+        statistics_dir,
+        anomalies_dir,
+        model_dir,
+        evaluation_dir,
+        explanation_dir,
+        tuning_dir,
     )
     write_text_atomic(output_path, page)
     return {"path": str(output_path), "bytes": len(page)}

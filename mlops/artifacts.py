@@ -26,6 +26,9 @@ LABEL_CLASSES_FILE = "label_classes.json"
 MODEL_EXTRA_DIR = "assets.extra"
 MODEL_INFO_FILE = "model_info.json"
 MODEL_CONFIG_FILE = "pipeline_config.json"
+# tune: every trial, and the best parameters with the config they give
+TRIALS_FILE = "trials.json"
+TUNED_CONFIG_FILE = "tuned_config.json"
 # evaluate, explain
 METRICS_FILE = "metrics.json"
 EXPLANATIONS_FILE = "explanations.json"

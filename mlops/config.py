@@ -157,6 +157,78 @@ class TrainingConfig(_Strict):
     seed: int = 42
 
 
+# Training parameters a search may set (those of them that TrainingConfig has).
+_TUNABLE = ("learning_rate", "batch_size", "hidden_units", "embedding_dim", "dropout", "l2")
+TUNABLE_PARAMETERS = tuple(name for name in _TUNABLE if name in TrainingConfig.model_fields)
+
+
+class ParameterSpec(_Strict):
+    """One dimension of the search space, in Vertex Vizier's terms (so the same space runs with
+    Optuna locally and as a Vertex hyperparameter tuning job): `double` and `integer` take
+    `min`/`max` (and `scale: log`), `discrete` takes numbers in `values`, `categorical` takes
+    strings (a list parameter such as hidden_units is written "64,32")."""
+
+    type: Literal["double", "integer", "discrete", "categorical"]
+    min: float | None = None
+    max: float | None = None
+    scale: Literal["linear", "log"] = "linear"
+    values: list[float | str] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> ParameterSpec:
+        if self.type in ("double", "integer"):
+            if self.min is None or self.max is None or not self.min < self.max:
+                raise ValueError(
+                    f"a {self.type} parameter needs min < max (got {self.min}, {self.max})"
+                )
+            if self.scale == "log" and self.min <= 0:
+                raise ValueError(f"scale: log needs min > 0 (got {self.min})")
+            if self.values:
+                raise ValueError(f"a {self.type} parameter takes min/max, not values")
+        else:
+            wanted = str if self.type == "categorical" else (int, float)
+            if len(self.values) < 2 or not all(
+                isinstance(v, wanted) and not isinstance(v, bool) for v in self.values
+            ):
+                kind = "strings" if self.type == "categorical" else "numbers"
+                raise ValueError(f"a {self.type} parameter needs at least two {kind} in values")
+            if self.min is not None or self.max is not None:
+                raise ValueError(f"a {self.type} parameter takes values, not min/max")
+        return self
+
+
+class TuningConfig(_Strict):
+    """Hyperparameter search before training: Optuna locally, Vertex Vizier on Vertex. The best
+    trial's parameters replace those in `training` for the training step and after."""
+
+    enabled: bool = False
+    # the eval-split figure each trial is judged on: loss is minimised, accuracy maximised
+    metric: Literal["loss", "accuracy"] = "loss"
+    max_trials: Annotated[int, Field(ge=1, le=500)] = 10
+    # trials at once on Vertex; locally they run one after another (TF already uses every core)
+    parallel_trials: Annotated[int, Field(ge=1)] = 1
+    # epochs per trial (default: training.epochs); early stopping applies as in training
+    epochs: Annotated[int, Field(ge=1)] | None = None
+    algorithm: Literal["bayesian", "random", "grid"] = "bayesian"
+    seed: int = 0
+    search_space: dict[str, ParameterSpec] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> TuningConfig:
+        unknown = sorted(set(self.search_space) - set(TUNABLE_PARAMETERS))
+        if unknown:
+            raise ValueError(f"search_space names {unknown}; tunable: {list(TUNABLE_PARAMETERS)}")
+        if self.enabled and not self.search_space:
+            raise ValueError("enabled tuning needs a search_space")
+        if self.algorithm == "grid" and any(
+            spec.type == "double" for spec in self.search_space.values()
+        ):
+            raise ValueError("grid search needs integer, discrete or categorical parameters")
+        if self.parallel_trials > self.max_trials:
+            raise ValueError("parallel_trials must not exceed max_trials")
+        return self
+
+
 class ThresholdConfig(_Strict):
     """Value threshold on an overall metric, e.g. accuracy >= 0.9."""
 
@@ -427,6 +499,7 @@ class PipelineConfig(_Strict):
     features: FeatureConfig
     validation: ValidationConfig = ValidationConfig()
     training: TrainingConfig = TrainingConfig()
+    tuning: TuningConfig = TuningConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     fairness: FairnessConfig = FairnessConfig()

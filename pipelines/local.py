@@ -29,6 +29,7 @@ STEP_ORDERS = {
         "ingest",
         "validate_data",
         "transform",
+        "tune",
         "train",
         "evaluate",
         "explain",
@@ -178,7 +179,8 @@ def build_manifest(
             **({"outputs": record["outputs"]} if record.get("outputs") else {}),
             **({"error": strip_ansi(record["error"])} if record.get("error") else {}),
         }
-    order = STEP_ORDERS[kind]
+    # tune only runs when tuning is enabled
+    order = [s for s in STEP_ORDERS[kind] if s != "tune" or config.tuning.enabled]
     for name in order:
         steps.setdefault(name, {"status": "NOT_RUN"})
     results = {r["step"]: r.get("result") for r in records if r["status"] == "SUCCEEDED"}
@@ -200,6 +202,7 @@ def build_manifest(
         "steps": {name: steps[name] for name in [*order, *sorted(set(steps) - set(order))]},
         "results": {name: result for name, result in results.items() if kind != "training"},
         "data": (results.get("ingest") or {}).get("rows"),
+        "tuning": results.get("tune"),
         "metrics": (evaluation.get("metrics") or {}).get("overall", {}),
         "baseline_metrics": evaluation.get("baseline_metrics", {}),
         "blessed": evaluation.get("blessed"),
@@ -228,6 +231,12 @@ def summarize(manifest: dict[str, Any]) -> str:
         lines.append(f"  {name:<14} {step['status']:<10} {duration}  {step.get('error', '')}")
     if manifest.get("data"):
         lines.append("  rows: " + ", ".join(f"{k} {v}" for k, v in manifest["data"].items()))
+    if manifest.get("tuning"):
+        tuning = manifest["tuning"]
+        lines.append(
+            f"  tuning: trial {tuning['best_trial']} best of {tuning['finished_trials']} "
+            f"(eval {tuning['metric']} {tuning['best_value']:.4f}): {tuning['best_params']}"
+        )
     if manifest.get("metrics"):
         shown = {k: v for k, v in manifest["metrics"].items() if k != "example_count"}
         lines.append("  test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))

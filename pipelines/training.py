@@ -62,13 +62,20 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
         transform = ops.transform(
             dataset=dataset, schema=validate.outputs["schema"], **common
         ).set_display_name("transform")
+        transform_graph = transform.outputs["transform_graph"]
+        tuning = None
+        if config.tuning.enabled:
+            # From here on the steps get the config with the best trial's parameters.
+            tuned = _tune(config, target, ops, dataset, transform_graph, **common)
+            tuning = tuned.outputs["tuning"]
+            common = {**common, "config_json": tuned.outputs["Output"]}
         train = train_op(
-            dataset=dataset, transform_graph=transform.outputs["transform_graph"], **common
+            dataset=dataset, transform_graph=transform_graph, **common
         ).set_display_name("train")
         if target == "vertex":
-            champion = ops.find_champion_vertex(config_json=config_json)
+            champion = ops.find_champion_vertex(config_json=common["config_json"])
         else:
-            champion = ops.find_champion_local(config_json=config_json)
+            champion = ops.find_champion_local(config_json=common["config_json"])
         champion.set_display_name("find-champion").set_caching_options(False)
         model = train.outputs["model"]
         evaluate = ops.evaluate(
@@ -83,7 +90,7 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
                 ops,
                 model,
                 evaluate.outputs["blessed"],
-                config_json,
+                common["config_json"],
                 run_id=run_id,
                 dataset=dataset,
                 evaluation=evaluation,
@@ -107,6 +114,7 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
             model=model,
             evaluation=evaluation,
             explanation=explanation,
+            **({"tuning": tuning} if tuning is not None else {}),
             **common,
         ).set_display_name("report")
 
@@ -138,3 +146,40 @@ def _register_on_vertex(  # noqa: ANN001
             unmanaged_model=serving.outputs["unmanaged_model"],
             **record,
         ).set_display_name("register").set_caching_options(False)
+
+
+def _tune(config: PipelineConfig, target: str, ops, dataset, transform_graph, **common):  # noqa: ANN001, ANN202
+    """The tuning task whose `Output` is the tuned config JSON and `tuning` the trials: an
+    Optuna search in one step locally; on Vertex a hyperparameter tuning job (Vizier) whose
+    trials run `components.tune` in the project image, read back by a small step."""
+    if target != "vertex":
+        return ops.tune(
+            dataset=dataset, transform_graph=transform_graph, **common
+        ).set_display_name("tune")
+    from google_cloud_pipeline_components.v1.hyperparameter_tuning_job import (
+        HyperparameterTuningJobRunOp,
+    )
+
+    from mlops.tuning import VERTEX_ALGORITHMS, study_spec_metrics, study_spec_parameters
+
+    tuning, vertex = config.tuning, config.vertex
+    specs = ops.vertex_tuning_specs(
+        config_json=common["config_json"], dataset=dataset, transform_graph=transform_graph
+    ).set_display_name("tuning-specs")
+    job = HyperparameterTuningJobRunOp(
+        display_name=f"{config.name}-tune",
+        base_output_directory=specs.outputs["base_output_directory"],
+        worker_pool_specs=specs.outputs["worker_pool_specs"],
+        study_spec_metrics=study_spec_metrics(tuning),
+        study_spec_parameters=study_spec_parameters(tuning),
+        study_spec_algorithm=VERTEX_ALGORITHMS[tuning.algorithm],
+        max_trial_count=tuning.max_trials,
+        parallel_trial_count=tuning.parallel_trials,
+        location=vertex.region,
+        service_account=vertex.service_account or "",
+        network=vertex.network or "",
+        encryption_spec_key_name=vertex.encryption_key or "",
+    ).set_display_name("tune")
+    return ops.vertex_tuning_result(
+        config_json=common["config_json"], gcp_resources=job.outputs["gcp_resources"]
+    ).set_display_name("tuning-result")
