@@ -427,9 +427,11 @@ class BaselinesConfig(_Strict):
 
 
 class FairnessConfig(_Strict):
-    """Per group of each sensitive feature, on the test split: accuracy, and for binary tasks the
-    positive rate and true/false positive rates. The largest gap between groups (of at least
-    `min_group_size` rows) must stay within `max_gap`."""
+    """Per group of each sensitive feature, on the test split, as TFMA computes it per slice:
+    accuracy, and for binary tasks the positive rate and true/false positive rates at the served
+    decision (P(class 1) > 0.5). Multi-class tasks compare accuracy only: the rates are binary.
+    The largest gap between groups (of at least `min_group_size` rows; smaller groups are
+    reported, not gated) must stay within `max_gap`."""
 
     sensitive_features: list[str] = []
     max_gap: Annotated[float, Field(gt=0, le=1)] = 0.2
