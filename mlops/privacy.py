@@ -4,6 +4,9 @@ configured policy per column (block, drop, or salted hash) before anything is wr
 Detected kinds: e-mail addresses, phone numbers, payment card numbers (Luhn checksum), IP
 addresses and national-id-like numbers (US social security numbers). Detection samples values, so
 it is a safety net, not a guarantee: name personal columns in `privacy.columns` explicitly.
+
+The prediction server's request log goes through `LogRedactor`: the same column policies, and
+the same kinds redacted wherever they appear inside a logged string (`redact_text`).
 """
 
 from __future__ import annotations
