@@ -14,28 +14,59 @@ from typing import Any
 from mlops.artifacts import METRICS_FILE, read_model_info, read_split
 from mlops.baselines import classification_metrics, fit_baselines
 from mlops.config import PipelineConfig
-from mlops.features import category_text, encode_labels, frame_to_arrays
+from mlops.features import category_text, encode_labels
 from mlops.gates import baselines_gate, fairness, gate, success_criterion_gate
 from mlops.io import atomic_dir, to_beam_uri, write_json_atomic
 
 LABEL_INDEX_KEY = "__label_index__"
+PREDICTION_KEY = "probabilities"
+# Each sensitive feature is written again under this prefix as text, "(missing)" for no value,
+# and TFMA slices on it: every row falls in a group, model input or not.
+GROUP_KEY_PREFIX = "__group__"
+MISSING_GROUP = "(missing)"
+# Served labels are the argmax, which for two classes is P(class 1) > 0.5: the fairness rates
+# use the same decision.
+DECISION_THRESHOLD = 0.5
+# TFMA metric class -> the name the fairness gate reads per group (binary tasks).
+FAIRNESS_RATES = {
+    "PredictedPositiveRate": "positive_rate",
+    "TPR": "true_positive_rate",
+    "FPR": "false_positive_rate",
+}
 CANDIDATE = "candidate"
 BASELINE = "baseline"
 SIGNATURE = "serving_tf_example"
 
 
-def write_examples(config: PipelineConfig, frame: Any, classes: list[str], path: Path) -> int:
-    """Write rows as TFRecord tf.Examples: raw features (missing values omitted), the label index."""
+def write_examples(
+    config: PipelineConfig,
+    frame: Any,
+    classes: list[str],
+    path: Path,
+    probabilities: Any = None,
+) -> int:
+    """Write rows as TFRecord tf.Examples: raw features (missing values omitted), the label index,
+    each sensitive feature's group, and (for an evaluation without a model) given predictions."""
     import tensorflow as tf
 
     labels = encode_labels(frame[config.data.label].tolist(), classes, "test")
     features = config.features
+    sensitive = [f for f in config.fairness.sensitive_features if f in frame.columns]
     count = 0
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for row, label in zip(frame.to_dict("records"), labels, strict=True):
+        for index, (row, label) in enumerate(zip(frame.to_dict("records"), labels, strict=True)):
             feature = {
                 LABEL_INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
             }
+            for name in sensitive:
+                group = category_text(row.get(name)) or MISSING_GROUP
+                feature[GROUP_KEY_PREFIX + name] = tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[group.encode()])
+                )
+            if probabilities is not None:
+                feature[PREDICTION_KEY] = tf.train.Feature(
+                    float_list=tf.train.FloatList(value=list(map(float, probabilities[index])))
+                )
             for name in features.numeric:
                 value = row.get(name)
                 if value is not None and not (isinstance(value, float) and math.isnan(value)):
@@ -52,7 +83,11 @@ def write_examples(config: PipelineConfig, frame: Any, classes: list[str], path:
     return count
 
 
-def build_eval_config(config: PipelineConfig, num_classes: int, has_baseline: bool) -> Any:
+def build_eval_config(
+    config: PipelineConfig, num_classes: int, has_baseline: bool, with_model: bool = True
+) -> Any:
+    """The EvalConfig of the step; `with_model=False` reads the predictions from the examples
+    (PREDICTION_KEY) instead of running the model, for checking the metrics on known predictions."""
     from google.protobuf import wrappers_pb2
     from tensorflow_model_analysis.proto import config_pb2
 
@@ -60,9 +95,9 @@ def build_eval_config(config: PipelineConfig, num_classes: int, has_baseline: bo
     model_specs = [
         config_pb2.ModelSpec(
             name=CANDIDATE,
-            signature_name=SIGNATURE,
+            signature_name=SIGNATURE if with_model else "",
             label_key=LABEL_INDEX_KEY,
-            prediction_key="probabilities",
+            prediction_key=PREDICTION_KEY,
         )
     ]
     if has_baseline:
@@ -129,9 +164,26 @@ def build_eval_config(config: PipelineConfig, num_classes: int, has_baseline: bo
     slicing = [config_pb2.SlicingSpec()] + [
         config_pb2.SlicingSpec(feature_keys=[name]) for name in evaluation.slices
     ]
+    metrics_specs = [overall, per_class]
+    sensitive = config.fairness.sensitive_features
+    slicing += [config_pb2.SlicingSpec(feature_keys=[GROUP_KEY_PREFIX + f]) for f in sensitive]
+    if sensitive and num_classes == 2:
+        # What TFMA's Fairness Indicators compute (that metric now lives in the separate
+        # fairness-indicators package), at the served decision threshold, for class 1.
+        fairness_rates = config_pb2.MetricsSpec(
+            metrics=[
+                config_pb2.MetricConfig(
+                    class_name=class_name,
+                    config=json.dumps({"name": name, "thresholds": [DECISION_THRESHOLD]}),
+                )
+                for class_name, name in FAIRNESS_RATES.items()
+            ]
+        )
+        fairness_rates.binarize.class_ids.values.append(1)
+        metrics_specs.append(fairness_rates)
     return config_pb2.EvalConfig(
         model_specs=model_specs,
-        metrics_specs=[overall, per_class],
+        metrics_specs=metrics_specs,
         slicing_specs=slicing,
         # Every slice is reported, however small; only the overall slice gates (see gate()).
         # (A larger TFMA min_slice_size turns small slices into errors that fail validation.)
@@ -151,6 +203,8 @@ def summarize_metrics(eval_result: Any, num_classes: int) -> dict[str, dict[str,
     wanted = {"accuracy", "auc", "precision", "recall", "example_count"}
     summary: dict[str, dict[str, float]] = {}
     for slice_key, outputs in eval_result.slicing_metrics:
+        if _group_slice(slice_key):
+            continue  # fairness groups: see fairness_groups
         values: dict[str, float] = {}
         for sub_key, metrics in outputs.get("", {}).items():
             if sub_key not in ("", "classId:1" if num_classes == 2 else ""):
@@ -166,6 +220,41 @@ def summarize_metrics(eval_result: Any, num_classes: int) -> dict[str, dict[str,
                         values[name] = number
         summary[_slice_name(slice_key)] = values
     return summary
+
+
+def _group_slice(slice_key: tuple) -> tuple[str, str] | None:
+    """(sensitive feature, group) for a slice on a GROUP_KEY_PREFIX key, else None."""
+    if len(slice_key) == 1 and str(slice_key[0][0]).startswith(GROUP_KEY_PREFIX):
+        column, value = slice_key[0]
+        group = value.decode() if isinstance(value, bytes) else str(value)
+        return column[len(GROUP_KEY_PREFIX) :], group
+    return None
+
+
+def fairness_groups(eval_result: Any, num_classes: int) -> dict[str, dict[str, dict[str, float]]]:
+    """{sensitive feature: {group: {rows, accuracy[, positive_rate, true_positive_rate,
+    false_positive_rate]}}} from TFMA's per-slice results. Multi-class tasks get accuracy only
+    (TFMA's fairness rates are binary). A rate TFMA leaves undefined (TPR of a group without
+    positives) is left out."""
+    wanted = {"example_count", "accuracy", *FAIRNESS_RATES.values()}
+    groups: dict[str, dict[str, dict[str, float]]] = {}
+    for slice_key, outputs in eval_result.slicing_metrics:
+        found = _group_slice(slice_key)
+        if not found:
+            continue
+        feature, group = found
+        values: dict[str, float] = {}
+        for sub_key, metrics in outputs.get("", {}).items():
+            if sub_key not in ("", "classId:1" if num_classes == 2 else ""):
+                continue
+            for name, value in metrics.items():
+                number = float(value.get("doubleValue", math.nan))
+                if name in wanted and math.isfinite(number):
+                    # TFMA's accuracy is float32: 0.4 reads 0.40000000596
+                    values[name] = round(number, 6)
+        rows = int(values.pop("example_count", 0))
+        groups.setdefault(feature, {})[group] = {"rows": rows, **values}
+    return {feature: dict(sorted(table.items())) for feature, table in groups.items()}
 
 
 def overall_confusion_matrix(eval_result: Any, num_classes: int) -> list[list[int]]:
@@ -192,24 +281,16 @@ def confusion_matrix(evaluation_dir: str | Path) -> tuple[list[str], list[list[i
 def compare_with_baselines(
     config: PipelineConfig,
     dataset_dir: str | Path,
-    model_dir: str | Path,
     classes: list[str],
     test: Any,
-) -> dict[str, Any]:
-    """The baselines' metrics on the test split, and fairness across groups from the model's own
-    predictions on it (through the served signature, raw features in)."""
-    from mlops.serving.server import load_model
-
+) -> dict[str, dict[str, float]]:
+    """The baselines' metrics on the test split."""
     train = read_split(dataset_dir, "train")
     label = config.data.label
     train_ids = encode_labels(train[label].tolist(), classes, "train")
     test_ids = encode_labels(test[label].tolist(), classes, "test")
     baselines = fit_baselines(train, train_ids, classes, config.features, config.baselines.rules)
-    scores = {b.name: classification_metrics(b.predict_proba(test), test_ids) for b in baselines}
-    model = load_model(model_dir)
-    probabilities = model.predict_raw(frame_to_arrays(test, config.features))["probabilities"]
-    report, fairness_gate = fairness(config, test, probabilities, test_ids)
-    return {"baselines": scores, "fairness": report, "fairness_gate": fairness_gate}
+    return {b.name: classification_metrics(b.predict_proba(test), test_ids) for b in baselines}
 
 
 def _load_eval_result(output_dir: str, model_name: str, single_model: bool) -> Any:
@@ -274,7 +355,15 @@ def run_evaluate(
             for failure in failed_slice.failures
         ]
         overall = metrics.get("overall", {})
-        comparison = compare_with_baselines(config, dataset_dir, model_dir, classes, test)
+        baselines = compare_with_baselines(config, dataset_dir, classes, test)
+        groups = fairness_groups(eval_result, len(classes))
+        fairness_report, fairness_gate = fairness(
+            config,
+            {
+                f: groups.get(f, {}) if f in test.columns else None
+                for f in config.fairness.sensitive_features
+            },
+        )
         gates = [
             gate(
                 "evaluation thresholds",
@@ -282,10 +371,10 @@ def run_evaluate(
                 "; ".join(tfma_failures) or "every TFMA threshold met",
             ),
             success_criterion_gate(config, overall),
-            baselines_gate(config, overall, comparison["baselines"]),
+            baselines_gate(config, overall, baselines),
         ]
-        if comparison["fairness_gate"]:
-            gates.append(comparison["fairness_gate"])
+        if fairness_gate:
+            gates.append(fairness_gate)
         failed = [g for g in gates if not g["passed"]]
         summary = {
             "blessed": not failed,
@@ -297,8 +386,8 @@ def run_evaluate(
             "baseline_model_dir": str(baseline_model_dir) if has_baseline else None,
             "gates": gates,
             "failures": [f"{g['name']}: {g['detail']}" for g in failed],
-            "baselines": comparison["baselines"],
-            "fairness": comparison["fairness"],
+            "baselines": baselines,
+            "fairness": fairness_report,
             "confusion_matrix": overall_confusion_matrix(eval_result, len(classes)),
         }
         write_json_atomic(out / METRICS_FILE, summary)

@@ -87,8 +87,13 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
             f"are {list(frame.columns)}"
         )
     frame = frame.drop(columns=[c for c in data.exclude_columns if c in frame.columns])
+    found_by_dlp = {}
+    if config.privacy.dlp.enabled:
+        from mlops.dlp import dlp_findings
+
+        found_by_dlp = dlp_findings(frame, config.privacy.dlp, config.vertex.project)
     try:
-        frame, privacy = apply_privacy(frame, config.privacy, data.source, data.label)
+        frame, privacy = apply_privacy(frame, config.privacy, data.source, data.label, found_by_dlp)
     except PersonalDataError as exc:
         raise IngestError(str(exc)) from exc
     read_rows = len(frame) + len(bad)

@@ -270,20 +270,27 @@ def register_vertex(
     evaluation: Input[Artifact],
     statistics: Input[Artifact],
     schema: Input[Artifact],
+    explanation: Input[Artifact],
     unmanaged_model: Input[UnmanagedContainerModel],
     vertex_model: Output[VertexModel],
     training_data: Output[Dataset],
+    model_card: Output[HTML],
 ) -> None:
     """Upload the blessed model to Vertex AI Model Registry (under parent_model when not ""),
-    labelled, aliased champion, with what monitoring needs recorded in its version description."""
+    labelled, aliased champion, with what monitoring needs and its model card's URIs recorded in
+    its version description; the card is this step's HTML artifact."""
     from components.register import (
         monitoring_training_data,
         run_register_vertex,
         vertex_version_record,
+        write_vertex_model_card,
     )
     from mlops.config import PipelineConfig
 
     config = PipelineConfig.from_json(config_json)
+    card = write_vertex_model_card(
+        config, run_id, model_card.uri, evaluation.path, explanation.path, dataset.path
+    )
     record = vertex_version_record(
         config,
         run_id,
@@ -294,6 +301,7 @@ def register_vertex(
         training_data_uri=monitoring_training_data(
             config, dataset.path, training_data.path, training_data.uri
         ),
+        model_card=card,
     )
     from mlops.artifacts import read_split
     from mlops.attributions import baseline_row

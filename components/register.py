@@ -5,7 +5,9 @@ Local target: `mlops.registry.LocalModelRegistry`. Vertex target: Vertex AI Mode
 `aiplatform.Model.upload`: the version goes under the parent model found by label (or a new
 model when there is none), carries the labels the lookups use and the `champion` alias, and its
 `version_description` is a JSON record of what monitoring needs (statistics, schema, evaluation,
-model and training data URIs).
+model and training data URIs). Its model card (JSON and HTML) is written to Cloud Storage as the
+step's `model_card` HTML artifact (shown in the Vertex pipeline UI) and referenced from the
+version's description and version record.
 """
 
 from __future__ import annotations
@@ -24,10 +26,25 @@ from mlops.artifacts import (
     read_split,
 )
 from mlops.config import PipelineConfig
-from mlops.io import read_json
+from mlops.io import open_uri, read_json
 from mlops.model_card import build_model_card, model_card_html
 from mlops.paths import registry_root
 from mlops.registry import CHAMPION, LocalModelRegistry
+
+
+def card_inputs(
+    evaluation_dir: str | Path, explanation_dir: str | Path = "", data_dir: str | Path = ""
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """What a model card is built from: the evaluation summary, the explanations and the ingest
+    summary (the last two optional)."""
+    evaluation = read_json(Path(evaluation_dir) / METRICS_FILE)
+    explanation_file = Path(explanation_dir) / EXPLANATIONS_FILE if explanation_dir else None
+    explanations = (
+        read_json(explanation_file) if explanation_file and explanation_file.is_file() else None
+    )
+    ingest_file = Path(data_dir) / INGEST_SUMMARY_FILE if data_dir else None
+    data = read_json(ingest_file) if ingest_file and ingest_file.is_file() else {}
+    return evaluation, explanations, data
 
 
 def run_register_local(
@@ -43,17 +60,11 @@ def run_register_local(
     """Register the candidate as a new version with its model card; alias it `champion` only if
     evaluation blessed it against the version that is champion at this moment (a concurrent run
     may have moved the alias since: then the candidate is registered unblessed, with the reason)."""
-    evaluation = read_json(Path(evaluation_dir) / METRICS_FILE)
+    evaluation, explanations, data = card_inputs(evaluation_dir, explanation_dir, data_uri)
     blessed = bool(evaluation["blessed"])
     registry = LocalModelRegistry(registry_root(config))
     previous = registry.find(config.name, CHAMPION)
     compared_with = evaluation.get("baseline_model_dir") or None
-    explanation_file = Path(explanation_dir) / EXPLANATIONS_FILE if explanation_dir else None
-    explanations = (
-        read_json(explanation_file) if explanation_file and explanation_file.is_file() else None
-    )
-    ingest_file = Path(data_uri) / INGEST_SUMMARY_FILE if data_uri else None
-    data = read_json(ingest_file) if ingest_file and ingest_file.is_file() else {}
 
     def champion_unchanged(aliases: dict[str, int]) -> str | None:
         current = aliases.get(CHAMPION)
@@ -109,6 +120,29 @@ TRAINING_DATA_FILE = "train.csv"
 MONITORABLE_SOURCES = ("gs://", "bq://")
 
 
+def write_vertex_model_card(
+    config: PipelineConfig,
+    run_id: str,
+    html_uri: str,
+    evaluation_dir: str | Path,
+    explanation_dir: str | Path = "",
+    data_dir: str | Path = "",
+) -> dict[str, str]:
+    """Write the model card as HTML at `html_uri` (the step's HTML artifact) and as JSON beside it;
+    returns {"model_card_html": uri, "model_card_json": uri} for the version record. The version
+    number Vertex assigns is known only after the upload, so the card names the run."""
+    card = build_model_card(config, run_id, *card_inputs(evaluation_dir, explanation_dir, data_dir))
+    uris = {"model_card_html": html_uri, "model_card_json": f"{html_uri}.json"}
+    # A Cloud Storage object appears whole or not at all, so these writes need no temp file.
+    for key, text in (
+        ("model_card_json", json.dumps(card, indent=2)),
+        ("model_card_html", model_card_html(card)),
+    ):
+        with open_uri(uris[key], "wb") as out:
+            out.write(text.encode("utf-8"))
+    return uris
+
+
 def vertex_labels(config: PipelineConfig, run_id: str) -> dict[str, str]:
     """Labels of every uploaded version: `mlops_model` finds the model (champion, parent)."""
     return {MODEL_LABEL: label_value(config.name), "mlops_run": label_value(run_id)}
@@ -139,10 +173,13 @@ def vertex_version_record(
     statistics_uri: str,
     schema_uri: str,
     training_data_uri: str,
+    model_card: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """What the version's `version_description` holds (as JSON), read back by
-    `components.find_champion.reference_from_version` for monitoring."""
+    `components.find_champion.reference_from_version` for monitoring; with the model card's
+    URIs (`write_vertex_model_card`) when given."""
     return {
+        **(model_card or {}),
         "statistics_dir": statistics_uri,
         "schema_dir": schema_uri,
         "model_dir": model_uri,
@@ -151,6 +188,11 @@ def vertex_version_record(
         "training_data_uri": training_data_uri,
         "run_id": run_id,
     }
+
+
+def _description(config: PipelineConfig, record: dict[str, str]) -> str:
+    card = record.get("model_card_html")
+    return config.framing.objective + (f" Model card: {card}" if card else "")
 
 
 def run_register_vertex(
@@ -182,6 +224,7 @@ def run_register_vertex(
         is_default_version=True,
         version_aliases=[CHAMPION],
         version_description=json.dumps(record, sort_keys=True),
+        description=_description(config, record),
         labels=vertex_labels(config, record["run_id"]),
         serving_container_image_uri=container_spec["imageUri"],
         serving_container_command=container_spec.get("command"),

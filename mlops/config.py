@@ -435,13 +435,37 @@ class ExplainConfig(_Strict):
     seed: int = 0
 
 
+class DlpConfig(_Strict):
+    """Cloud DLP inspection at ingest, beside our own detector (for Vertex runs: it needs Google
+    Cloud credentials and bills the project `vertex.project`). A sample of the source rows goes
+    to DLP's inspect_content as a table; every column with a finding gets the same policy
+    decision (privacy.columns, block by default) as one our detector finds."""
+
+    enabled: bool = False
+    # DLP info type names (https://cloud.google.com/sensitive-data-protection/docs/infotypes-reference)
+    info_types: list[Annotated[str, Field(pattern=r"^[A-Z0-9_]+$")]] = [
+        "EMAIL_ADDRESS",
+        "PHONE_NUMBER",
+        "CREDIT_CARD_NUMBER",
+        "IP_ADDRESS",
+        "US_SOCIAL_SECURITY_NUMBER",
+    ]
+    min_likelihood: Literal["VERY_UNLIKELY", "UNLIKELY", "POSSIBLE", "LIKELY", "VERY_LIKELY"] = (
+        "LIKELY"
+    )
+    max_findings: Annotated[int, Field(ge=1, le=3000)] = 1000  # DLP's per-request limit
+    sample_rows: Annotated[int, Field(ge=1, le=10000)] = 500
+
+
 class PrivacyConfig(_Strict):
     """Personal data found at ingest (by column name or sampled values) stops the run unless its
-    column has a policy here: drop it, replace it with a salted hash, or keep it."""
+    column has a policy here: drop it, replace it with a salted hash, or keep it. The request log
+    of the prediction server gets the same policies, and any personal data in it is redacted."""
 
     columns: dict[str, Literal["block", "drop", "hash", "keep"]] = {}
     # The environment variable that holds the hash salt (read at ingest, never stored).
     hash_salt_env: str = "MLOPS_PII_SALT"
+    dlp: DlpConfig = DlpConfig()
 
 
 class RuleConfig(_Strict):
@@ -475,9 +499,11 @@ class BaselinesConfig(_Strict):
 
 
 class FairnessConfig(_Strict):
-    """Per group of each sensitive feature, on the test split: accuracy, and for binary tasks the
-    positive rate and true/false positive rates. The largest gap between groups (of at least
-    `min_group_size` rows) must stay within `max_gap`."""
+    """Per group of each sensitive feature, on the test split, as TFMA computes it per slice:
+    accuracy, and for binary tasks the positive rate and true/false positive rates at the served
+    decision (P(class 1) > 0.5). Multi-class tasks compare accuracy only: the rates are binary.
+    The largest gap between groups (of at least `min_group_size` rows; smaller groups are
+    reported, not gated) must stay within `max_gap`."""
 
     sensitive_features: list[str] = []
     max_gap: Annotated[float, Field(gt=0, le=1)] = 0.2
@@ -525,6 +551,10 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 f"privacy.columns drops {sorted(set(dropped) & {*self.features.raw_features, label})}, "
                 "which the model reads: hash them instead, or remove them from features"
+            )
+        if self.privacy.dlp.enabled and not self.vertex.project:
+            raise ValueError(
+                "privacy.dlp.enabled needs vertex.project: the project Cloud DLP inspects in"
             )
         for name in self.evaluation.slices:
             if name not in self.features.raw_features:

@@ -7,11 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from mlops.config import PipelineConfig
-from mlops.features import category_text
 
 
 def gate(name: str, passed: bool, detail: str, **values: Any) -> dict[str, Any]:
@@ -86,49 +82,32 @@ def baselines_gate(
     )
 
 
-def group_metrics(
-    predicted: np.ndarray, label_ids: np.ndarray, num_classes: int
-) -> dict[str, float]:
-    """accuracy; for binary tasks also the positive rate and the true/false positive rates."""
-    metrics = {"accuracy": float(np.mean(predicted == label_ids))}
-    if num_classes == 2:
-        positive, actual = predicted == 1, label_ids == 1
-        metrics["positive_rate"] = float(positive.mean())
-        if actual.any():
-            metrics["true_positive_rate"] = float(positive[actual].mean())
-        if (~actual).any():
-            metrics["false_positive_rate"] = float(positive[~actual].mean())
-    return metrics
+# The per-group metrics the gate compares: accuracy always; positive rate and true/false
+# positive rates for binary tasks (TFMA computes them per slice, see components/evaluate.py).
+FAIRNESS_METRICS = ("accuracy", "positive_rate", "true_positive_rate", "false_positive_rate")
 
 
 def fairness(
-    config: PipelineConfig, test: pd.DataFrame, probabilities: np.ndarray, label_ids: np.ndarray
+    config: PipelineConfig, groups_by_feature: dict[str, dict[str, dict[str, float]] | None]
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Per sensitive feature and group, the group metrics and the largest gap per metric; the
-    gate fails when a gap exceeds `fairness.max_gap`. (None, no gate) without sensitive features."""
+    """Given per sensitive feature {group: {rows, accuracy, ...}} (None: the feature is not a
+    column of the test split), the largest gap per metric between groups of at least
+    `fairness.min_group_size` rows; the gate fails when a gap exceeds `fairness.max_gap`. Smaller
+    groups are reported, not gated. (None, no gate) without sensitive features."""
     settings = config.fairness
     if not settings.sensitive_features:
         return {}, None
-    predicted = np.asarray(probabilities).argmax(axis=1)
-    num_classes = np.asarray(probabilities).shape[1]
     report: dict[str, Any] = {}
     breaches: list[str] = []
     for feature in settings.sensitive_features:
-        if feature not in test.columns:
+        table = groups_by_feature.get(feature)
+        if table is None:
             breaches.append(f"sensitive feature {feature!r} is not a column of the test split")
             continue
-        groups = test[feature].map(category_text).replace("", "(missing)").to_numpy()
-        table = {}
-        for group in sorted(set(groups)):
-            rows = groups == group
-            table[group] = {
-                "rows": int(rows.sum()),
-                **group_metrics(predicted[rows], label_ids[rows], num_classes),
-            }
         compared = {g: m for g, m in table.items() if m["rows"] >= settings.min_group_size}
         gaps = {}
-        for metric in ("accuracy", "positive_rate", "true_positive_rate", "false_positive_rate"):
-            values = {g: m[metric] for g, m in compared.items() if metric in m}
+        for metric in FAIRNESS_METRICS:
+            values = {g: m[metric] for g, m in compared.items() if finite(m.get(metric))}
             if len(values) >= 2:
                 low, high = min(values, key=values.get), max(values, key=values.get)
                 gaps[metric] = {

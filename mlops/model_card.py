@@ -17,7 +17,7 @@ SCHEMA_VERSION = "0.0.2"  # model-card-toolkit's model_card.schema.json
 
 def build_model_card(
     config: PipelineConfig,
-    version: int,
+    version: int | str,
     evaluation: dict[str, Any],
     explanations: dict[str, Any] | None,
     data: dict[str, Any],

@@ -4,19 +4,25 @@ configured policy per column (block, drop, or salted hash) before anything is wr
 Detected kinds: e-mail addresses, phone numbers, payment card numbers (Luhn checksum), IP
 addresses and national-id-like numbers (US social security numbers). Detection samples values, so
 it is a safety net, not a guarantee: name personal columns in `privacy.columns` explicitly.
+
+The prediction server's request log goes through `LogRedactor`: the same column policies, and
+the same kinds redacted wherever they appear inside a logged string (`redact_text`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
 import re
 from collections.abc import Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops.config import PrivacyConfig
+
+if TYPE_CHECKING:  # the server imports this module for LogRedactor and must not load pandas
+    import pandas as pd
 
 _SAMPLE = 1000
 _MIN_SHARE = 0.5  # of the sampled non-empty values
@@ -88,6 +94,8 @@ def _name_kind(column: str) -> str | None:
 
 def detect_personal_data(frame: pd.DataFrame, skip: set[str] = frozenset()) -> dict[str, str]:
     """column -> kind of personal data, from its name or from most of its sampled text values."""
+    import pandas as pd
+
     found: dict[str, str] = {}
     for column in frame.columns:
         if column in skip:
@@ -110,24 +118,32 @@ class PersonalDataError(ValueError):
     """A column holds personal data and the config says nothing (or "block") about it."""
 
 
-def salted_hash(values: pd.Series, salt: str) -> pd.Series:
+def hash_token(value: object, salt: str) -> object:
     """The same value always maps to the same token (joins and categories still work); the value
-    itself cannot be read back without the salt."""
+    itself cannot be read back without the salt. Missing stays missing."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return hashlib.sha256((salt + str(value)).encode()).hexdigest()[:16]
 
-    def token(value: object) -> object:
-        if value is None or (isinstance(value, float) and value != value):
-            return None
-        return hashlib.sha256((salt + str(value)).encode()).hexdigest()[:16]
 
-    return values.map(token)
+def salted_hash(values: pd.Series, salt: str) -> pd.Series:
+    return values.map(lambda value: hash_token(value, salt))
 
 
 def apply_privacy(
-    frame: pd.DataFrame, settings: PrivacyConfig, source: str, label: str
+    frame: pd.DataFrame,
+    settings: PrivacyConfig,
+    source: str,
+    label: str,
+    found_elsewhere: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Apply the per-column policy to detected and declared personal columns. Returns the frame
-    and {column: what was done}. Raises PersonalDataError for a column to block."""
+    """Apply the per-column policy to detected and declared personal columns, and to those
+    `found_elsewhere` ({column: kind}, e.g. by Cloud DLP). Returns the frame and {column: what
+    was done}. Raises PersonalDataError for a column to block."""
     detected = detect_personal_data(frame, skip={label})
+    for column, kind in (found_elsewhere or {}).items():
+        if column != label and column in frame.columns:
+            detected.setdefault(column, kind)
     declared = {c: "declared in privacy.columns" for c in settings.columns if c in frame.columns}
     actions: dict[str, str] = {}
     for column in sorted({*detected, *declared}):
@@ -151,3 +167,82 @@ def apply_privacy(
             frame = frame.assign(**{column: salted_hash(frame[column], salt)})
         actions[column] = f"{policy} ({kind})"
     return frame, actions
+
+
+# -- Redaction of free text (request logs) ----------------------------------------------------
+# The same kinds as VALUE_DETECTORS, found anywhere inside a string rather than as the whole
+# value; each candidate is confirmed by the whole-value detector (Luhn for cards, ipaddress for
+# IPs) so plain numbers stay readable. Each pattern runs only on strings holding the character
+# it needs ("@", ":", a digit): most category values hold none and cost one scan.
+_EMBEDDED_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_EMBEDDED_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_EMBEDDED_NUMBERS = re.compile(
+    r"(?P<ipv4>(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.]))"
+    # not part of a time or a decimal number ("2013-01-05 10:30:00", "12.5")
+    r"|(?P<digits>(?<![\w+:.])\+?\(?\d[\d ()-]{7,22}\d(?![\w:]|\.\d))"
+)
+_DIGIT = re.compile(r"\d")
+
+
+def _redact_ip(match: re.Match[str]) -> str:
+    return "[REDACTED:IP address]" if _ip(match.group(0)) else match.group(0)
+
+
+def _redact_number(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if match.lastgroup == "ipv4":
+        return _redact_ip(match)
+    for kind in ("payment card number", "national id", "phone number"):
+        if VALUE_DETECTORS[kind](text):
+            return f"[REDACTED:{kind}]"
+    return text
+
+
+@functools.lru_cache(maxsize=8192)  # field names and category values repeat request after request
+def redact_text(text: str) -> str:
+    """`text` with every e-mail, card (Luhn), national id, IP and phone number inside it replaced
+    by "[REDACTED:<kind>]"."""
+    if "@" in text:
+        text = _EMBEDDED_EMAIL.sub("[REDACTED:email]", text)
+    if ":" in text:
+        text = _EMBEDDED_IPV6.sub(_redact_ip, text)
+    if _DIGIT.search(text):
+        text = _EMBEDDED_NUMBERS.sub(_redact_number, text)
+    return text
+
+
+class LogRedactor:
+    """Makes request-log records safe to write: columns whose policy is drop are removed, hash
+    are hashed with the ingest salt (so logged values still match the training data), block are
+    replaced; in everything else (any field, any nesting, field names too) personal data found in
+    strings is redacted. Numbers and booleans pass untouched: only strings are scanned."""
+
+    def __init__(self, settings: PrivacyConfig, salt: str | None = None) -> None:
+        self.policies = {c: p for c, p in settings.columns.items() if p != "keep"}
+        # Read when the server starts (never at import); without a salt, hashed columns are
+        # redacted whole rather than written in clear.
+        self.salt = os.environ.get(settings.hash_salt_env, "") if salt is None else salt
+
+    def value(self, value: object) -> object:
+        if isinstance(value, str):
+            return redact_text(value)
+        if isinstance(value, dict):
+            return {redact_text(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+    def instance(self, instance: object) -> object:
+        if not isinstance(instance, dict) or not self.policies:
+            return self.value(instance)
+        safe: dict[str, object] = {}
+        for key, item in instance.items():
+            policy = self.policies.get(key)
+            if policy == "drop":
+                continue
+            if policy == "hash" and self.salt and item is not None:
+                item = hash_token(item, self.salt)
+            elif policy in ("hash", "block") and item is not None:
+                item = f"[REDACTED:privacy.columns.{key}]"
+            safe[redact_text(str(key))] = self.value(item)
+        return safe

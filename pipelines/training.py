@@ -96,6 +96,7 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
                 evaluation=evaluation,
                 statistics=validate.outputs["statistics"],
                 schema=validate.outputs["schema"],
+                explanation=explanation,
             )
         else:
             ops.register_local(
@@ -132,7 +133,8 @@ def _register_on_vertex(  # noqa: ANN001
     optional `VertexModel` artifact, which a run-time "maybe" cannot feed without two gated copies
     of the upload, and it has neither `version_description` nor `is_default_version`, where the
     version records (as JSON) the statistics, schema, evaluation and training data URIs that
-    monitoring reads back. `record` holds run_id, dataset, evaluation, statistics and schema."""
+    monitoring reads back. `record` holds run_id, dataset, evaluation, statistics, schema and
+    explanation (the model card is built from them)."""
     vertex = config.vertex
     with dsl.If(blessed == True, name="blessed"):  # noqa: E712 - KFP builds a condition from ==
         serving = ops.vertex_serving_model(

@@ -49,7 +49,7 @@ def test_unmet_value_threshold_refuses_the_blessing(penguins_chain, tmp_path: Pa
 
 
 def test_every_gate_is_recorded_with_its_numbers(penguins_chain) -> None:
-    config, _, results = penguins_chain
+    config, paths, results = penguins_chain
     evaluation = results["evaluate"]
     gates = {g["name"]: g for g in evaluation["gates"]}
     assert list(gates) == [
@@ -69,3 +69,32 @@ def test_every_gate_is_recorded_with_its_numbers(penguins_chain) -> None:
     sexes = evaluation["fairness"]["sex"]["groups"]
     assert {"male", "female"} <= set(sexes)
     assert sum(group["rows"] for group in sexes.values()) == evaluation["examples"]
+
+
+def test_fairness_groups_from_tfma_match_the_models_own_predictions(penguins_chain) -> None:
+    """Per-sex accuracy as TFMA sliced it equals a hand count over the served signature's
+    predictions; three species: TFMA's fairness rates are binary, so accuracy is all there is."""
+    import numpy as np
+
+    from mlops.features import category_text, encode_labels, frame_to_arrays
+    from mlops.serving.server import load_model
+
+    config, paths, results = penguins_chain
+    evaluation = results["evaluate"]
+    test = read_split(paths["data"], "test")
+    arrays = frame_to_arrays(test, config.features)
+    predicted = load_model(paths["model"]).predict_raw(arrays)["probabilities"].argmax(axis=1)
+    labels = np.array(encode_labels(test[config.data.label].tolist(), evaluation["classes"], "t"))
+    groups = test["sex"].map(category_text).replace("", "(missing)").to_numpy()
+    sexes = evaluation["fairness"]["sex"]["groups"]
+    assert set(sexes) == set(groups)
+    for sex, metrics in sexes.items():
+        rows = groups == sex
+        assert set(metrics) == {"rows", "accuracy"}
+        assert metrics["rows"] == rows.sum()
+        assert metrics["accuracy"] == pytest.approx(np.mean(predicted[rows] == labels[rows]))
+    accuracy = [
+        m["accuracy"] for m in sexes.values() if m["rows"] >= config.fairness.min_group_size
+    ]
+    gap = evaluation["fairness"]["sex"]["gaps"]["accuracy"]["gap"]
+    assert gap == pytest.approx(max(accuracy) - min(accuracy), abs=1e-4)

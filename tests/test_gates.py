@@ -46,26 +46,85 @@ def test_the_model_must_reach_the_best_baseline_plus_the_margin(tmp_path) -> Non
     assert not baselines_gate(config, {}, baselines)["passed"]
 
 
-def test_fairness_gap_between_groups_fails_the_gate(tmp_path) -> None:
+def _tfma_fairness_groups(config, test: pd.DataFrame, probabilities, out) -> dict:
+    """The evaluate step's EvalConfig and per-group reading, run by TFMA on given predictions."""
+    import apache_beam as beam
+    import tensorflow_model_analysis as tfma
+
+    from components.evaluate import build_eval_config, fairness_groups, write_examples
+
+    eval_config = build_eval_config(config, 2, has_baseline=False, with_model=False)
+    data = out / "examples.tfrecord"
+    out.mkdir()
+    write_examples(config, test, ["0", "1"], data, probabilities)
+    tfma.run_model_analysis(
+        eval_config=eval_config,
+        data_location=str(data),
+        output_path=str(out / "tfma"),
+        pipeline_options=beam.options.pipeline_options.PipelineOptions(config.beam_args),
+    )
+    return fairness_groups(tfma.load_eval_result(str(out / "tfma")), 2)
+
+
+def _by_hand(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    positive, actual = predicted == 1, labels == 1
+    return {
+        "rows": len(labels),
+        "accuracy": float(np.mean(predicted == labels)),
+        "positive_rate": float(positive.mean()),
+        "true_positive_rate": float(positive[actual].mean()),
+        "false_positive_rate": float(positive[~actual].mean()),
+    }
+
+
+def test_fairness_gate_reads_tfma_per_group_rates_equal_to_a_hand_computation(tmp_path) -> None:
     config = config_in(tmp_path, "taxi").with_overrides(
         fairness={"sensitive_features": ["group"], "max_gap": 0.2, "min_group_size": 10}
     )
-    labels = np.array([1, 0] * 50)
-    test = pd.DataFrame({"group": ["a"] * 50 + ["b"] * 50 + []})
-    # right on every row of group a, wrong on half of group b
+    rng = np.random.default_rng(7)
+    labels = np.array([1, 0] * 53)
+    # rows without a group form "(missing)", reported but too small (6 rows) to be gated
+    groups = np.array(["a"] * 50 + ["b"] * 50 + [None] * 6, dtype=object)
+    # right on every row of group a; in group b wrong on half the rows, mostly false positives
     predicted = labels.copy()
-    predicted[50:75] = 1 - predicted[50:75]
-    probabilities = np.eye(2)[predicted]
-    report, gate = fairness(config, test, probabilities, labels)
-    assert not gate["passed"]
-    assert report["group"]["gaps"]["accuracy"] == {"gap": 0.5, "highest": "a", "lowest": "b"}
-    assert report["group"]["groups"]["a"]["true_positive_rate"] == 1.0
-    fair, gate = fairness(config, test, np.eye(2)[labels], labels)
-    assert gate["passed"] and fair["group"]["gaps"]["accuracy"]["gap"] == 0.0
+    flip = np.r_[np.zeros(50, bool), rng.random(50) < 0.5, np.zeros(6, bool)]
+    predicted[flip] = 1 - predicted[flip]
+    p_one = np.where(predicted == 1, rng.uniform(0.51, 1, 106), rng.uniform(0, 0.49, 106))
+    test = pd.DataFrame({"group": groups, "big_tipper": labels})
+    table = _tfma_fairness_groups(config, test, np.c_[1 - p_one, p_one], tmp_path / "tfma")
+
+    expected = {
+        "a": _by_hand(predicted[:50], labels[:50]),
+        "b": _by_hand(predicted[50:100], labels[50:100]),
+        "(missing)": _by_hand(predicted[100:], labels[100:]),
+    }
+    assert set(table["group"]) == set(expected)
+    for group, metrics in expected.items():
+        assert table["group"][group] == pytest.approx(metrics, abs=1e-6), group
+
+    report, gate = fairness(config, table)
+    b = expected["b"]
+    assert report["group"]["gaps"]["accuracy"] == {
+        "gap": round(1 - b["accuracy"], 4),
+        "highest": "a",
+        "lowest": "b",
+    }
+    assert not gate["passed"] and "accuracy gap" in gate["detail"]
+    assert {"accuracy", "positive_rate", "true_positive_rate", "false_positive_rate"} == set(
+        report["group"]["gaps"]
+    )
+    tolerant = config.with_overrides(
+        fairness={"sensitive_features": ["group"], "max_gap": 0.99, "min_group_size": 10}
+    )
+    assert fairness(tolerant, table)[1]["passed"]
     small = config.with_overrides(
         fairness={"sensitive_features": ["group"], "max_gap": 0.2, "min_group_size": 60}
     )
-    assert fairness(small, test, probabilities, labels)[1]["passed"], "small groups are not gated"
+    report, gate = fairness(small, table)
+    assert gate["passed"] and report["group"]["gaps"] == {}, "small groups are not gated"
+    assert report["group"]["groups"]["b"]["rows"] == 50, "but still reported"
+    _, gate = fairness(config.with_overrides(fairness={"sensitive_features": ["age"]}), {})
+    assert not gate["passed"] and "'age' is not a column" in gate["detail"]
 
 
 def test_baselines_majority_linear_and_rules() -> None:

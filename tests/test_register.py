@@ -10,7 +10,7 @@ from components.find_champion import find_champion_local
 from components.register import run_register_local
 from mlops.paths import registry_root
 from mlops.registry import LocalModelRegistry
-from tests.conftest import fake_model
+from tests.conftest import fake_model, on_vertex
 
 
 def _evaluation(
@@ -111,4 +111,56 @@ def test_every_version_carries_a_model_card(penguins_chain, tmp_path: Path) -> N
     assert len(card["top_attributions"]) == 5
     assert "sex" in card["model_parameters"]["data"][0]["sensitive"]["sensitive_data"]
     page = (version / "model_card.html").read_text()
+    assert "Model card: penguins" in page and "Limitations" in page
+
+
+def test_vertex_upload_stores_the_model_card_on_cloud_storage_and_references_it(
+    penguins_chain, tmp_path: Path
+) -> None:
+    from google.auth.credentials import AnonymousCredentials
+
+    from components.register import (
+        run_register_vertex,
+        vertex_version_record,
+        write_vertex_model_card,
+    )
+    from tests.gcs_emulator import gcs_emulator
+    from tests.vertex_fakes import FakeModelRegistry
+
+    config, paths, results = penguins_chain
+    config = on_vertex(config, project="my-project", region="europe-west4")
+    spec = {"imageUri": "europe-docker.pkg.dev/p/mlops/image:1.0", "args": ["--config-json", "{}"]}
+    registry = FakeModelRegistry()
+    with gcs_emulator() as gcs:
+        # The step's HTML artifact URI, as Vertex gives it under the pipeline root.
+        html_uri = gcs.uri("root/run-1/register/model_card")
+        card_uris = write_vertex_model_card(
+            config, "run-1", html_uri, paths["evaluation"], "", paths["data"]
+        )
+        record = vertex_version_record(
+            config,
+            "run-1",
+            model_uri=gcs.uri("root/run-1/train/model"),
+            evaluation_uri=gcs.uri("root/run-1/evaluate/evaluation"),
+            statistics_uri=gcs.uri("root/run-1/validate/statistics"),
+            schema_uri=gcs.uri("root/run-1/validate/schema"),
+            training_data_uri=gcs.uri("root/run-1/register/train.csv"),
+            model_card=card_uris,
+        )
+        with registry.serving():
+            run_register_vertex(config, "", spec, record, AnonymousCredentials())
+        bucket = gcs.client().bucket(gcs.bucket)
+
+        def stored(uri: str) -> str:
+            return bucket.blob(uri.split(f"gs://{gcs.bucket}/", 1)[1]).download_as_text()
+
+        (request,) = registry.upload_requests
+        described = json.loads(request.model.version_description)
+        card = json.loads(stored(described["model_card_json"]))
+        page = stored(described["model_card_html"])
+    assert described["model_card_html"] == html_uri
+    assert described["model_card_json"] == html_uri + ".json"
+    assert f"Model card: {html_uri}" in request.model.description
+    assert card["model_details"]["version"]["name"] == "run-1"
+    assert card["blessed"] == results["evaluate"]["blessed"]
     assert "Model card: penguins" in page and "Limitations" in page

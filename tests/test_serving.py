@@ -882,6 +882,24 @@ def test_request_log_round_trips_to_raw_features(server, penguins_chain) -> None
     )
 
 
+def test_personal_data_in_requests_never_reaches_the_request_log(server) -> None:
+    email, card = "jane.doe@example.com", "4111 1111 1111 1111"
+    # Unseen categories are served (out of vocabulary), so these requests are logged.
+    personal = {**GOOD, "island": f"contact {email}", "sex": card}
+    status, _, body = server.predict(_body([personal]))
+    assert status == 200, body
+    # A rejected request (unknown field) is answered 400 and must not leak either.
+    status, _, rejected = server.predict(_body([{**GOOD, "email": email}]))
+    assert status == 400 and "unknown feature" in rejected["error"]
+    lines = [json.loads(line) for line in server.log.read_text().splitlines()]
+    record = next(line for line in lines if line["request_id"] == body["request_id"])
+    assert record["instances"][0]["island"] == "contact [REDACTED:email]"
+    assert record["instances"][0]["sex"] == "[REDACTED:payment card number]"
+    assert record["instances"][0]["bill_length_mm"] == GOOD["bill_length_mm"]
+    for text in (server.log.read_text(), server.output.read_text(errors="replace")):
+        assert email not in text and card not in text and "4111111111111111" not in text
+
+
 def test_explain_route_answers_in_the_shape_of_vertex_explain(server) -> None:
     """POST /explain: sampled Shapley attributions per instance; each adds up (with the baseline
     output) to the probability of the class it explains."""

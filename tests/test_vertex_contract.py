@@ -82,13 +82,17 @@ def test_model_upload_is_gated_by_the_blessing_and_finds_its_parent_at_run_time(
     assert (
         artifacts["unmanaged_model"]["taskOutputArtifact"]["producerTask"] == "vertex-serving-model"
     )
-    # What monitoring reads back from the version comes from these upstream artifacts.
+    # What monitoring reads back from the version, and the model card, come from these
+    # upstream artifacts.
     producers = {
         name: artifact["componentInputArtifact"]
         for name, artifact in artifacts.items()
         if "componentInputArtifact" in artifact
     }
-    assert set(producers) == {"dataset", "evaluation", "statistics", "schema"}
+    assert set(producers) == {"dataset", "evaluation", "statistics", "schema", "explanation"}
+    # The model card is an HTML artifact of the step: the Vertex pipeline UI shows it.
+    outputs = spec["components"][upload["componentRef"]["name"]]["outputDefinitions"]
+    assert outputs["artifacts"]["model_card"]["artifactType"]["schemaTitle"] == "system.HTML"
     assert not upload["cachingOptions"].get("enableCache")
 
 

@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from mlops.config import FeatureConfig, PipelineConfig, load_config
+from mlops.privacy import LogRedactor
 from mlops.serving.request import RequestError, RequestSchema, parse_request
 
 logger = logging.getLogger(__name__)
@@ -434,6 +435,8 @@ class PredictionService:
         self._rng_lock = threading.Lock()
         self._log_lock = threading.Lock()
         self._log_file: IO[str] | None = None
+        # Personal data never reaches the request log (privacy.columns policies, then detection).
+        self._redactor = LogRedactor(config.privacy)
         self._loaded: dict[str, LoadedModel] = {}
         self._batchers: dict[str, MicroBatcher] = {}
         self._schema = RequestSchema(config.features)
@@ -650,7 +653,7 @@ class PredictionService:
             "request_id": request_id,
             "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
             "model_version": version,
-            "instances": instances,
+            "instances": [self._redactor.instance(instance) for instance in instances],
         }
         # json.dumps of the record with "predictions" last, without encoding them again.
         line = f'{_json(record)[:-1]}, "predictions": {predictions_json}}}\n'
