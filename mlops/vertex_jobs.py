@@ -47,9 +47,9 @@ def check_vertex_ready(config: PipelineConfig) -> None:
         ]
         if needs:
             raise ConfigError(
-                f"vertex.tensorboard is {vertex.tensorboard!r} but "
+                f"vertex.tensorboard is {vertex.tensorboard!r}, which needs "
                 + " and ".join(needs)
-                + " is not set: set it in the config or pass the matching flag"
+                + ": set it in the config (mlops submit: --service-account / --pipeline-root)"
             )
 
 
