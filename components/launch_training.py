@@ -35,7 +35,12 @@ def launch_training(
         state = retrain_state_uri(config, target)
         launched = {"target": "local", **_run_training_process(config)}
     elif target == "vertex":
-        from mlops.vertex_jobs import SubmitSettings, build_pipeline_job, submit
+        from mlops.vertex_jobs import (
+            SubmitSettings,
+            build_pipeline_job,
+            experiment_name,
+            submit,
+        )
 
         if not template_path:
             raise ValueError(
@@ -48,8 +53,14 @@ def launch_training(
         )
         state = retrain_state_uri(config, target, settings.pipeline_root)
         job = build_pipeline_job(config, template_path, settings, credentials=credentials)
-        submit(job, settings)
-        launched = {"target": "vertex", "job": job.resource_name, "template": template_path}
+        experiment = experiment_name(config, "training")
+        submit(job, settings, experiment)
+        launched = {
+            "target": "vertex",
+            "job": job.resource_name,
+            "template": template_path,
+            "experiment": experiment,
+        }
     else:
         raise ValueError(f"target must be 'local' or 'vertex', not {target!r}")
     record_retrain(state, now, reasons)

@@ -7,6 +7,7 @@ strings with "" for missing categories), applies the TFT graph and returns class
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,17 @@ def build_model(
     return model
 
 
+# Set by Vertex AI in a custom job that has a TensorBoard instance: the Cloud Storage directory it
+# streams to that TensorBoard.
+VERTEX_TENSORBOARD_ENV = "AIP_TENSORBOARD_LOG_DIR"
+
+
+def tensorboard_log_dir(logs_dir: str | Path | None) -> str | None:
+    """Where the TensorBoard logs go: Vertex AI's `AIP_TENSORBOARD_LOG_DIR` when the custom job
+    sets it (read at call time: it exists only inside that job), else `logs_dir`."""
+    return os.environ.get(VERTEX_TENSORBOARD_ENV) or (str(logs_dir) if logs_dir else None)
+
+
 def _transform(layer: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -169,7 +181,8 @@ def run_train(
     """Fit on train with early stopping on eval; export the raw-feature SavedModel to `model_dir`.
 
     Returns the final training and eval metrics, epochs run and the curves (also in
-    `model_info.json`). TensorBoard logs go to `logs_dir` when given.
+    `model_info.json`). TensorBoard logs go to `logs_dir` when given, or where Vertex AI's
+    `AIP_TENSORBOARD_LOG_DIR` says (`tensorboard_log_dir`).
     """
     # Keras 3 must be imported before tensorflow_transform, which otherwise switches tf.keras to
     # Keras 2 for the whole process.
@@ -217,8 +230,9 @@ def run_train(
             monitor="val_loss", patience=training.early_stopping_patience, restore_best_weights=True
         )
     ]
-    if logs_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logs_dir), profile_batch=0))
+    log_dir = tensorboard_log_dir(logs_dir)
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=0))
     weights = (
         class_weights(splits["train"][1], len(classes))
         if training.class_weight == "balanced"

@@ -16,10 +16,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mlops.artifacts import LABEL_CLASSES_FILE, read_split
+from mlops.artifacts import LABEL_CLASSES_FILE
 from mlops.config import FeatureConfig, PipelineConfig
 from mlops.features import category_text, coerce_record
-from mlops.io import atomic_dir, to_beam_uri
+from mlops.io import (
+    atomic_uri_dir,
+    is_remote,
+    join_uri,
+    open_uri,
+    remove_uri_tree,
+    require_complete_uri,
+    to_beam_uri,
+    write_uri_text,
+)
 
 CROSS_SEPARATOR = "\x1f"
 
@@ -127,26 +136,38 @@ def _tft_temp_dir(options: Any) -> Iterator[str]:
         yield local
 
 
+def _read_train_labels(dataset_dir: str | Path, label: str) -> list[Any]:
+    """The label column of the train split (a local, /gcs/ or gs:// dataset directory)."""
+    import pandas as pd
+
+    path = join_uri(require_complete_uri(dataset_dir), "train.parquet")
+    with open_uri(path) as handle:
+        return pd.read_parquet(handle, columns=[label])[label].tolist()
+
+
 def run_transform(
     config: PipelineConfig, dataset_dir: str | Path, output_dir: str | Path
 ) -> dict[str, Any]:
-    """Analyze train with TFT on Beam (runner from `config.beam_args`) into `output_dir`."""
+    """Analyze train with TFT on Beam (runner from `config.beam_args`) into `output_dir`.
+
+    Both may be local paths, /gcs/ paths (a step on Vertex AI) or gs:// URIs; on Cloud Storage
+    the output is complete once its `_SUCCESS` marker exists (`mlops.io.atomic_uri_dir`)."""
     import apache_beam as beam
     import tensorflow as tf
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
     features = config.features
-    train = read_split(dataset_dir, "train")
-    classes = label_classes(train[config.data.label].tolist())
+    labels = _read_train_labels(dataset_dir, config.data.label)
+    classes = label_classes(labels)
     raw_spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features.numeric}
     raw_spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in features.categorical})
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
     # Beam (on Dataflow: its workers) reads and writes /gcs/ paths as gs:// URIs.
-    train_path = to_beam_uri(Path(dataset_dir) / "train.parquet")
+    train_path = to_beam_uri(join_uri(dataset_dir, "train.parquet"))
     options = beam.options.pipeline_options.PipelineOptions(config.beam_args)
 
-    with atomic_dir(output_dir) as out, _tft_temp_dir(options) as tft_tmp:
+    with atomic_uri_dir(output_dir) as out, _tft_temp_dir(options) as tft_tmp:
         # force_tf_compat_v1 traces the graph once in TF1 mode: measurably faster here, and the
         # result still loads with TFTransformOutput in TF2.
         with (
@@ -162,5 +183,7 @@ def run_transform(
                 build_preprocessing_fn(features)
             )
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(to_beam_uri(out))
-        (out / LABEL_CLASSES_FILE).write_text(json.dumps(classes))
-    return {"label_classes": classes, "train_rows": len(train)}
+        write_uri_text(join_uri(out, LABEL_CLASSES_FILE), json.dumps(classes))
+        if is_remote(tft_tmp):
+            remove_uri_tree(tft_tmp)  # only after success: a failed run's leftovers stay to look at
+    return {"label_classes": classes, "train_rows": len(labels)}

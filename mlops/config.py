@@ -273,6 +273,9 @@ IMAGE_PATTERN = (
 )
 KMS_KEY_PATTERN = r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$"
 NETWORK_PATTERN = r"^projects/[0-9]+/global/networks/[^/]+$"
+TENSORBOARD_PATTERN = r"^projects/[^/]+/locations/[^/]+/tensorboards/[^/]+$"
+# A Vertex AI Experiments name is a metadata context id: lowercase letters, digits and hyphens.
+EXPERIMENT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,127}$"
 SUBNETWORK_PATTERN = r"^(https://www\.googleapis\.com/compute/v1/)?(projects/[^/]+/)?regions/[^/]+/subnetworks/[^/]+$"
 
 
@@ -313,6 +316,13 @@ class VertexConfig(_Strict):
     # Beam runner for the data-heavy steps on Google Cloud.
     beam_runner: Literal["DataflowRunner", "DirectRunner"] = "DataflowRunner"
     model_display_name: str | None = None
+    # Vertex AI Experiments: every pipeline run submitted (by `mlops submit` or a retraining
+    # launch) joins this experiment, with its parameters and metrics. None: the pipeline's name
+    # (<name>-training, <name>-prediction, <name>-monitoring).
+    experiment: str | None = Field(default=None, pattern=EXPERIMENT_PATTERN)
+    # Vertex AI TensorBoard instance (projects/P/locations/R/tensorboards/ID) the training custom
+    # job streams its logs to. Needs vertex.service_account and vertex.pipeline_root.
+    tensorboard: str | None = Field(default=None, pattern=TENSORBOARD_PATTERN)
     # Existing Vertex model resource (projects/P/locations/L/models/ID): new versions go under it.
     parent_model: str | None = Field(
         default=None, pattern=r"^projects/[^/]+/locations/[^/]+/models/[^/]+$"
@@ -323,6 +333,7 @@ class VertexConfig(_Strict):
         located = {
             "vertex.encryption_key": self.encryption_key,
             "vertex.subnetwork": self.subnetwork,
+            "vertex.tensorboard": self.tensorboard,
         }
         for key, value in located.items():
             match = value and re.search(r"(?:locations|regions)/([^/]+)/", value)

@@ -1,6 +1,6 @@
 """File helpers: URIs through Beam's filesystems (local, gs://), directory outputs that are never
-seen half-written (atomic rename locally; a completion marker written last on Cloud Storage), and
-atomic file writes."""
+seen half-written (atomic rename locally; a completion marker written last on Cloud Storage, by
+the /gcs/ mount or by gs:// URI), and atomic file writes."""
 
 from __future__ import annotations
 
@@ -29,6 +29,43 @@ def uri_exists(uri: str) -> bool:
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.exists(uri)
+
+
+def is_remote(location: str | Path) -> bool:
+    """Whether `location` is a URI (gs://...) rather than a path of this machine's filesystem
+    (which includes the /gcs/ FUSE mount)."""
+    return "://" in str(location)
+
+
+def join_uri(base: str | Path, *parts: str) -> str:
+    """`base/part/...` for a local path or a URI (`Path` would fold gs:// into gs:/)."""
+    if is_remote(base):
+        return "/".join([str(base).rstrip("/"), *(part.strip("/") for part in parts)])
+    return str(Path(base, *parts))
+
+
+def read_uri_bytes(uri: str | Path) -> bytes:
+    with open_uri(str(uri)) as handle:
+        return handle.read()
+
+
+def write_uri_text(uri: str | Path, text: str) -> None:
+    """Write a text file whole: locally through a temporary file and a rename; at a URI as one
+    object, which Cloud Storage shows only once its upload completes."""
+    if not is_remote(uri):
+        write_text_atomic(uri, text)
+        return
+    with open_uri(str(uri), "wb") as handle:
+        handle.write(text.encode())
+
+
+def remove_uri_tree(uri: str) -> None:
+    """Delete every object under the prefix `uri/` (nothing there is fine)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    prefix = uri.rstrip("/") + "/"
+    if FileSystems.match([prefix + "**"])[0].metadata_list:
+        FileSystems.delete([prefix])
 
 
 def _umask() -> int:
@@ -83,6 +120,19 @@ def is_complete(directory: str | Path, cloud: bool | None = None) -> bool:
     if cloud if cloud is not None else on_cloud_storage(directory):
         return (directory / COMPLETE_MARKER).is_file()
     return directory.is_dir()
+
+
+def require_complete_uri(directory: str | Path) -> str:
+    """`require_complete` for a local path or a URI: the directory as a string, or
+    IncompleteOutputError. A gs:// directory is whole when its completion marker exists."""
+    if not is_remote(directory):
+        return str(require_complete(directory))
+    if not uri_exists(join_uri(directory, COMPLETE_MARKER)):
+        raise IncompleteOutputError(
+            f"{directory} is incomplete or absent: no {COMPLETE_MARKER} marker (its writer "
+            "failed, is still writing, or never ran)"
+        )
+    return str(directory)
 
 
 def require_complete(directory: str | Path, cloud: bool | None = None) -> Path:
@@ -149,6 +199,27 @@ def _marked_dir(final: Path) -> Iterator[Path]:
             child.unlink()
     yield final  # a failure leaves no marker: the directory stays incomplete
     (final / COMPLETE_MARKER).write_text("")
+
+
+@contextlib.contextmanager
+def atomic_uri_dir(final: str | Path) -> Iterator[str]:
+    """`atomic_dir` for a local path, a /gcs/ path or a gs:// URI, yielding where to write as a
+    string. At a URI (no directory rename there, and no local mount to write through) the
+    marker protocol runs through Beam's filesystems: the earlier marker goes first, then what an
+    earlier attempt left, and `COMPLETE_MARKER` is written last when the block succeeds."""
+    if not is_remote(final):
+        with atomic_dir(final) as out:
+            yield str(out)
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    final = str(final).rstrip("/")
+    marker = join_uri(final, COMPLETE_MARKER)
+    if FileSystems.exists(marker):
+        FileSystems.delete([marker])
+    remove_uri_tree(final)
+    yield final  # a failure leaves no marker: the directory stays incomplete
+    write_uri_text(marker, "")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -34,6 +34,23 @@ def check_vertex_ready(config: PipelineConfig) -> None:
             f"{vertex.training.accelerator_type} but vertex.gpu_image is not set: set it (or pass "
             "--gpu-image) to the CUDA build of the image (Dockerfile --build-arg ACCELERATOR=gpu)"
         )
+    if vertex.tensorboard:
+        # Vertex AI refuses a custom job with a TensorBoard but no service account, and the
+        # job's logs need a Cloud Storage home (its base output directory).
+        needs = [
+            f"vertex.{name} ({why})"
+            for name, why in (
+                ("service_account", "Vertex AI TensorBoard runs the training job as it"),
+                ("pipeline_root", "the training job's base output directory goes under it"),
+            )
+            if not getattr(vertex, name)
+        ]
+        if needs:
+            raise ConfigError(
+                f"vertex.tensorboard is {vertex.tensorboard!r}, which needs "
+                + " and ".join(needs)
+                + ": set it in the config (mlops submit: --service-account / --pipeline-root)"
+            )
 
 
 def check_cloud_inputs(config: PipelineConfig, kind: str, parameters: dict[str, str]) -> None:
@@ -230,7 +247,14 @@ def build_pipeline_job(
     )
 
 
-def describe_job(job: Any, settings: SubmitSettings) -> str:
+def experiment_name(config: PipelineConfig, kind: str) -> str:
+    """The Vertex AI experiment a pipeline run joins: `vertex.experiment`, else the pipeline's
+    name (`<name>-<kind>`, already a valid experiment id: the config name's pattern is
+    stricter)."""
+    return config.vertex.experiment or f"{config.name}-{kind}"
+
+
+def describe_job(job: Any, settings: SubmitSettings, experiment: str | None = None) -> str:
     """What `submit` would send, for --dry-run."""
     runtime = job._gca_resource.runtime_config
     parameters = {key: value for key, value in runtime.parameter_values.items()}
@@ -242,6 +266,7 @@ def describe_job(job: Any, settings: SubmitSettings) -> str:
             "pipeline_root": runtime.gcs_output_directory,
             "service_account": settings.service_account,
             "network": settings.network,
+            "experiment": experiment,
             "encryption_key": job._gca_resource.encryption_spec.kms_key_name or None,
             "parameter_names": sorted(parameters),
             "parameters": {k: v for k, v in parameters.items() if k != "config_json"},
@@ -254,5 +279,10 @@ def describe_job(job: Any, settings: SubmitSettings) -> str:
     )
 
 
-def submit(job: Any, settings: SubmitSettings) -> None:
-    job.submit(service_account=settings.service_account, network=settings.network)
+def submit(job: Any, settings: SubmitSettings, experiment: str) -> None:
+    """Create the pipeline job and add it to `experiment` (`experiment_name`): the SDK gets or
+    creates the experiment's metadata context, creates the job, then adds the job's run context
+    to the experiment, so its parameters and `Metrics` artifacts show in Vertex AI Experiments."""
+    job.submit(
+        service_account=settings.service_account, network=settings.network, experiment=experiment
+    )

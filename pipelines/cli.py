@@ -114,7 +114,13 @@ def _parse_params(items: list[str]) -> dict[str, str]:
 
 
 def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from mlops.vertex_jobs import SubmitSettings, build_pipeline_job, describe_job, submit
+    from mlops.vertex_jobs import (
+        SubmitSettings,
+        build_pipeline_job,
+        describe_job,
+        experiment_name,
+        submit,
+    )
     from pipelines.vertex import compile_pipeline
 
     config = _with_vertex_flags(config, args.image, None, args.gpu_image)
@@ -146,11 +152,12 @@ def cmd_submit(args: argparse.Namespace, config: PipelineConfig) -> int:
         kind=args.pipeline,
         parameters=parameters,
     )
+    experiment = experiment_name(config, args.pipeline)
     if args.dry_run:
         print("dry run: this PipelineJob would be submitted (nothing was sent):")
-        print(describe_job(job, settings))
+        print(describe_job(job, settings, experiment))
         return 0
-    submit(job, settings)
+    submit(job, settings, experiment)
     print(f"submitted {job.resource_name}")
     return 0
 
@@ -436,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="submit the training pipeline to Vertex AI Pipelines",
         description="Compile (or take --template) and submit an aiplatform.PipelineJob. Project, "
         "region, pipeline root and service account come from flags or the config's vertex section. "
-        "--dry-run prints the job and sends nothing.",
+        "The run joins the Vertex AI experiment vertex.experiment (default: the pipeline's name, "
+        "e.g. penguins-training). --dry-run prints the job and sends nothing.",
     )
     _add_config(submit)
     submit.add_argument("--project")

@@ -42,6 +42,9 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
             service_account=vertex.service_account or "",
             network=vertex.network or "",
             encryption_spec_key_name=vertex.encryption_key or "",
+            # Vertex AI TensorBoard needs the job's service account (check_vertex_ready); the
+            # job then sets AIP_TENSORBOARD_LOG_DIR under its base output directory.
+            tensorboard=vertex.tensorboard or "",
         )
     else:
         train_op = ops.train
@@ -69,8 +72,13 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
             tuned = _tune(config, target, ops, dataset, transform_graph, **common)
             tuning = tuned.outputs["tuning"]
             common = {**common, "config_json": tuned.outputs["Output"]}
+        train_args = {}
+        if target == "vertex" and vertex.tensorboard:
+            # One directory per run under the pipeline root, so runs' logs never mix.
+            root = str(vertex.pipeline_root).rstrip("/")
+            train_args["base_output_directory"] = f"{root}/tensorboard/{run_id}"
         train = train_op(
-            dataset=dataset, transform_graph=transform_graph, **common
+            dataset=dataset, transform_graph=transform_graph, **train_args, **common
         ).set_display_name("train")
         if target == "vertex":
             champion = ops.find_champion_vertex(config_json=common["config_json"])

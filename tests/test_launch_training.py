@@ -78,6 +78,7 @@ def test_vertex_launch_submits_the_given_template_with_the_given_settings(tmp_pa
         "target": "vertex",
         "job": "projects/my-project/locations/europe-west4/pipelineJobs/taxi-training-1",
         "template": "gs://bucket/templates/taxi-training.json",
+        "experiment": "taxi-training",
         "retrain_state": state,
     }
     assert bucket.uploads == [state]  # the cool-down lives in Cloud Storage, not on the container

@@ -479,8 +479,9 @@ def test_cmek_and_network_reach_every_resource(tmp_path: Path) -> None:
     with mock.patch.object(type(job), "submit") as submit_job:
         from mlops.vertex_jobs import submit
 
-        submit(job, settings)
+        submit(job, settings, "taxi-training")
     assert submit_job.call_args.kwargs["network"] == NETWORK
+    assert submit_job.call_args.kwargs["experiment"] == "taxi-training"
 
 
 def test_cmek_key_and_subnetwork_must_be_in_the_region(tmp_path: Path) -> None:

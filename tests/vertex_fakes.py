@@ -224,32 +224,137 @@ class FakeBucket:
             yield self
 
 
+class FakeMetadataStore:
+    """Vertex ML Metadata behind `MetadataServiceClient`: the location's default store (absent
+    until created, as in a project that never ran a pipeline), contexts (experiments, pipeline
+    runs) by resource name, and which child contexts were added to which."""
+
+    def __init__(self) -> None:
+        self.store: str | None = None
+        self.contexts: dict[str, Any] = {}
+        self.store_requests: list[str] = []
+        self.created_contexts: list[Any] = []
+        self.children: list[tuple[str, list[str]]] = []
+
+    def get_metadata_store(self, name: str = "", **_: Any) -> Any:
+        from google.cloud.aiplatform_v1.types import MetadataStore
+
+        self.store_requests.append(f"get {name}")
+        if name != self.store:
+            raise NotFound(f"metadata store {name} not found")
+        return MetadataStore(name=name)
+
+    def create_metadata_store(
+        self, parent: str = "", metadata_store: Any = None, metadata_store_id: str = "", **_: Any
+    ) -> Any:
+        self.store_requests.append(f"create {parent}/metadataStores/{metadata_store_id}")
+        self.store = f"{parent}/metadataStores/{metadata_store_id}"
+        return _operation(f"{self.store}/operations/1", metadata_store)
+
+    def get_context(self, name: str = "", **_: Any) -> Any:
+        if name not in self.contexts:
+            raise NotFound(f"context {name} not found")
+        return self.contexts[name]
+
+    def create_context(
+        self, parent: str = "", context: Any = None, context_id: str = "", **_: Any
+    ) -> Any:
+        from google.api_core.exceptions import AlreadyExists
+        from google.cloud.aiplatform_v1.types import Context
+
+        assert parent == self.store, f"context created outside the default store: {parent}"
+        created = Context(context)
+        created.name = f"{parent}/contexts/{context_id}"
+        if created.name in self.contexts:
+            raise AlreadyExists(created.name)
+        self.contexts[created.name] = created
+        self.created_contexts.append(created)
+        return created
+
+    def add_context_children(self, context: str = "", child_contexts: Any = None, **_: Any) -> Any:
+        assert context in self.contexts, f"no such context {context}"
+        self.children.append((context, list(child_contexts)))
+
+    def pipeline_run_context(self, job_name: str) -> Any:
+        """The `system.PipelineRun` context Vertex creates for a new pipeline job."""
+        from google.cloud.aiplatform_v1.types import Context
+
+        run_id = job_name.rsplit("/", 1)[-1]
+        context = Context(
+            name=f"{LOCATION}/metadataStores/default/contexts/{run_id}",
+            schema_title="system.PipelineRun",
+            display_name=run_id,
+        )
+        self.contexts[context.name] = context
+        return context
+
+    METHODS = (
+        "get_metadata_store",
+        "create_metadata_store",
+        "get_context",
+        "create_context",
+        "add_context_children",
+    )
+
+
 @contextlib.contextmanager
-def vertex_pipelines() -> Iterator[tuple[Any, FakeBucket]]:
+def vertex_pipelines(
+    metadata: FakeMetadataStore | None = None,
+) -> Iterator[tuple[Any, FakeBucket]]:
     """What submitting a pipeline job talks to: credentials and Cloud Storage objects (a
-    FakeBucket), the pipeline root's bucket metadata, Resource Manager and the Vertex AI pipeline
-    service (`create_pipeline_job`, a mock recording the request). Yields (create, bucket)."""
+    FakeBucket), the pipeline root's bucket metadata, Resource Manager, the Vertex AI pipeline
+    service (`create_pipeline_job`, a mock recording the request; `get_pipeline_job` answers the
+    job running, with its pipeline-run context) and Vertex ML Metadata (`metadata`, where the
+    SDK gets or creates the run's experiment and adds the run to it). Yields (create, bucket)."""
     from google.cloud import storage
     from google.cloud.aiplatform.utils import resource_manager_utils
+    from google.cloud.aiplatform_v1.services.metadata_service import MetadataServiceClient
     from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
-    from google.cloud.aiplatform_v1.types import PipelineJob
+    from google.cloud.aiplatform_v1.types import PipelineJob, PipelineJobDetail, PipelineState
+
+    metadata = metadata or FakeMetadataStore()
+    jobs: dict[str, Any] = {}
 
     def bucket_metadata(self, client=None):  # Cloud Storage's answer: the bucket's owner
         self._properties["projectNumber"] = "123"
 
     def create_pipeline_job(client, parent="", pipeline_job=None, **_):  # noqa: ANN001
-        return PipelineJob(name=f"{parent}/pipelineJobs/{pipeline_job.display_name}-1")
+        name = f"{parent}/pipelineJobs/{pipeline_job.display_name}-1"
+        created = PipelineJob(pipeline_job)
+        created.name = name
+        created.state = PipelineState.PIPELINE_STATE_PENDING
+        jobs[name] = created
+        return PipelineJob(name=name)
 
-    with (
-        FakeBucket().serving() as bucket,
-        mock.patch.object(storage.Bucket, "exists", return_value=True),
-        mock.patch.object(storage.Bucket, "reload", bucket_metadata),
-        mock.patch.object(resource_manager_utils, "get_project_number", return_value=123),
-        mock.patch.object(
-            PipelineServiceClient,
-            "create_pipeline_job",
-            autospec=True,
-            side_effect=create_pipeline_job,
-        ) as create,
-    ):
+    def get_pipeline_job(client, name="", **_):  # noqa: ANN001 - running, context created
+        job = PipelineJob(jobs[name])
+        job.state = PipelineState.PIPELINE_STATE_RUNNING
+        job.job_detail = PipelineJobDetail(pipeline_run_context=metadata.pipeline_run_context(name))
+        return job
+
+    with contextlib.ExitStack() as stack:
+        bucket = stack.enter_context(FakeBucket().serving())
+        stack.enter_context(mock.patch.object(storage.Bucket, "exists", return_value=True))
+        stack.enter_context(mock.patch.object(storage.Bucket, "reload", bucket_metadata))
+        stack.enter_context(
+            mock.patch.object(resource_manager_utils, "get_project_number", return_value=123)
+        )
+        create = stack.enter_context(
+            mock.patch.object(
+                PipelineServiceClient,
+                "create_pipeline_job",
+                autospec=True,
+                side_effect=create_pipeline_job,
+            )
+        )
+        stack.enter_context(
+            mock.patch.object(PipelineServiceClient, "get_pipeline_job", get_pipeline_job)
+        )
+        for name in FakeMetadataStore.METHODS:
+            fake = getattr(metadata, name)
+            stack.enter_context(
+                mock.patch.object(
+                    MetadataServiceClient, name, lambda c, *a, _f=fake, **k: _f(*a, **k)
+                )
+            )
         yield create, bucket
