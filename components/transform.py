@@ -18,7 +18,7 @@ from typing import Any
 
 from mlops.artifacts import LABEL_CLASSES_FILE, read_split
 from mlops.config import FeatureConfig, PipelineConfig
-from mlops.features import category_text, coerce_record, model_input_names, to_model_inputs
+from mlops.features import category_text, coerce_record, model_input_names
 from mlops.io import atomic_dir, to_beam_uri
 
 CROSS_SEPARATOR = "\x1f"
@@ -68,8 +68,11 @@ def transformed_names(features: FeatureConfig) -> dict[str, list[str]]:
     return sources
 
 
-def _raw_model_inputs(record: dict[str, Any], features: FeatureConfig) -> dict[str, Any]:
-    return to_model_inputs(coerce_record(record, features), features)
+def _raw_model_inputs(
+    record: dict[str, Any], features: FeatureConfig, names: dict[str, str]
+) -> dict[str, Any]:
+    # `names` (model_input_names) is worked out once per pipeline, not once per row
+    return {names[name]: value for name, value in coerce_record(record, features).items()}
 
 
 def build_preprocessing_fn(features: FeatureConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -194,7 +197,7 @@ def run_transform(
             rows = (
                 pipeline
                 | "ReadTrain" >> beam.io.ReadFromParquet(train_path, columns=features.raw_features)
-                | "ToRawFeatures" >> beam.Map(_raw_model_inputs, features)
+                | "ToRawFeatures" >> beam.Map(_raw_model_inputs, features, names)
             )
             transform_fn = (rows, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
                 build_preprocessing_fn(features)

@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops.config import FeatureConfig
-from mlops.names import internal_names, safe_name
-
-__all__ = ["safe_name"]  # re-exported: the name mapping belongs to the raw-feature contract
+from mlops.names import internal_names
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -196,6 +196,21 @@ def test_loaded_model_takes_inputs_by_the_names_as_written(tmp_path) -> None:
         model.predict_raw({"body.mass/g": arrays["body.mass/g"]})
 
 
+def test_vertex_explanation_metadata_names_the_inputs_as_written() -> None:
+    from mlops.attributions import vertex_explanation
+    from tests.conftest import config_in
+
+    config = config_in(Path("/unused"), "penguins")
+    config = config.with_overrides(
+        features={"numeric": ["body.mass/g"], "categorical": ["île"]},
+        evaluation={},
+        fairness={},
+    )
+    metadata, _ = vertex_explanation(config, {"body.mass/g": 4000.0, "île": "Dream"})
+    assert sorted(metadata.inputs) == ["body.mass/g", "île"]
+    assert list(metadata.inputs["île"].input_baselines) == ["Dream"]
+
+
 # ---- end to end: the CLI on penguins with awkward column names -------------------------------
 
 # Penguin columns renamed as a spreadsheet might have them; "Culmen_Length_mm_z" is also the
@@ -338,3 +353,30 @@ def test_the_server_answers_requests_keyed_by_the_names_as_written(awkward_run, 
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.slow
+def test_batch_prediction_reads_a_csv_with_awkward_headers(awkward_run, tmp_path) -> None:
+    import pandas as pd
+
+    from components.batch_predict import run_batch_predict
+    from mlops.registry import CHAMPION, LocalModelRegistry
+
+    config_file, _, _ = awkward_run
+    config = load_config(config_file)
+    rows = pd.read_csv(config.data.source).head(20)
+    rows.insert(0, "row id", range(20))
+    source = tmp_path / "to score.csv"
+    rows.to_csv(source, index=False)
+    champion = LocalModelRegistry(Path(config.local.root) / "registry").get(
+        config.name, alias=CHAMPION
+    )
+    summary = run_batch_predict(config, champion.model_dir, str(source), tmp_path / "out", "row id")
+    assert summary["rows"] == 20
+    predictions = [
+        json.loads(line)
+        for path in sorted((tmp_path / "out").glob("predictions-*"))
+        for line in path.read_text().splitlines()
+    ]
+    assert sorted(p["row id"] for p in predictions) == list(range(20))
+    assert {p["label"] for p in predictions} <= {"Adelie", "Chinstrap", "Gentoo"}
