@@ -51,10 +51,14 @@ def _read_rows(pipeline: beam.Pipeline, source: str, fmt: str) -> beam.PCollecti
             | "ParseJson" >> beam.Filter(str.strip)
             | "Loads" >> beam.Map(json.loads)
         )
-    return (
-        pipeline
-        | "ReadCsv" >> beam.io.ReadFromCsv(source)
-        | "AsDict" >> beam.Map(lambda row: row._asdict())
+    # Not beam.io.ReadFromCsv: it makes each row a named tuple, which only takes identifiers as
+    # column names ("Culmen Length (mm)" fails). The same pandas reader, rows as plain dicts:
+    from apache_beam.dataframe import convert
+    from apache_beam.dataframe.io import read_csv
+
+    frames = pipeline | "ReadCsv" >> read_csv(source)
+    return convert.to_pcollection(frames, yield_elements="pandas", label="CsvFrames") | (
+        "AsDicts" >> beam.FlatMap(lambda frame: frame.to_dict("records"))
     )
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from mlops.artifacts import METRICS_FILE, read_model_info, read_split
 from mlops.baselines import classification_metrics, fit_baselines
-from mlops.config import PipelineConfig
-from mlops.features import category_text, encode_labels
+from mlops.config import FeatureConfig, PipelineConfig
+from mlops.features import category_text, encode_labels, model_input_names
 from mlops.gates import baselines_gate, fairness, gate, success_criterion_gate
 from mlops.io import atomic_dir, to_beam_uri, write_json_atomic
 
@@ -45,13 +45,15 @@ def write_examples(
     path: Path,
     probabilities: Any = None,
 ) -> int:
-    """Write rows as TFRecord tf.Examples: raw features (missing values omitted), the label index,
-    each sensitive feature's group, and (for an evaluation without a model) given predictions."""
+    """Write rows as TFRecord tf.Examples: raw features under their internal names (the keys
+    `serving_tf_example` parses; missing values omitted), the label index, each sensitive
+    feature's group, and (for an evaluation without a model) given predictions."""
     import tensorflow as tf
 
     labels = encode_labels(frame[config.data.label].tolist(), classes, "test")
     features = config.features
     sensitive = [f for f in config.fairness.sensitive_features if f in frame.columns]
+    internal = model_input_names(features)
     count = 0
     with tf.io.TFRecordWriter(str(path)) as writer:
         for index, (row, label) in enumerate(zip(frame.to_dict("records"), labels, strict=True)):
@@ -70,11 +72,13 @@ def write_examples(
             for name in features.numeric:
                 value = row.get(name)
                 if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+                    feature[internal[name]] = tf.train.Feature(
+                        float_list=tf.train.FloatList(value=[value])
+                    )
             for name in features.categorical:
                 text = category_text(row.get(name))
                 if text:
-                    feature[name] = tf.train.Feature(
+                    feature[internal[name]] = tf.train.Feature(
                         bytes_list=tf.train.BytesList(value=[text.encode()])
                     )
             example = tf.train.Example(features=tf.train.Features(feature=feature))
@@ -161,8 +165,10 @@ def build_eval_config(
         per_class.aggregate.macro_average = True
         for class_id in range(num_classes):
             per_class.aggregate.class_weights[class_id] = 1.0
+    # TFMA slices the examples, whose keys are the internal names (see `write_examples`).
+    internal = model_input_names(config.features)
     slicing = [config_pb2.SlicingSpec()] + [
-        config_pb2.SlicingSpec(feature_keys=[name]) for name in evaluation.slices
+        config_pb2.SlicingSpec(feature_keys=[internal[name]]) for name in evaluation.slices
     ]
     metrics_specs = [overall, per_class]
     sensitive = config.fairness.sensitive_features
@@ -191,15 +197,23 @@ def build_eval_config(
     )
 
 
-def _slice_name(slice_key: tuple) -> str:
+def _slice_name(slice_key: tuple, written_names: dict[str, str]) -> str:
     if not slice_key:
         return "overall"
-    return ",".join(f"{column}={value}" for column, value in slice_key)
+    return ",".join(f"{written_names.get(column, column)}={value}" for column, value in slice_key)
 
 
-def summarize_metrics(eval_result: Any, num_classes: int) -> dict[str, dict[str, float]]:
+def summarize_metrics(
+    eval_result: Any, num_classes: int, features: FeatureConfig | None = None
+) -> dict[str, dict[str, float]]:
     """Flatten TFMA's slicing metrics to {slice: {accuracy, auc, precision, recall, example_count}};
-    binary tasks report the positive class, multi-class tasks the macro average over classes."""
+    binary tasks report the positive class, multi-class tasks the macro average over classes.
+    Slices are named by the columns as written in `features` (TFMA knows the internal names)."""
+    written_names = (
+        {internal: name for name, internal in model_input_names(features).items()}
+        if features is not None
+        else {}
+    )
     wanted = {"accuracy", "auc", "precision", "recall", "example_count"}
     summary: dict[str, dict[str, float]] = {}
     for slice_key, outputs in eval_result.slicing_metrics:
@@ -218,7 +232,7 @@ def summarize_metrics(eval_result: Any, num_classes: int) -> dict[str, dict[str,
                     number = float(value["doubleValue"])
                     if math.isfinite(number):
                         values[name] = number
-        summary[_slice_name(slice_key)] = values
+        summary[_slice_name(slice_key, written_names)] = values
     return summary
 
 
@@ -344,7 +358,7 @@ def run_evaluate(
         )
         eval_result = _load_eval_result(str(out), CANDIDATE, single_model=not has_baseline)
         validation = tfma.load_validation_result(str(out))
-        metrics = summarize_metrics(eval_result, len(classes))
+        metrics = summarize_metrics(eval_result, len(classes), config.features)
         baseline_metrics = {}
         if has_baseline:
             baseline_result = _load_eval_result(str(out), BASELINE, single_model=False)

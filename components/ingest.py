@@ -20,6 +20,7 @@ from mlops.tabular import (
     IngestError,
     detect_format,
     read_source,
+    spelling_hints,
     type_columns,
 )
 
@@ -75,16 +76,17 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
     frame, bad = read_source(data)
     if frame.empty or len(frame.columns) == 0:
         raise IngestError(f"{data.source}: no rows to ingest")
+    columns = list(frame.columns)
     if data.label not in frame.columns:
         raise IngestError(
             f"{data.source}: label column {data.label!r} (data.label) is missing; columns are "
-            f"{list(frame.columns)}"
+            f"{columns}{spelling_hints([data.label], columns)}"
         )
     missing_features = [f for f in config.features.raw_features if f not in frame.columns]
     if missing_features:
         raise IngestError(
             f"{data.source}: feature columns {missing_features} (features.*) are missing; columns "
-            f"are {list(frame.columns)}"
+            f"are {columns}{spelling_hints(missing_features, columns)}"
         )
     frame = frame.drop(columns=[c for c in data.exclude_columns if c in frame.columns])
     found_by_dlp = {}

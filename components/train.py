@@ -1,6 +1,7 @@
 """Train: a Keras model on TFT-transformed features, exported with the transform graph inside.
 
-The SavedModel's `serving_default` takes raw features by name (float32 with NaN for missing numbers,
+The SavedModel's `serving_default` takes raw features by internal name (`mlops.names.safe_name`:
+the name as written when it is already an identifier; float32 with NaN for missing numbers,
 strings with "" for missing categories), applies the TFT graph and returns class probabilities;
 `serving_tf_example` does the same from serialized tf.Example protos (used by TFMA and batch jobs).
 """
@@ -26,8 +27,10 @@ from mlops.config import PipelineConfig
 from mlops.features import (
     encode_labels,
     frame_to_arrays,
+    model_input_names,
     tf_example_spec,
     tf_input_signature,
+    to_model_inputs,
 )
 from mlops.io import atomic_dir, write_json_atomic
 
@@ -210,7 +213,8 @@ def run_train(
                 for k, v in baseline_row(frame, config.features).items()
             }
         # The TFT graph runs once per split here, not once per batch and epoch.
-        features = _transform(layer, frame_to_arrays(frame, config.features))
+        arrays = frame_to_arrays(frame, config.features)
+        features = _transform(layer, to_model_inputs(arrays, config.features))
         splits[split] = (features, encode_labels(frame[label].tolist(), classes, split))
 
     strategy, strategy_name = choose_strategy()
@@ -256,6 +260,9 @@ def run_train(
             "categorical": config.features.categorical,
             "categorical_types": raw_types,
         },
+        # each raw feature's key in the SavedModel signatures (the server maps requests keyed
+        # by the names as written onto them)
+        "model_input_names": model_input_names(config.features),
         # the reference row explanations start from (median / most frequent value in train)
         "explanation_baseline": explanation_baseline,
         "epochs_run": len(curves.get("loss", [])),

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlops.artifacts import LABEL_CLASSES_FILE
 from mlops.config import FeatureConfig, PipelineConfig
-from mlops.features import category_text, coerce_record
+from mlops.features import category_text, coerce_record, model_input_names
 from mlops.io import (
     atomic_uri_dir,
     is_remote,
@@ -53,13 +53,47 @@ def cross_name(cross: list[str]) -> str:
     return "cross_" + "_x_".join(cross)
 
 
+def transformed_names(features: FeatureConfig) -> dict[str, list[str]]:
+    """{output of the transform: the raw columns (as written) it comes from}, checked unique.
+    Outputs are named after the columns' internal names, so a column named like another's output
+    cannot clash with it; only crosses can ("a_x_b" x "c" and "a" x "b_x_c"), and then the error
+    names both."""
+    names = model_input_names(features)
+    outputs: list[tuple[str, list[str]]] = []
+    for column in features.numeric:
+        outputs += [(z_name(names[column]), [column]), (missing_name(names[column]), [column])]
+        if column in features.bucketize:
+            outputs.append((bucket_name(names[column]), [column]))
+    outputs += [(id_name(names[column]), [column]) for column in features.categorical]
+    outputs += [(cross_name([names[c] for c in cross]), list(cross)) for cross in features.crosses]
+    sources: dict[str, list[str]] = {}
+    for output, columns in outputs:
+        if output in sources:
+            raise ValueError(
+                f"features {sources[output]} and {columns} would both become the transformed "
+                f"feature {output!r}; rename a column or drop one of the crosses"
+            )
+        sources[output] = columns
+    return sources
+
+
+def _raw_model_inputs(
+    record: dict[str, Any], features: FeatureConfig, names: dict[str, str]
+) -> dict[str, Any]:
+    # `names` (model_input_names) is worked out once per pipeline, not once per row
+    return {names[name]: value for name, value in coerce_record(record, features).items()}
+
+
 def build_preprocessing_fn(features: FeatureConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """TFT preprocessing from config: impute + z-score, bucketize, vocabularies, hashed crosses.
 
     Every analyzer reads raw inputs, so TFT runs a single analysis phase. Numeric statistics skip
     missing values (z-scoring the present values and filling the gaps with 0 is mean imputation)
-    and a `<name>_missing` indicator keeps the fact that a value was absent.
+    and a `<name>_missing` indicator keeps the fact that a value was absent. Inputs, outputs and
+    vocabularies go by internal names (`mlops.names.safe_name`).
     """
+    names = model_input_names(features)
+    transformed_names(features)  # fails early, naming the columns, if two outputs would clash
 
     def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, Any]:
         import tensorflow as tf
@@ -67,7 +101,8 @@ def build_preprocessing_fn(features: FeatureConfig) -> Callable[[dict[str, Any]]
 
         outputs: dict[str, Any] = {}
         crossable: dict[str, Any] = {}
-        for name in features.numeric:
+        for column_name in features.numeric:
+            name = names[column_name]
             column = tf.expand_dims(inputs[name], 1)
             present = tf.logical_not(tf.math.is_nan(column))
             indices = tf.where(present)
@@ -77,24 +112,25 @@ def build_preprocessing_fn(features: FeatureConfig) -> Callable[[dict[str, Any]]
             scaled = tft.scale_to_z_score(sparse)
             outputs[z_name(name)] = tf.squeeze(tf.sparse.to_dense(scaled, default_value=0.0), 1)
             outputs[missing_name(name)] = tf.squeeze(1.0 - tf.cast(present, tf.float32), 1)
-            if name in features.bucketize:
-                count = features.bucketize[name]
+            if column_name in features.bucketize:
+                count = features.bucketize[column_name]
                 buckets = tft.bucketize(sparse, count, name=f"bucketize_{name}")
                 # Missing values get a bucket of their own, `count`.
                 dense = tf.squeeze(tf.sparse.to_dense(buckets, default_value=count), 1)
                 outputs[bucket_name(name)] = dense
-                crossable[name] = tf.strings.as_string(dense)
-        for name in features.categorical:
+                crossable[column_name] = tf.strings.as_string(dense)
+        for column_name in features.categorical:
+            name = names[column_name]
             outputs[id_name(name)] = tft.compute_and_apply_vocabulary(
                 inputs[name],
                 frequency_threshold=features.vocab_frequency_threshold,
                 num_oov_buckets=features.oov_buckets,
                 vocab_filename=name,
             )
-            crossable[name] = inputs[name]
+            crossable[column_name] = inputs[name]
         for cross in features.crosses:
             joined = tf.strings.join([crossable[name] for name in cross], separator=CROSS_SEPARATOR)
-            outputs[cross_name(cross)] = tf.strings.to_hash_bucket_fast(
+            outputs[cross_name([names[name] for name in cross])] = tf.strings.to_hash_bucket_fast(
                 joined, features.cross_hash_buckets
             )
         return outputs
@@ -104,13 +140,15 @@ def build_preprocessing_fn(features: FeatureConfig) -> Callable[[dict[str, Any]]
 
 def categorical_sizes(features: FeatureConfig, tft_output: Any) -> dict[str, int]:
     """Number of distinct ids of every integer output of the transform (embedding sizes)."""
+    names = model_input_names(features)
     sizes: dict[str, int] = {}
-    for name in features.categorical:
+    for column in features.categorical:
+        name = names[column]
         sizes[id_name(name)] = tft_output.vocabulary_size_by_name(name) + features.oov_buckets
-    for name, count in features.bucketize.items():
-        sizes[bucket_name(name)] = count + 1
+    for column, count in features.bucketize.items():
+        sizes[bucket_name(names[column])] = count + 1
     for cross in features.crosses:
-        sizes[cross_name(cross)] = features.cross_hash_buckets
+        sizes[cross_name([names[column] for column in cross])] = features.cross_hash_buckets
     return sizes
 
 
@@ -160,8 +198,11 @@ def run_transform(
     features = config.features
     labels = _read_train_labels(dataset_dir, config.data.label)
     classes = label_classes(labels)
-    raw_spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features.numeric}
-    raw_spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in features.categorical})
+    names = model_input_names(features)
+    raw_spec = {names[name]: tf.io.FixedLenFeature([], tf.float32) for name in features.numeric}
+    raw_spec.update(
+        {names[name]: tf.io.FixedLenFeature([], tf.string) for name in features.categorical}
+    )
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
     # Beam (on Dataflow: its workers) reads and writes /gcs/ paths as gs:// URIs.
     train_path = to_beam_uri(join_uri(dataset_dir, "train.parquet"))
@@ -177,7 +218,7 @@ def run_transform(
             rows = (
                 pipeline
                 | "ReadTrain" >> beam.io.ReadFromParquet(train_path, columns=features.raw_features)
-                | "ToRawFeatures" >> beam.Map(coerce_record, features)
+                | "ToRawFeatures" >> beam.Map(_raw_model_inputs, features, names)
             )
             transform_fn = (rows, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
                 build_preprocessing_fn(features)

@@ -94,6 +94,10 @@ class FeatureConfig(_Strict):
                 raise ValueError(
                     f"features.bucketize names '{name}', which is not in features.numeric"
                 )
+        # Any column name works; two that would be one inside the model are an error here.
+        from mlops.names import internal_names
+
+        internal_names(self.raw_features)
         crossable = set(self.categorical) | set(self.bucketize)
         for cross in self.crosses:
             for name in cross:

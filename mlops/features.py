@@ -3,6 +3,10 @@
 Numeric features enter the model as float32 with NaN for a missing value; categorical features as
 text with "" for a missing value (an integer-coded category 8 reads "8"). Every consumer converts
 with these functions, so training and serving see identical inputs.
+
+Python-side records and arrays are keyed by the names as written in the data and config; the
+TensorFlow side (TFT inputs, the SavedModel signatures, tf.Examples) by their internal names
+(`mlops.names.safe_name`), and `to_model_inputs` is the one crossing between the two.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops.config import FeatureConfig
+from mlops.names import internal_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,28 +81,50 @@ def frame_to_arrays(frame: pd.DataFrame, features: FeatureConfig) -> dict[str, n
     return arrays
 
 
+def model_input_names(features: FeatureConfig) -> dict[str, str]:
+    """{raw feature as written: its name inside the model}; the identity for names that are
+    already identifiers."""
+    return internal_names(features.raw_features)
+
+
+def to_model_inputs(values: Mapping[str, Any], features: FeatureConfig) -> dict[str, Any]:
+    """Per-feature `values` (a record or arrays keyed by the names as written) keyed by the
+    model's internal names instead; other keys are left out."""
+    return {internal: values[name] for name, internal in model_input_names(features).items()}
+
+
 def tf_input_signature(features: FeatureConfig) -> dict[str, Any]:
-    """`tf.TensorSpec`s of the raw-feature serving signature (one value per row)."""
+    """`tf.TensorSpec`s of the raw-feature serving signature (one value per row), by internal
+    name."""
     import tensorflow as tf
 
-    spec = {name: tf.TensorSpec([None], tf.float32, name=name) for name in features.numeric}
+    names = model_input_names(features)
+    spec = {
+        names[name]: tf.TensorSpec([None], tf.float32, name=names[name])
+        for name in features.numeric
+    }
     spec.update(
-        {name: tf.TensorSpec([None], tf.string, name=name) for name in features.categorical}
+        {
+            names[name]: tf.TensorSpec([None], tf.string, name=names[name])
+            for name in features.categorical
+        }
     )
     return spec
 
 
 def tf_example_spec(features: FeatureConfig) -> dict[str, Any]:
-    """Parsing spec for serialized tf.Example inputs; absent values become NaN / ""."""
+    """Parsing spec for serialized tf.Example inputs keyed by internal name; absent values become
+    NaN / ""."""
     import tensorflow as tf
 
+    names = model_input_names(features)
     spec = {
-        name: tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)
+        names[name]: tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)
         for name in features.numeric
     }
     spec.update(
         {
-            name: tf.io.FixedLenFeature([], tf.string, default_value=MISSING_CATEGORY)
+            names[name]: tf.io.FixedLenFeature([], tf.string, default_value=MISSING_CATEGORY)
             for name in features.categorical
         }
     )

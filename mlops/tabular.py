@@ -82,6 +82,28 @@ def _check_header(header: list[str], source: str) -> None:
         )
 
 
+def spelling_hints(wanted: list[str], columns: list[str]) -> str:
+    """ " (did you mean ...)" for each wanted name that is not a column but matches one when case,
+    spacing and punctuation are ignored (config "Body Mass (g)", header "body mass g"); else ""."""
+    from mlops.names import ColumnNameError, safe_name
+
+    def key(name: str) -> str | None:
+        try:
+            return safe_name(name).casefold()
+        except ColumnNameError:
+            return None
+
+    by_key: dict[str | None, str] = {key(column): column for column in reversed(columns)}
+    hints = [
+        f"{name!r} -> {by_key[key(name)]!r}"
+        for name in wanted
+        if name not in columns and key(name) is not None and key(name) in by_key
+    ]
+    return (
+        f" (did you mean {', '.join(hints)}? names must match the header exactly)" if hints else ""
+    )
+
+
 def _read_csv(raw: bytes, bad: list[BadRow], source: str, na_values: list[str]) -> pd.DataFrame:
     text = raw.decode("utf-8-sig")  # a byte-order mark (Excel) is not part of the first name
     rows = csv.reader(io.StringIO(text))

@@ -112,6 +112,54 @@ def test_r_style_na_counts_as_missing_not_as_a_bad_number(tmp_path: Path) -> Non
     assert missing > 0
 
 
+# Column names as spreadsheets have them; "Culmen_Length_mm_z" is also the internal name of the
+# z-scored "Culmen Length (mm)". The model uses identifiers inside (mlops.names.safe_name).
+AWKWARD_NAMES = {
+    "species": "species label",
+    "culmen_length_mm": "Culmen Length (mm)",
+    "culmen_depth_mm": "Culmen_Length_mm_z",
+    "flipper_length_mm": "1st flipper/mm",
+    "body_mass_g": "body.mass/g",
+    "colour": "île colour",
+}
+
+
+def _awkward_names_config(tmp: Path, header: dict[str, str] = AWKWARD_NAMES) -> PipelineConfig:
+    source = _csv(_frame().rename(columns=header), tmp / "awkward names.csv")
+    config = _config(tmp, source, label=AWKWARD_NAMES["species"])
+    validation = config.validation.model_dump()
+    validation["domains"] = {AWKWARD_NAMES[k]: v for k, v in validation["domains"].items()}
+    return config.with_overrides(
+        features={
+            **config.features.model_dump(),
+            "numeric": [AWKWARD_NAMES[name] for name in NUMERIC],
+            "categorical": [AWKWARD_NAMES["colour"]],
+        },
+        validation=validation,
+    )
+
+
+def test_awkward_column_names_just_work_and_are_shown_as_written(tmp_path: Path) -> None:
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    summary = _run(_awkward_names_config(tmp_path), tmp_path)
+    assert sum(summary["rows"].values()) == len(_frame()) and summary["rows_dropped"] == 0
+    assert set(AWKWARD_NAMES.values()) <= set(summary["columns"])
+    stats_file = tmp_path / "stats" / "FeatureStats.pb"
+    stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(stats_file.read_bytes())
+    assert set(AWKWARD_NAMES.values()) <= {f.path.step[0] for f in stats.datasets[0].features}
+    schema = (tmp_path / "schema" / "schema.pbtxt").read_text(encoding="utf-8")
+    assert 'name: "body.mass/g"' in schema
+
+
+def test_a_config_name_spelled_unlike_the_header_gets_a_hint(tmp_path: Path) -> None:
+    # the header says "body mass g" where the config says "body.mass/g"
+    header = {**AWKWARD_NAMES, "body_mass_g": "Body Mass G"}
+    config = _awkward_names_config(tmp_path, header)
+    with pytest.raises(IngestError, match=r"did you mean 'body.mass/g' -> 'Body Mass G'"):
+        run_ingest(config, tmp_path / "dataset")
+
+
 # ---- bad input: one clear error, before any model is trained --------------------------------
 
 

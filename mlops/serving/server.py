@@ -122,7 +122,9 @@ class LoadedModel:
     """A SavedModel's raw-feature `serving_default` signature, under a version label.
 
     `categorical_types` is what training recorded about each raw categorical feature
-    ("string", "integer" or "number"; empty for a model trained before it was recorded)."""
+    ("string", "integer" or "number"; empty for a model trained before it was recorded).
+    `input_names` maps each raw feature as written to its key in the signature (training's
+    `model_input_names`); inputs are passed and `input_specs` keyed by the names as written."""
 
     def __init__(
         self,
@@ -131,13 +133,19 @@ class LoadedModel:
         loaded: Any,
         signature: Any,
         categorical_types: Mapping[str, str] | None = None,
+        input_names: Mapping[str, str] | None = None,
     ) -> None:
         self.version = version
         self.model_dir = model_dir
         # The signature's variables live on the loaded object; dropping it breaks the signature.
         self._loaded = loaded
         self._signature = signature
-        self.input_specs: dict[str, Any] = dict(signature.structured_input_signature[1])
+        written = {internal: name for name, internal in (input_names or {}).items()}
+        specs = signature.structured_input_signature[1]
+        # signature key -> name as written (the same for names that were already identifiers)
+        self._written_names = {key: written.get(key, key) for key in specs}
+        self._signature_keys = {name: key for key, name in self._written_names.items()}
+        self.input_specs: dict[str, Any] = {self._written_names[k]: v for k, v in specs.items()}
         self.categorical_types: dict[str, str] = dict(categorical_types or {})
         # (name, dtype) in the order of the signature's flat inputs, once `enable_flat_call`
         # has checked that calling it flat gives what the keyword call gives.
@@ -172,7 +180,7 @@ class LoadedModel:
         else:
             out = self._signature(
                 **{
-                    name: tf.constant(arrays[name], dtype=spec.dtype)
+                    self._signature_keys[name]: tf.constant(arrays[name], dtype=spec.dtype)
                     for name, spec in self.input_specs.items()
                 }
             )
@@ -187,7 +195,10 @@ class LoadedModel:
 
         self._flat_inputs = None
         try:
-            names = list(self._signature.function_type.parameters)
+            names = [
+                self._written_names.get(key, key)
+                for key in self._signature.function_type.parameters
+            ]
             if sorted(names) != sorted(self.input_specs):
                 return False
             probe: dict[str, np.ndarray] = {}
@@ -246,7 +257,14 @@ def load_model(model_dir: str | Path, version: str | None = None) -> LoadedModel
     info = json.loads(info_text) if info_text else {}
     types = (info.get("raw_features") or {}).get("categorical_types") or {}
     label = version if version is not None else Path(model_dir.rstrip("/")).name
-    model = LoadedModel(label, model_dir, loaded, loaded.signatures["serving_default"], types)
+    model = LoadedModel(
+        label,
+        model_dir,
+        loaded,
+        loaded.signatures["serving_default"],
+        types,
+        input_names=info.get("model_input_names"),
+    )
     model.enable_flat_call()
     return model
 
