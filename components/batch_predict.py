@@ -1,19 +1,22 @@
-"""Batch prediction: a Beam pipeline over CSV / JSON Lines / Parquet that writes one JSON line per
-input row, keyed by the row's id, converting rows and calling the model with the online server's
-own code (so batch and online predictions agree)."""
+"""Batch prediction: a Beam pipeline over CSV / JSON Lines / Parquet files that writes one JSON
+line per input row, keyed by the row's id. Rows move in columnar chunks, are converted by the
+raw-feature contract training used (`frame_to_arrays`) and reach the model through the online
+server's loader, so batch and online predictions agree."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 
 from mlops.artifacts import BATCH_SUMMARY_FILE, PREDICTIONS_PREFIX
 from mlops.config import FeatureConfig, PipelineConfig, local_path
 from mlops.io import atomic_dir, to_beam_uri, uri_exists, write_json_atomic
-from mlops.serving.request import instances_to_arrays
 from mlops.tabular import detect_format
 
 
@@ -21,59 +24,203 @@ class BatchPredictError(ValueError):
     pass
 
 
-class PredictBatches(beam.DoFn):
-    """Loads the SavedModel once per worker and predicts lists of (id, raw record) rows through
-    the server's code: `instances_to_arrays` converts, `LoadedModel.predict` calls the model."""
+class ReadChunks(beam.DoFn):
+    """One input file as frames of `chunk_rows` rows, streamed (memory is one chunk, not the
+    file): pandas' CSV parser as Beam's own CSV reader uses it, Parquet record batches, and JSON
+    Lines parsed line by line, where a row missing a feature is an error, not a missing value."""
 
-    def __init__(self, model_dir: str, features: FeatureConfig, id_column: str) -> None:
+    def __init__(self, fmt: str, chunk_rows: int, required: list[str]) -> None:
+        self._fmt = fmt
+        self._chunk_rows = chunk_rows
+        self._required = required
+
+    def process(self, path: str):
+        import pandas as pd
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as handle:  # gzip is undone by the file's extension
+            if self._fmt == "csv":
+                yield from pd.read_csv(handle, chunksize=self._chunk_rows)
+            elif self._fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=self._chunk_rows):
+                    yield batch.to_pandas()
+            else:
+                records: list[dict[str, Any]] = []
+                for line in handle:
+                    if line.strip():
+                        records.append(_json_row(line, self._required))
+                    if len(records) == self._chunk_rows:
+                        yield pd.DataFrame.from_records(records)
+                        records = []
+                if records:
+                    yield pd.DataFrame.from_records(records)
+
+
+def _json_row(line: bytes, required: list[str]) -> dict[str, Any]:
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise BatchPredictError(f"a JSON Lines row is {type(record).__name__}, not an object")
+    missing = [name for name in required if name not in record]
+    if missing:
+        raise BatchPredictError(
+            f"row {record.get(required[0])!r}: columns {missing} are missing (the id column "
+            f"{required[0]!r} and the raw features are required)"
+        )
+    return record
+
+
+def _check_numbers(
+    frame: Any, arrays: dict[str, np.ndarray], features: FeatureConfig, ids: np.ndarray
+) -> None:
+    """A numeric feature's value that is not a number fails the job naming the row, rather
+    than being predicted as missing."""
+    import pandas as pd
+
+    for name in features.numeric:
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column.dtype):
+            continue
+        bad = np.flatnonzero(column.notna().to_numpy() & np.isnan(arrays[name]))
+        if len(bad):
+            first = int(bad[0])
+            row_id = ids[first].item() if hasattr(ids[first], "item") else ids[first]
+            raise BatchPredictError(
+                f"row {row_id!r}: feature {name!r} is {column.iloc[first]!r}, not a number "
+                f"({len(bad)} such value(s) in this chunk); fix or blank them"
+            )
+
+
+class PredictChunks(beam.DoFn):
+    """Loads the SavedModel once per worker, converts each frame with the raw-feature contract
+    training and the server use (`frame_to_arrays`), calls the model on slices of `batch_size`
+    rows and yields each chunk's predictions as JSON Lines text."""
+
+    def __init__(
+        self, model_dir: str, features: FeatureConfig, id_column: str, batch_size: int
+    ) -> None:
         self._model_dir = model_dir
         self._features = features
         self._id_column = id_column
+        self._batch_size = batch_size
 
     def setup(self) -> None:
         from mlops.serving.server import load_model
 
         self._model = load_model(self._model_dir)
 
-    def process(self, batch: list[tuple[Any, dict[str, Any]]]):
-        arrays = instances_to_arrays([record for _, record in batch], self._features)
-        for (row_id, _), prediction in zip(batch, self._model.predict(arrays), strict=True):
-            yield {self._id_column: row_id, **prediction}
+    def process(self, frame: Any):
+        from mlops.features import frame_to_arrays
+
+        missing = [c for c in [self._id_column, *self._features.raw_features] if c not in frame]
+        if missing:
+            raise BatchPredictError(
+                f"input columns {missing} are missing (the id column {self._id_column!r} and "
+                f"the raw features are required); columns are {list(frame.columns)}"
+            )
+        ids = frame[self._id_column].to_numpy()
+        arrays = frame_to_arrays(frame, self._features)
+        _check_numbers(frame, arrays, self._features, ids)
+        size = self._batch_size
+        blocks: list[str] = []
+        for start in range(0, len(ids), size):
+            out = self._model.predict_raw(
+                {name: values[start : start + size] for name, values in arrays.items()}
+            )
+            blocks.append(
+                prediction_text(
+                    self._id_column,
+                    ids[start : start + size],
+                    [label.decode("utf-8") for label in out["predicted_label"].tolist()],
+                    [name.decode("utf-8") for name in out["classes"][0].tolist()],
+                    out["probabilities"],
+                )
+            )
+        if blocks:
+            yield "\n".join(blocks)
 
 
-def _read_rows(pipeline: beam.Pipeline, source: str, fmt: str) -> beam.PCollection:
-    if fmt == "parquet":
-        return pipeline | "ReadParquet" >> beam.io.ReadFromParquet(source)
-    if fmt == "jsonl":
-        return (
-            pipeline
-            | "ReadJsonLines" >> beam.io.ReadFromText(source)
-            | "ParseJson" >> beam.Filter(str.strip)
-            | "Loads" >> beam.Map(json.loads)
+def prediction_text(
+    id_column: str,
+    ids: np.ndarray,
+    labels: list[str],
+    class_names: list[str],
+    probabilities: np.ndarray,
+) -> str:
+    """One JSON object per row and line, `{id_column: id, "label": ..., "probabilities":
+    {class: p}}` with sorted keys, as `json.dumps(..., sort_keys=True)` writes it. The lines are
+    assembled column-wise by Arrow: serialising a dict per row would cost more than the model
+    call. Values Arrow's plain formatting cannot write as JSON (NaN, ids that need escaping or are
+    neither integers nor text) take the per-row path."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    id_text = _json_id_column(ids)
+    if id_text is None or not np.isfinite(probabilities).all():
+        return "\n".join(
+            _prediction_lines(id_column, ids.tolist(), labels, class_names, probabilities)
         )
-    # Not beam.io.ReadFromCsv: it makes each row a named tuple, which only takes identifiers as
-    # column names ("Culmen Length (mm)" fails). The same pandas reader, rows as plain dicts:
-    from apache_beam.dataframe import convert
-    from apache_beam.dataframe.io import read_csv
-
-    frames = pipeline | "ReadCsv" >> read_csv(source)
-    return convert.to_pcollection(frames, yield_elements="pandas", label="CsvFrames") | (
-        "AsDicts" >> beam.FlatMap(lambda frame: frame.to_dict("records"))
+    unique, inverse = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    label_text = pc.take(pa.array([json.dumps(str(u)) for u in unique]), pa.array(inverse))
+    order = sorted(range(len(class_names)), key=class_names.__getitem__)
+    inner: list[Any] = []
+    for position, i in enumerate(order):
+        inner.append(("{" if position == 0 else ", ") + json.dumps(class_names[i]) + ": ")
+        inner.append(pc.cast(pa.array(probabilities[:, i].astype(np.float64)), pa.string()))
+    inner.append("}")
+    fields = {id_column: [id_text], "label": [label_text], "probabilities": inner}
+    parts: list[Any] = []
+    for position, key in enumerate(sorted(fields)):
+        parts.append(("{" if position == 0 else ", ") + json.dumps(key) + ": ")
+        parts.extend(fields[key])
+    parts.append("}\n")
+    joined = pc.binary_join_element_wise(
+        *(pa.scalar(p) if isinstance(p, str) else p for p in parts), ""
     )
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)
+    data = joined.buffers()[2]
+    return data.to_pybytes()[offsets[0] : offsets[len(joined)] - 1].decode("utf-8")
 
 
-def _keyed(record: dict[str, Any], id_column: str, features: FeatureConfig) -> tuple[Any, dict]:
-    if id_column not in record:
-        raise BatchPredictError(
-            f"input row has no id column {id_column!r} (columns: {sorted(record)})"
-        )
-    row_id = record[id_column]
-    if hasattr(row_id, "item"):  # numpy scalars from pandas-backed readers
-        row_id = row_id.item()
-    missing = [name for name in features.raw_features if name not in record]
-    if missing:
-        raise BatchPredictError(f"row {row_id!r}: feature columns {missing} are missing")
-    return row_id, record
+def _json_id_column(ids: np.ndarray) -> Any:
+    """The ids as JSON text, column-wise, or None when some id needs the per-row path."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if ids.dtype.kind in "iu":
+        return pc.cast(pa.array(ids), pa.string())
+    if ids.dtype == object and all(type(v) is str for v in ids):
+        text = pa.array(ids, pa.string())
+        if pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f\x7f]')).as_py():
+            return None
+        return pc.binary_join_element_wise(pa.scalar('"'), text, pa.scalar('"'), "")
+    return None
+
+
+def _prediction_lines(
+    id_column: str,
+    ids: list[Any],
+    labels: list[str],
+    class_names: list[str],
+    probabilities: np.ndarray,
+) -> list[str]:
+    """One JSON object per row, `{id_column: id, "label": ..., "probabilities": {class: p}}`
+    with sorted keys (NaN, which JSON lacks, as null)."""
+    import orjson
+
+    option = orjson.OPT_SORT_KEYS
+    return [
+        orjson.dumps(
+            {
+                id_column: row_id,
+                "label": label,
+                "probabilities": dict(zip(class_names, row, strict=True)),
+            },
+            option=option,
+        ).decode()
+        for row_id, label, row in zip(ids, labels, probabilities.tolist(), strict=True)
+    ]
 
 
 def _check_header(source: str, fmt: str, id_column: str, features: FeatureConfig) -> None:
@@ -106,40 +253,79 @@ def run_batch_predict(
     source: str,
     output_dir: str | Path,
     id_column: str,
-    batch_size: int = 256,
+    batch_size: int = 1024,
+    chunk_rows: int = 16384,
 ) -> dict[str, Any]:
-    """Predict every row of `source` into `output_dir/predictions-*.jsonl` (Beam, runner from
-    `config.beam_args`); returns {rows, files, model_dir}. Beam gets /gcs/ paths as gs:// URIs,
-    which Dataflow workers can open."""
+    """Predict every row of `source` (a file or a glob of files) into
+    `output_dir/predictions-*.jsonl` (Beam, runner from `config.beam_args`); returns {rows,
+    files, model_dir}. Rows travel in chunks of `chunk_rows` and reach the model `batch_size` at
+    a time, so the only per-row work is writing the JSON line. Beam gets /gcs/ paths as gs://
+    URIs, which Dataflow workers can open."""
+    from apache_beam.io.filesystems import FileSystems
+
     source = local_path(source)
-    if not uri_exists(source):
+    pattern = any(c in source for c in "*?[")
+    if not pattern and not uri_exists(source):
         raise BatchPredictError(f"batch input {source!r} does not exist")
-    fmt = detect_format(source, "auto")
+    files = sorted(m.path for m in FileSystems.match([to_beam_uri(source)])[0].metadata_list)
+    if not files:
+        raise BatchPredictError(f"batch input {source!r} matches no file")
+    formats = {path: detect_format(path, "auto") for path in files}
+    if len(set(formats.values())) > 1:
+        raise BatchPredictError(
+            f"batch input {source!r} mixes formats {sorted(set(formats.values()))}: {formats}"
+        )
+    fmt = formats[files[0]]
     features = config.features
-    _check_header(source, fmt, id_column, features)
+    if not pattern:
+        _check_header(source, fmt, id_column, features)
     options = beam.options.pipeline_options.PipelineOptions(config.beam_args)
-    with atomic_dir(output_dir) as out:
+    with atomic_dir(output_dir) as out, _unwrapped_errors():
         with beam.Pipeline(options=options) as pipeline:
-            predictions = (
-                _read_rows(pipeline, to_beam_uri(source), fmt)
-                | "KeyById" >> beam.Map(_keyed, id_column, features)
-                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
-                | "Predict"
-                >> beam.ParDo(PredictBatches(to_beam_uri(model_dir), features, id_column))
-            )
             _ = (
-                predictions
-                | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
+                pipeline
+                | "Files" >> beam.Create(files)
+                | "ReadChunks"
+                >> beam.ParDo(ReadChunks(fmt, chunk_rows, [id_column, *features.raw_features]))
+                | "Spread" >> beam.Reshuffle()  # one big file's chunks over every worker
+                | "Predict"
+                >> beam.ParDo(
+                    PredictChunks(to_beam_uri(model_dir), features, id_column, batch_size)
+                )
                 | "Write"
                 >> beam.io.WriteToText(
                     to_beam_uri(out / PREDICTIONS_PREFIX), file_name_suffix=".jsonl"
                 )
             )
-        files = sorted(p.name for p in out.glob(f"{PREDICTIONS_PREFIX}*.jsonl"))
-        rows = sum(1 for name in files for line in (out / name).open() if line.strip())
-        summary = {"rows": rows, "files": files, "model_dir": str(model_dir), "source": source}
+        names = sorted(p.name for p in out.glob(f"{PREDICTIONS_PREFIX}*.jsonl"))
+        summary = {
+            "rows": sum(_count_lines(out / name) for name in names),
+            "files": names,
+            "model_dir": str(model_dir),
+            "source": source,
+        }
         write_json_atomic(out / BATCH_SUMMARY_FILE, summary)
     return summary
+
+
+@contextlib.contextmanager
+def _unwrapped_errors():
+    """Our own error raised on a Beam worker, as itself: the runner wraps it in its own
+    exception with the worker's traceback around the one line that matters."""
+    try:
+        yield
+    except BatchPredictError:
+        raise
+    except Exception as exc:
+        found = re.search(r"BatchPredictError: (.+)", str(exc))
+        if found is None:
+            raise
+        raise BatchPredictError(found.group(1).strip()) from exc
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
 
 
 def read_predictions(output_dir: str | Path) -> list[dict[str, Any]]:

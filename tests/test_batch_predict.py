@@ -131,3 +131,87 @@ def test_batch_and_online_predictions_are_identical(
             list(batch[row_id]["probabilities"].values()),
             atol=1e-6,
         )
+
+
+def test_vectorised_category_texts_equal_the_scalar_rule() -> None:
+    from mlops.features import category_text, category_texts
+
+    columns = {
+        "int": pd.Series([8, -3, 0, 12345678901234]),
+        "float with nan": pd.Series([8.0, float("nan"), 2.5, -0.0, 1e20, 3.0]),
+        "strings": pd.Series(["Dream", "", "île", "8"]),
+        "mixed object": pd.Series(
+            ["a", None, float("nan"), 7, 7.0, b"x", pd.NA, True], dtype=object
+        ),
+        "nullable int": pd.Series([1, None, 3], dtype="Int64"),
+        "bool": pd.Series([True, False]),
+        "pandas strings": pd.Series(["x", None], dtype="string"),
+    }
+    for name, column in columns.items():
+        expected = [category_text(v) for v in column.tolist()]
+        assert category_texts(column).tolist() == expected, name
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.array([7, 12345678901], dtype=np.int64),
+        np.array(["p001", "île-2"], dtype=object),
+        np.array(['id "1"', "back\\slash"], dtype=object),  # escaped: the per-row path
+        np.array([1.5, 2.0]),  # neither integer nor text: the per-row path
+    ],
+)
+def test_batch_prediction_text_is_json_lines_with_sorted_keys(ids) -> None:
+    from components.batch_predict import prediction_text
+
+    names = ["yes", "no"]
+    probabilities = np.array([[0.25, 0.75], [1e-7, 0.9999999]], dtype=np.float32)
+    text = prediction_text("a_id", ids, ["no", "yes"], names, probabilities)
+    lines = text.split("\n")
+    assert len(lines) == 2
+    for line, row_id, label, row in zip(
+        lines, ids.tolist(), ["no", "yes"], probabilities.tolist(), strict=True
+    ):
+        expected = {
+            "a_id": row_id,
+            "label": label,
+            "probabilities": dict(zip(names, row, strict=True)),
+        }
+        assert line == json.dumps(expected, sort_keys=True) or json.loads(line) == expected
+        assert list(json.loads(line)) == ["a_id", "label", "probabilities"]
+        assert list(json.loads(line)["probabilities"]) == ["no", "yes"]
+    with_nan = np.array([[np.nan, 1.0], [0.5, 0.5]], dtype=np.float32)
+    first = json.loads(prediction_text("a_id", ids, ["no", "yes"], names, with_nan).split("\n")[0])
+    assert first["probabilities"]["yes"] is None  # JSON has no NaN
+
+
+def test_batch_input_with_text_in_a_numeric_column_names_row_and_value(
+    penguins_chain, batch_input, tmp_path: Path
+) -> None:
+    config, paths, _ = penguins_chain
+    frame = pd.read_csv(batch_input)
+    frame["bill_length_mm"] = frame["bill_length_mm"].astype(object)
+    frame.loc[3, "bill_length_mm"] = "forty"
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    with pytest.raises(
+        Exception, match=r"row 'p003': feature 'bill_length_mm' is 'forty', not a number"
+    ):
+        run_batch_predict(config, paths["model"], str(source), tmp_path / "out", "penguin_id")
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_input_glob_and_gzip(penguins_chain, batch_input, tmp_path: Path) -> None:
+    import gzip
+
+    config, paths, _ = penguins_chain
+    frame = pd.read_csv(batch_input)
+    half = len(frame) // 2
+    frame.head(half).to_csv(tmp_path / "part-0.csv", index=False)
+    with gzip.open(tmp_path / "part-1.csv.gz", "wt") as handle:
+        frame.tail(len(frame) - half).to_csv(handle, index=False)
+    summary = run_batch_predict(
+        config, paths["model"], str(tmp_path / "part-*"), tmp_path / "out", "penguin_id"
+    )
+    assert summary["rows"] == len(frame)
+    assert {r["penguin_id"] for r in read_predictions(tmp_path / "out")} == set(frame["penguin_id"])
