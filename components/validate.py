@@ -16,8 +16,7 @@ from mlops.artifacts import (
     read_split,
 )
 from mlops.config import PipelineConfig, local_path
-from mlops.data_checks import identifier_like, leakage_table, shared_rows
-from mlops.features import category_text
+from mlops.data_checks import category_texts, identifier_like, leakage_table, shared_rows
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.tfdv.beam_stats import statistics_of_parquet
 from mlops.tfdv.config_rules import (
@@ -73,7 +72,7 @@ def _readiness(
     report = {
         "rows": {split: len(frame) for split, frame in frames.items()},
         "classes": {
-            split: frame[label].map(category_text).value_counts().sort_index().to_dict()
+            split: category_texts(frame[label]).value_counts().sort_index().to_dict()
             for split, frame in frames.items()
         },
         "missing_rate": {f: round(float(train[f].isna().mean()), 4) for f in used if f in train},
