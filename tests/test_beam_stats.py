@@ -215,3 +215,19 @@ def test_beam_pipeline_writes_the_in_process_statistics(tmp_path, datasets):
     for beam_ds, local_ds in zip(on_beam.datasets, in_process.datasets, strict=True):
         assert _exact_fields(beam_ds) == _exact_fields(local_ds)
         _assert_same_value_counts(beam_ds, local_ds)
+
+
+def test_value_counts_are_keyed_by_the_exact_value_text():
+    frame = pd.DataFrame(
+        {
+            "tract": [17031081401.0, 17031081401.0, None],  # integral float, beyond 6 digits
+            "id": pd.array([2**60 + 1, 2**60 + 1, 7], dtype="Int64"),  # beyond float64
+            "flag": [True, False, True],
+            "y": [0.5, 1.0, 0.5],  # a non-integral float label keeps its counts
+        }
+    )
+    feats = dv.features_by_name(dv.compute_statistics({"t": frame}, label="y").datasets[0])
+    assert dv.value_counts(feats["tract"]) == {"17031081401": 2.0}
+    assert dv.value_counts(feats["id"]) == {str(2**60 + 1): 2.0, "7": 1.0}
+    assert dv.value_counts(feats["flag"]) == {"1": 2.0, "0": 1.0}
+    assert dv.value_counts(feats["y"]) == {"0.5": 2.0, "1": 1.0}

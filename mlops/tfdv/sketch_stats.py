@@ -111,7 +111,8 @@ class _NumericAccumulator:
             array = array.dictionary_decode()
         if pa.types.is_boolean(array.type):
             array = pc.cast(array, pa.int64())
-        values = pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+        # Moments and quantiles are in float64 (integers beyond 2**53 round, as in numpy).
+        values = pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
         is_missing = np.isnan(values)  # nulls arrive as NaN; a NaN is a missing value too
         present = values[~is_missing]
         self.missing += int(is_missing.sum())
@@ -135,7 +136,10 @@ class _NumericAccumulator:
         if self.top is not None and not (self.integral or self.keep_value_counts):
             self.top = None  # a continuous FLOAT column: its value counts would mean nothing
         if self.top is not None:
-            self.top.AddValues(_value_labels(present))
+            if pa.types.is_integer(array.type):  # exact text, even beyond float64's 2**53
+                self.top.AddValues(pc.cast(pc.drop_null(array), pa.string()))
+            else:
+                self.top.AddValues(_value_labels(present))
 
     def _merge_moments(self, count: int, mean: float, variance: float) -> None:
         """Chan et al.'s parallel update of count, mean and sum of squared deviations."""
