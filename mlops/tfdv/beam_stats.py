@@ -36,6 +36,9 @@ class StatisticsCombineFn(beam.CombineFn):
             merged.merge(other)
         return merged
 
+    def compact(self, accumulator: SplitAccumulator) -> SplitAccumulator:
+        return accumulator.compact()
+
     def extract_output(self, accumulator: SplitAccumulator):
         return accumulator.to_proto("")
 

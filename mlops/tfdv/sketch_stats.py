@@ -418,6 +418,14 @@ class SplitAccumulator:
                 ours.merge(theirs)
         return self
 
+    def compact(self) -> SplitAccumulator:
+        """Shrink the quantiles sketches before the accumulator is shipped (Beam pickles it
+        between stages); merging and adding still work after."""
+        for accumulator in self.features.values():
+            if isinstance(accumulator, _NumericAccumulator):
+                accumulator.quantiles.Compact()
+        return self
+
     def to_proto(self, name: str) -> statistics_pb2.DatasetFeatureStatistics:
         """The split's statistics; finalises the sketches (call once)."""
         ds = statistics_pb2.DatasetFeatureStatistics(name=name, num_examples=self.num_examples)
