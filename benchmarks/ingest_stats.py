@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def build_csv(rows: int, path: Path) -> int:
     return path.stat().st_size
 
 
-def _config(source: Path, root: Path):
+def _config(source: Path):
     from mlops.config import load_config
 
     config = load_config(TAXI_CONFIG)
@@ -62,7 +63,7 @@ def phase(name: str, source: Path, work: Path) -> dict:
         started = time.perf_counter()
         table = pyarrow.csv.read_csv(source)
         return {"seconds": time.perf_counter() - started, "rows": table.num_rows}
-    config = _config(source, work)
+    config = _config(source)
     if name == "ingest":
         from components.ingest import run_ingest
 
@@ -120,7 +121,10 @@ def main() -> None:
         tmp = Path(tmp_name)
         source = tmp / "taxi.csv"
         size = build_csv(args.rows, source)
-        print(f"{args.rows} taxi rows, {size / 1e6:.0f} MB CSV (2-core shared machine: noisy)")
+        print(
+            f"{args.rows} taxi rows, {size / 1e6:.0f} MB CSV, {os.cpu_count()} CPUs "
+            "(on a shared machine the figures are noisy)"
+        )
         results = {name: run_phase(name, source, tmp) for name in ("pyarrow", "ingest", "validate")}
     base = results["pyarrow"]["seconds"]
     for name, label in (
