@@ -16,9 +16,9 @@ from mlops.artifacts import (
     read_split,
 )
 from mlops.config import PipelineConfig, local_path
-from mlops.data_checks import identifier_like, leakage_table, shared_rows
-from mlops.features import category_text
+from mlops.data_checks import category_texts, identifier_like, leakage_table, shared_rows
 from mlops.io import atomic_dir, write_json_atomic
+from mlops.tfdv.beam_stats import statistics_of_parquet
 from mlops.tfdv.config_rules import (
     TRAINING,
     apply_domains,
@@ -72,7 +72,7 @@ def _readiness(
     report = {
         "rows": {split: len(frame) for split, frame in frames.items()},
         "classes": {
-            split: frame[label].map(category_text).value_counts().sort_index().to_dict()
+            split: category_texts(frame[label]).value_counts().sort_index().to_dict()
             for split, frame in frames.items()
         },
         "missing_rate": {f: round(float(train[f].isna().mean()), 4) for f in used if f in train},
@@ -94,7 +94,18 @@ def run_data_validation(
     (`Split-<name>/SchemaDiff.pb`, `Skew/SchemaDiff.pb`); raise DataValidationError on blocking
     anomalies when `validation.fail_on_anomalies` (after writing everything, for inspection)."""
     frames = {split: read_split(dataset_dir, split) for split in SPLITS}
-    stats = dv.compute_statistics(frames, label=config.data.label)
+    # Statistics are streamed through the sketches on Beam (Dataflow on Vertex); the readiness
+    # checks below still read the splits whole.
+    with atomic_dir(statistics_dir) as out:
+        stats = statistics_of_parquet(
+            {split: Path(dataset_dir) / f"{split}.parquet" for split in SPLITS},
+            out / STATS_FILE,
+            label=config.data.label,
+            beam_args=config.beam_args,
+        )
+        for split in SPLITS:
+            single = type(stats)(datasets=[dv.split_statistics(stats, split)])
+            dv.write_statistics(single, out / f"Split-{split}" / STATS_FILE)
     readiness, not_ready = _readiness(frames, stats, config)
     if config.validation.schema_path:
         schema = dv.load_schema(local_path(config.validation.schema_path))
@@ -138,11 +149,6 @@ def run_data_validation(
         "readiness": readiness,
         "not_ready": not_ready,
     }
-    with atomic_dir(statistics_dir) as out:
-        dv.write_statistics(stats, out / STATS_FILE)
-        for split in SPLITS:
-            single = type(stats)(datasets=[dv.split_statistics(stats, split)])
-            dv.write_statistics(single, out / f"Split-{split}" / STATS_FILE)
     with atomic_dir(schema_dir) as out:
         dv.write_schema(schema, out / SCHEMA_FILE)
     with atomic_dir(anomalies_dir) as out:

@@ -99,3 +99,20 @@ def test_a_leaking_taxi_column_stops_the_run_unless_acknowledged(
     aucs = summary["readiness"]["single_feature_auc"]
     assert aucs["tips"] > 0.95 > aucs["payment_type"] > 0.85
     assert summary["readiness"]["rows"]["train"] > 10_000
+
+
+def test_row_checks_are_vectorised_with_the_per_value_meaning() -> None:
+    from mlops.data_checks import category_texts, shared_rows
+    from mlops.features import category_text
+
+    column = pd.Series([8.0, None, 2.5, 8.0, float("nan")], index=[3, 1, 4, 1, 5])
+    assert category_texts(column).tolist() == [category_text(v) for v in column]
+    assert category_texts(column).index.tolist() == [3, 1, 4, 1, 5]
+    labels = pd.Series(["a", None, "b"], dtype="string")
+    assert category_texts(labels).tolist() == ["a", category_text(None), "b"]
+    train = pd.DataFrame({"x": pd.array([1, None, 3], dtype="Int64"), "s": ["a", "b", None]})
+    test = pd.DataFrame({"x": pd.array([1, None, 3, 3], dtype="Int64"), "s": ["a", "b", "c", None]})
+    # (1, a) and (NA, b) and (3, NA) are in train; (3, c) is not.
+    assert shared_rows(train, test, ["x", "s"]) == 3
+    assert shared_rows(train, test, ["s"]) == 3
+    assert shared_rows(train, test.iloc[:0], ["x"]) == 0

@@ -1,8 +1,9 @@
 """TFDV-compatible statistics, schema inference, validation and skew/drift checks.
 
 TensorFlow Data Validation cannot be installed in this project, so this module
-re-implements the parts the pipeline needs on top of pandas/numpy, reading and
-writing TFDV's own proto formats from ``tensorflow_metadata``:
+re-implements the parts the pipeline needs on top of pyarrow/numpy and the
+sketches tfx_bsl ships (statistics: ``sketch_stats``, on Beam: ``beam_stats``),
+reading and writing TFDV's own proto formats from ``tensorflow_metadata``:
 
 * ``DatasetFeatureStatisticsList`` (TFX ``FeatureStats.pb``),
 * ``Schema`` (text format, TFX ``schema.pbtxt``),
@@ -24,7 +25,9 @@ Conventions that differ from, or are not covered by, TFDV:
   TFDV) most frequent values. When a feature has more distinct values, values
   outside the histogram are unknown: domain checks count that remainder as out
   of domain, and the L-infinity distance ignores it (each ignored value has at
-  most the frequency of the rarest kept value, which bounds the error).
+  most the frequency of the rarest kept value, which bounds the error). Counts
+  come from a Misra-Gries sketch: exact up to its size (4x the buckets), upper
+  bounds above it (see ``sketch_stats`` for every sketch's error).
 * The numeric Jensen-Shannon divergence is computed from the stats alone:
   both samples are re-binned onto the base sample's quantile boundaries plus
   two open tails, assuming values are uniform inside each source bucket and

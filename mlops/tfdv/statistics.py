@@ -1,20 +1,26 @@
-"""Dataset statistics in TFDV's `DatasetFeatureStatisticsList` format: computing them from a
-frame, and reading them back (value counts, histograms, common stats)."""
+"""Dataset statistics in TFDV's `DatasetFeatureStatisticsList` format: computing them from
+in-memory frames (the same mergeable sketches the Beam transform runs, see `sketch_stats`), and
+reading them back (value counts, histograms, common stats)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-RANK_HISTOGRAM_STAT = "rank_histogram"
-ALL_INTEGRAL_STAT = "all_integral_values"
+from mlops.tfdv.sketch_stats import (
+    ALL_INTEGRAL_STAT,
+    RANK_HISTOGRAM_STAT,
+    SplitAccumulator,
+    StatsOptions,
+)
+
+__all__ = ["ALL_INTEGRAL_STAT", "RANK_HISTOGRAM_STAT"]
 
 _FNS = statistics_pb2.FeatureNameStatistics
-_HIST = statistics_pb2.Histogram
 
 
 # --------------------------------------------------------------------------- #
@@ -35,32 +41,51 @@ def compute_statistics(
 
     ``label``, when given, must be a column of at least one frame (serving data
     may lack it); its value counts are always recorded, whatever its dtype.
+    Columns are typed by dtype: integers and booleans INT, floats FLOAT, text,
+    categoricals and objects STRING; a missing value (NaN/None/NA) is missing.
     """
     if not frames:
         raise ValueError("compute_statistics needs at least one split")
     if label is not None and not any(label in df.columns for df in frames.values()):
         raise ValueError(f"label column {label!r} is in none of the splits {sorted(frames)}")
+    options = StatsOptions(
+        label=label,
+        num_top_values=num_top_values,
+        num_rank_histogram_buckets=num_rank_histogram_buckets,
+        num_histogram_buckets=num_histogram_buckets,
+        num_quantiles_histogram_buckets=num_quantiles_histogram_buckets,
+    )
     result = statistics_pb2.DatasetFeatureStatisticsList()
     for split, df in frames.items():
         duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
         if duplicated:
             raise ValueError(f"split {split!r} has duplicated columns {duplicated}")
-        ds = result.datasets.add()
-        ds.name = split
-        ds.num_examples = len(df)
-        for column in df.columns:
-            fs = ds.features.add()
-            fs.path.step.append(str(column))
-            _fill_feature_stats(
-                fs,
-                df[column],
-                is_label=column == label,
-                num_top_values=num_top_values,
-                num_rank_histogram_buckets=num_rank_histogram_buckets,
-                num_histogram_buckets=num_histogram_buckets,
-                num_quantiles_histogram_buckets=num_quantiles_histogram_buckets,
-            )
+        accumulator = SplitAccumulator(options).add_batch(frame_to_arrow(df))
+        result.datasets.append(accumulator.to_proto(split))
     return result
+
+
+def frame_to_arrow(df: pd.DataFrame) -> pa.Table:
+    """The frame as Arrow columns typed as the statistics read them (see compute_statistics)."""
+    columns = {str(name): _column_to_arrow(df[name]) for name in df.columns}
+    if not columns:
+        return pa.table({})
+    return pa.table(columns)
+
+
+def _column_to_arrow(series: pd.Series) -> pa.Array:
+    kind = _stats_type(series)
+    if kind == _FNS.INT:
+        return pa.array(series, from_pandas=True)
+    if kind == _FNS.FLOAT:
+        return pa.array(series.to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
+    missing = series.isna().to_numpy()
+    present = series[~missing]
+    if present.dtype == object:
+        present = present.map(_to_text)
+    text = np.full(len(series), None, dtype=object)
+    text[~missing] = present.astype(str).to_numpy(dtype=object)
+    return pa.array(text, type=pa.string())
 
 
 def split_statistics(
@@ -102,142 +127,10 @@ def _stats_type(series: pd.Series) -> int:
     )
 
 
-def _fill_common(common: statistics_pb2.CommonStatistics, n_present: int, n_missing: int) -> None:
-    common.num_non_missing = n_present
-    common.num_missing = n_missing
-    common.tot_num_values = n_present
-    if n_present:
-        common.min_num_values = 1
-        common.max_num_values = 1
-        common.avg_num_values = 1.0
-
-
-def _fill_feature_stats(
-    fs: statistics_pb2.FeatureNameStatistics,
-    series: pd.Series,
-    *,
-    is_label: bool,
-    num_top_values: int,
-    num_rank_histogram_buckets: int,
-    num_histogram_buckets: int,
-    num_quantiles_histogram_buckets: int,
-) -> None:
-    kind = _stats_type(series)
-    fs.type = kind
-    if kind == _FNS.STRING:
-        _fill_string_stats(fs, series, num_top_values, num_rank_histogram_buckets)
-        return
-
-    values = series.to_numpy(dtype="float64", na_value=np.nan)
-    present = values[~np.isnan(values)]
-    num = fs.num_stats
-    _fill_common(num.common_stats, int(present.size), int(values.size - present.size))
-    if present.size:
-        with np.errstate(invalid="ignore", over="ignore"):
-            num.mean = float(np.mean(present))
-            num.std_dev = float(np.std(present))
-        num.num_zeros = int(np.count_nonzero(present == 0))
-        num.min = float(np.min(present))
-        num.median = float(np.median(present))
-        num.max = float(np.max(present))
-        _add_histograms(num, present, num_histogram_buckets, num_quantiles_histogram_buckets)
-
-    finite = np.isfinite(present)
-    integral = kind == _FNS.INT or bool(np.all(finite) and np.all(np.mod(present, 1) == 0))
-    if kind == _FNS.FLOAT:
-        fs.custom_stats.add(name=ALL_INTEGRAL_STAT, num=1.0 if integral else 0.0)
-    if integral or is_label:
-        if kind == _FNS.INT:
-            labels = series.dropna().astype("int64").astype(str)
-        elif integral:
-            labels = pd.Series(present.astype(np.int64)).astype(str)
-        else:
-            labels = pd.Series(present).astype(str)
-        custom = fs.custom_stats.add(name=RANK_HISTOGRAM_STAT)
-        _fill_rank_histogram(
-            custom.rank_histogram, _sorted_counts(labels)[:num_rank_histogram_buckets]
-        )
-
-
-def _add_histograms(
-    num: statistics_pb2.NumericStatistics,
-    present: np.ndarray,
-    num_buckets: int,
-    num_quantile_buckets: int,
-) -> None:
-    finite = present[np.isfinite(present)]
-    n_neg_inf = int(np.count_nonzero(present == -np.inf))
-    n_pos_inf = int(np.count_nonzero(present == np.inf))
-    if finite.size == 0:
-        return
-    lo, hi = float(finite.min()), float(finite.max())
-
-    std = num.histograms.add(type=_HIST.STANDARD)
-    if lo == hi:
-        edges = np.array([lo, hi])
-        counts = np.array([finite.size], dtype=float)
-    else:
-        edges = np.linspace(lo, hi, num_buckets + 1)
-        counts = np.histogram(finite, bins=edges)[0].astype(float)
-    counts[0] += n_neg_inf
-    counts[-1] += n_pos_inf
-    for i, count in enumerate(counts):
-        std.buckets.add(low_value=edges[i], high_value=edges[i + 1], sample_count=count)
-
-    quant = num.histograms.add(type=_HIST.QUANTILES)
-    qedges = np.quantile(np.clip(present, lo, hi), np.linspace(0.0, 1.0, num_quantile_buckets + 1))
-    per_bucket = present.size / num_quantile_buckets
-    for i in range(num_quantile_buckets):
-        quant.buckets.add(
-            low_value=float(qedges[i]), high_value=float(qedges[i + 1]), sample_count=per_bucket
-        )
-    # Infinite values are clipped for the quantiles; widen the end buckets to keep them.
-    for hist in (std, quant):
-        if n_neg_inf:
-            hist.buckets[0].low_value = -math.inf
-        if n_pos_inf:
-            hist.buckets[-1].high_value = math.inf
-
-
 def _to_text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return str(value)
-
-
-def _sorted_counts(values: pd.Series) -> list[tuple[str, int]]:
-    counts = values.value_counts(sort=False)
-    return sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0]))
-
-
-def _fill_rank_histogram(
-    hist: statistics_pb2.RankHistogram, counts: Iterable[tuple[str, int]]
-) -> None:
-    for rank, (label, count) in enumerate(counts):
-        hist.buckets.add(low_rank=rank, high_rank=rank, label=label, sample_count=count)
-
-
-def _fill_string_stats(
-    fs: statistics_pb2.FeatureNameStatistics,
-    series: pd.Series,
-    num_top_values: int,
-    num_rank_histogram_buckets: int,
-) -> None:
-    missing = series.isna().to_numpy()
-    present = series[~missing]
-    if present.dtype == object:
-        present = present.map(_to_text)
-    present = present.astype(str)
-    ss = fs.string_stats
-    _fill_common(ss.common_stats, int(present.size), int(missing.sum()))
-    if not present.size:
-        return
-    counts = _sorted_counts(present)
-    ss.unique = len(counts)
-    ss.avg_length = float(present.str.len().mean())
-    for label, count in counts[:num_top_values]:
-        ss.top_values.add(value=label, frequency=count)
-    _fill_rank_histogram(ss.rank_histogram, counts[:num_rank_histogram_buckets])
 
 
 # --------------------------------------------------------------------------- #
