@@ -16,7 +16,8 @@ from mlops.artifacts import (
     read_split,
 )
 from mlops.config import PipelineConfig, local_path
-from mlops.data_checks import category_texts, identifier_like, leakage_table, shared_rows
+from mlops.data_checks import identifier_like, leakage_table, shared_rows
+from mlops.features import category_texts
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.tfdv.beam_stats import statistics_of_parquet
 from mlops.tfdv.config_rules import (

@@ -9,18 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.features import category_text
+from mlops.features import category_texts
 from mlops.metrics import binary_auc
 
 _BINS = 20
-
-
-def category_texts(column: pd.Series) -> pd.Series:
-    """`category_text` of every value, computed once per distinct value (a Python call per row
-    costs seconds per million rows)."""
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    texts = np.array([category_text(value) for value in uniques] + [category_text(None)], object)
-    return pd.Series(texts[codes], index=column.index, dtype=object)
 
 
 def _codes(train: pd.Series, other: pd.Series, numeric: bool) -> tuple[pd.Series, pd.Series]:

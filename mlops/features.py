@@ -77,7 +77,7 @@ def frame_to_arrays(frame: pd.DataFrame, features: FeatureConfig) -> dict[str, n
             .to_numpy(dtype=np.float32, na_value=np.nan)
         )
     for name in features.categorical:
-        arrays[name] = category_texts(frame[name])
+        arrays[name] = category_texts(frame[name]).to_numpy()
     return arrays
 
 
@@ -93,36 +93,14 @@ def to_model_inputs(values: Mapping[str, Any], features: FeatureConfig) -> dict[
     return {internal: values[name] for name, internal in model_input_names(features).items()}
 
 
-def category_texts(column: pd.Series) -> np.ndarray:
-    """`category_text` of every value of a column, vectorised for the common dtypes (a batch
-    job converts millions of rows): integers as written, integral floats without ".0", missing
-    as ""; other values one by one."""
+def category_texts(column: pd.Series) -> pd.Series:
+    """`category_text` of every value, computed once per distinct value (a Python call per row
+    costs seconds per million rows)."""
     import pandas as pd
 
-    values = column.to_numpy()
-    if pd.api.types.is_integer_dtype(column.dtype) and not isinstance(
-        column.dtype, pd.api.extensions.ExtensionDtype
-    ):
-        return values.astype(str).astype(object)
-    if pd.api.types.is_float_dtype(column.dtype) and not isinstance(
-        column.dtype, pd.api.extensions.ExtensionDtype
-    ):
-        out = np.full(len(values), MISSING_CATEGORY, dtype=object)
-        present = ~np.isnan(values)
-        integral = present & (np.mod(values, 1) == 0) & (np.abs(values) < 2**53)
-        out[integral] = values[integral].astype(np.int64).astype(str)
-        rest = present & ~integral
-        out[rest] = [category_text(float(v)) for v in values[rest]]
-        return out
-    if values.dtype == object:
-        # strings pass through; anything else (None, NaN, numbers, bytes) by the scalar rule
-        is_text = np.fromiter((type(v) is str for v in values), dtype=bool, count=len(values))
-        if is_text.all():
-            return values.copy()
-        out = values.copy()
-        out[~is_text] = [category_text(v) for v in values[~is_text]]
-        return out
-    return np.array([category_text(v) for v in column.tolist()], dtype=object)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    texts = np.array([category_text(value) for value in uniques] + [category_text(None)], object)
+    return pd.Series(texts[codes], index=column.index, dtype=object)
 
 
 def tf_input_signature(features: FeatureConfig) -> dict[str, Any]:

@@ -102,8 +102,8 @@ def test_a_leaking_taxi_column_stops_the_run_unless_acknowledged(
 
 
 def test_row_checks_are_vectorised_with_the_per_value_meaning() -> None:
-    from mlops.data_checks import category_texts, shared_rows
-    from mlops.features import category_text
+    from mlops.data_checks import shared_rows
+    from mlops.features import category_text, category_texts
 
     column = pd.Series([8.0, None, 2.5, 8.0, float("nan")], index=[3, 1, 4, 1, 5])
     assert category_texts(column).tolist() == [category_text(v) for v in column]
