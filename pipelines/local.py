@@ -4,10 +4,8 @@ own run id and leaves a `run.json` manifest and an HTML report."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,10 +17,12 @@ from mlops.artifacts import PIPELINE_LOG_FILE, REPORT_FILE, RUN_MANIFEST_FILE, S
 from mlops.config import ConfigError, PipelineConfig
 from mlops.io import write_json_atomic
 from mlops.paths import run_dir as run_dir_of
+from mlops.paths import step_cache_root
 from mlops.runs import config_hash, new_run_id
 from mlops.steps import read_step_log
 from pipelines.builders import build_pipeline
 from pipelines.progress import quiet_output, strip_ansi
+from pipelines.step_cache import CACHED, step_cache
 
 STEP_ORDERS = {
     "training": [
@@ -96,10 +96,27 @@ def _run_temp_dir(path: Path) -> Iterator[None]:
 
 
 def run_training_locally(
-    config: PipelineConfig, run_id: str | None = None, verbose: bool = True
+    config: PipelineConfig, run_id: str | None = None, verbose: bool = True, cache: bool = True
 ) -> RunResult:
-    """Run the training pipeline locally; never raises for a failed step (the manifest says)."""
-    return run_locally(config, "training", run_id=run_id, verbose=verbose)
+    """Run the training pipeline locally; never raises for a failed step (the manifest says).
+    Steps that completed before for the same inputs are reused unless `cache` is False."""
+    return run_locally(config, "training", run_id=run_id, verbose=verbose, cache=cache)
+
+
+# Set aside when a run starts and freed just before its final run.json is written, so a disk
+# that fills up during the run still has room for the manifest that says what happened.
+MANIFEST_RESERVE_BYTES = 1 << 20
+_RESERVE_FILE = ".manifest-reserve"
+
+
+def _reserve_space(path: Path, size: int) -> None:
+    with open(path, "wb") as handle:
+        os.posix_fallocate(handle.fileno(), 0, size)
+
+
+@contextlib.contextmanager
+def _no_cache() -> Iterator[None]:
+    yield
 
 
 def run_locally(
@@ -107,11 +124,14 @@ def run_locally(
     kind: str,
     run_id: str | None = None,
     verbose: bool = True,
+    cache: bool = True,
     **parameters,
 ) -> RunResult:
     """Run one of the pipelines with kfp.local; a failed step is reported in the manifest.
     Unless `verbose`, task output goes to <run dir>/pipeline.log and the terminal shows a line
-    per step."""
+    per step. The training pipeline reuses steps completed before for the same inputs
+    (`pipelines.step_cache`); `cache=False` recomputes them (and records the new results).
+    Other pipelines deploy or read changing state (request logs), so they always run."""
     from kfp import local
 
     _use_verbatim_task_arguments()
@@ -129,6 +149,19 @@ def run_locally(
             f"({config.local.root}) a writable folder with free space"
         ) from None
     step_log = run_dir / STEP_LOG_FILE
+    started = time.time()
+    try:  # run.json exists from the start, so a run that dies still leaves one
+        write_json_atomic(
+            run_dir / RUN_MANIFEST_FILE,
+            build_manifest(config, run_id, run_dir, [], started, None, kind, status="RUNNING"),
+        )
+        _reserve_space(run_dir / _RESERVE_FILE, MANIFEST_RESERVE_BYTES)
+    except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise LocalRootError(
+            f"cannot start run {run_id} in {run_dir} ({exc.strerror}): make local.root "
+            f"({config.local.root}) a writable folder with free space"
+        ) from None
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(run_dir / "artifacts"),
@@ -137,10 +170,14 @@ def run_locally(
     pipeline = build_pipeline(config, kind, target="local")
     if kind == "training":
         parameters["run_id"] = run_id
-    started = time.time()
+    caching = (
+        step_cache(step_cache_root(config), run_id, str(step_log), reuse=cache)
+        if kind == "training"
+        else _no_cache()
+    )
     error = None
     log_path = run_dir / PIPELINE_LOG_FILE
-    with quiet_output(log_path, verbose), _run_temp_dir(run_dir / "tmp"):
+    with quiet_output(log_path, verbose), _run_temp_dir(run_dir / "tmp"), caching:
         try:
             pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
         except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
@@ -149,15 +186,17 @@ def run_locally(
         config, run_id, run_dir, read_step_log(step_log), started, error, kind
     )
     manifest["log"] = None if verbose else str(log_path)
-    report = manifest.get("report")
+    (run_dir / _RESERVE_FILE).unlink(missing_ok=True)  # the room for run.json
     try:
+        write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
+        report = manifest.get("report")
         if report and Path(report).is_file():
             shutil.copyfile(report, run_dir / REPORT_FILE)
             manifest["report"] = str(run_dir / REPORT_FILE)
-        write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
+            write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
     except OSError as exc:  # a full disk must not hide how the run went
-        manifest["manifest_error"] = f"run.json could not be written: {exc}"
-        print(json.dumps(manifest, default=str), file=sys.stderr)
+        (run_dir / REPORT_FILE).unlink(missing_ok=True)
+        manifest["manifest_error"] = f"{RUN_MANIFEST_FILE} or {REPORT_FILE}: {exc}"
     return RunResult(run_id, run_dir, manifest)
 
 
@@ -169,19 +208,21 @@ def build_manifest(
     started: float,
     error: str | None,
     kind: str = "training",
+    status: str | None = None,
 ) -> dict[str, Any]:
     steps: dict[str, dict[str, Any]] = {}
     for record in records:
         steps[record["step"]] = {
             "status": record["status"],
             "duration_s": record["duration_s"],
+            **({"cached_from": record["cached_from"]} if record.get("cached_from") else {}),
             **({"outputs": record["outputs"]} if record.get("outputs") else {}),
             **({"error": strip_ansi(record["error"])} if record.get("error") else {}),
         }
     order = STEP_ORDERS[kind]
     for name in order:
         steps.setdefault(name, {"status": "NOT_RUN"})
-    results = {r["step"]: r.get("result") for r in records if r["status"] == "SUCCEEDED"}
+    results = {r["step"]: r.get("result") for r in records if r["status"] in ("SUCCEEDED", CACHED)}
     evaluation = results.get("evaluate") or {}
     registration = results.get("register") or {}
     failed = error is not None or any(s["status"] == "FAILED" for s in steps.values())
@@ -192,12 +233,15 @@ def build_manifest(
         "data_fingerprint": (results.get("ingest") or {}).get("fingerprint"),
         "config": config.model_dump(mode="json"),
         "target": "local",
-        "status": "FAILED" if failed else "SUCCEEDED",
+        "status": status or ("FAILED" if failed else "SUCCEEDED"),
         "error": error,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "run_dir": str(run_dir),
         "steps": {name: steps[name] for name in [*order, *sorted(set(steps) - set(order))]},
+        "reused_steps": {
+            name: step["cached_from"] for name, step in steps.items() if step.get("cached_from")
+        },
         "results": {name: result for name, result in results.items() if kind != "training"},
         "data": (results.get("ingest") or {}).get("rows"),
         "metrics": (evaluation.get("metrics") or {}).get("overall", {}),
@@ -225,7 +269,10 @@ def summarize(manifest: dict[str, Any]) -> str:
     lines = [f"run {manifest['run_id']}: {manifest['status']} in {manifest['duration_s']}s"]
     for name, step in manifest["steps"].items():
         duration = f"{step['duration_s']:>6.1f}s" if "duration_s" in step else "       "
-        lines.append(f"  {name:<14} {step['status']:<10} {duration}  {step.get('error', '')}")
+        detail = step.get("error", "")
+        if step.get("cached_from"):
+            detail = f"reused from run {step['cached_from']}"
+        lines.append(f"  {name:<14} {step['status']:<10} {duration}  {detail}")
     if manifest.get("data"):
         lines.append("  rows: " + ", ".join(f"{k} {v}" for k, v in manifest["data"].items()))
     if manifest.get("metrics"):
@@ -262,4 +309,6 @@ def summarize(manifest: dict[str, Any]) -> str:
             f"  log: {manifest['log']} (every step's full output; --verbose shows it live)"
         )
     lines.append(f"  manifest: {Path(manifest['run_dir']) / RUN_MANIFEST_FILE}")
+    if manifest.get("manifest_error"):
+        lines.append(f"  (not updated at the end: {manifest['manifest_error']})")
     return "\n".join(lines)

@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_STEP_LINE = re.compile(r"\[mlops\] step (\w+): (started|done in ([\d.]+)s|FAILED after ([\d.]+)s)")
+_STEP_LINE = re.compile(
+    r"\[mlops\] step (\w+): "
+    r"(started|done in ([\d.]+)s|FAILED after ([\d.]+)s|cached from run (\S+))"
+)
 
 
 def strip_ansi(text: str) -> str:
@@ -25,6 +28,8 @@ def _progress_line(match: re.Match[str]) -> str:
     step, what = match.group(1), match.group(2)
     if what == "started":
         return f"  {step:<16} running..."
+    if what.startswith("cached"):
+        return f"  {step:<16} cached    (from run {match.group(5)})"
     if what.startswith("done"):
         return f"  {step:<16} done      {float(match.group(3)):6.1f}s"
     return f"  {step:<16} FAILED    {float(match.group(4)):6.1f}s"
