@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config, local_path
-from mlops.paths import compiled_spec_path
+from mlops.paths import compiled_spec_path, local_root
 from pipelines.builders import PIPELINES, TARGETS
 
 
@@ -37,7 +37,7 @@ def _add_images(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from pipelines.local import run_training_locally, summarize
+    from pipelines.local import out_of_space_advice, run_training_locally, summarize
 
     print(f"run {config.name} training pipeline locally (kfp.local)", flush=True)
     result = run_training_locally(
@@ -45,6 +45,9 @@ def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
     )
     print()
     print(summarize(result.manifest))
+    advice = out_of_space_advice(result.manifest, str(local_root(config)))
+    if advice:
+        print(f"\nerror: {advice}", file=sys.stderr)
     return 0 if result.succeeded else 1
 
 

@@ -4,10 +4,14 @@ own run id and leaves a `run.json` manifest and an HTML report."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +109,7 @@ def run_training_locally(
 
 # Set aside when a run starts and freed just before its final run.json is written, so a disk
 # that fills up during the run still has room for the manifest that says what happened.
-MANIFEST_RESERVE_BYTES = 1 << 20
+MANIFEST_RESERVE_BYTES = 256 << 10
 _RESERVE_FILE = ".manifest-reserve"
 
 
@@ -117,6 +121,32 @@ def _reserve_space(path: Path, size: int) -> None:
 @contextlib.contextmanager
 def _no_cache() -> Iterator[None]:
     yield
+
+
+def mark_interrupted_runs(runs_root: Path) -> list[str]:
+    """Runs still RUNNING whose process is gone (killed, the machine rebooted) become
+    INTERRUPTED, and what they left to clean up (their temporary folder, the room reserved for
+    their run.json) is removed. Returns their ids."""
+    interrupted = []
+    host = socket.gethostname()
+    for manifest_path in sorted(runs_root.glob(f"*/{RUN_MANIFEST_FILE}")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            process = manifest.get("process") or {}
+            if manifest.get("status") != "RUNNING" or process.get("host") != host:
+                continue
+            os.kill(int(process["pid"]), 0)  # still alive: ProcessLookupError if not
+        except ProcessLookupError:
+            run_dir = manifest_path.parent
+            shutil.rmtree(run_dir / "tmp", ignore_errors=True)
+            (run_dir / _RESERVE_FILE).unlink(missing_ok=True)
+            manifest.update(status="INTERRUPTED", error="its process ended before the run did")
+            with contextlib.suppress(OSError):
+                write_json_atomic(manifest_path, manifest)
+            interrupted.append(manifest["run_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours to judge: unreadable, or another user's process
+    return interrupted
 
 
 def run_locally(
@@ -150,10 +180,14 @@ def run_locally(
         ) from None
     step_log = run_dir / STEP_LOG_FILE
     started = time.time()
+    mark_interrupted_runs(run_dir.parent)
     try:  # run.json exists from the start, so a run that dies still leaves one
         write_json_atomic(
             run_dir / RUN_MANIFEST_FILE,
-            build_manifest(config, run_id, run_dir, [], started, None, kind, status="RUNNING"),
+            {
+                **build_manifest(config, run_id, run_dir, [], started, None, kind, "RUNNING"),
+                "process": {"host": socket.gethostname(), "pid": os.getpid()},
+            },
         )
         _reserve_space(run_dir / _RESERVE_FILE, MANIFEST_RESERVE_BYTES)
     except OSError as exc:
@@ -175,17 +209,19 @@ def run_locally(
         if kind == "training"
         else _no_cache()
     )
-    error = None
+    error = error_traceback = None
     log_path = run_dir / PIPELINE_LOG_FILE
     with quiet_output(log_path, verbose), _run_temp_dir(run_dir / "tmp"), caching:
         try:
             pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
         except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
             error = strip_ansi(f"{type(exc).__name__}: {exc}")
+            error_traceback = traceback.format_exc()
     manifest = build_manifest(
         config, run_id, run_dir, read_step_log(step_log), started, error, kind
     )
     manifest["log"] = None if verbose else str(log_path)
+    manifest["out_of_space"] = out_of_space(manifest, run_dir)
     (run_dir / _RESERVE_FILE).unlink(missing_ok=True)  # the room for run.json
     try:
         write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
@@ -197,7 +233,63 @@ def run_locally(
     except OSError as exc:  # a full disk must not hide how the run went
         (run_dir / REPORT_FILE).unlink(missing_ok=True)
         manifest["manifest_error"] = f"{RUN_MANIFEST_FILE} or {REPORT_FILE}: {exc}"
+    if error_traceback:  # after run.json: the log may be on the disk that filled up
+        with contextlib.suppress(OSError), open(log_path, "a") as log:
+            log.write(f"\n[mlops] the run stopped:\n{error_traceback}")
     return RunResult(run_id, run_dir, manifest)
+
+
+# Less free space than this where the run writes, at the end of a failed run: the disk filled up
+# (a step's own error saying so may be lost with the disk: its log lines could not be written).
+FULL_DISK_BYTES = 64 << 10
+_NO_SPACE = ("No space left on device", "[Errno 28]", "File too large", "[Errno 27]")
+_FAILED_TASK = re.compile(r"Inner task failed: '?([\w-]+)")
+
+
+def failed_step(manifest: dict[str, Any]) -> str | None:
+    """The step a failed run stopped in: the one recorded as failed, else the task kfp.local
+    names (a step that could not even record its failure, e.g. on a full disk)."""
+    for name, step in manifest["steps"].items():
+        if step["status"] == "FAILED":
+            return name
+    match = _FAILED_TASK.search(manifest.get("error") or "")
+    if not match:
+        return None
+    task = match.group(1).replace("-", "_")
+    return task.removesuffix("_local").removesuffix("_vertex")
+
+
+def out_of_space(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """For a failed run: where the space ran out (the free bytes left there), if it did."""
+    if manifest["status"] != "FAILED":
+        return None
+    errors = [manifest.get("error") or ""] + [
+        s.get("error", "") for s in manifest["steps"].values()
+    ]
+    said_so = any(marker in text for text in errors for marker in _NO_SPACE)
+    try:
+        free = shutil.disk_usage(run_dir).free
+    except OSError:
+        free = None
+    if said_so or (free is not None and free < FULL_DISK_BYTES):
+        return {"path": str(run_dir), "free_bytes": free, "step": failed_step(manifest)}
+    return None
+
+
+def out_of_space_advice(manifest: dict[str, Any], local_root: str) -> str | None:
+    """One paragraph for a run that failed because the disk under local.root filled up."""
+    full = manifest.get("out_of_space")
+    if not full:
+        return None
+    step = full.get("step") or "a step"
+    return (
+        f"Step {step} failed: no space left on the device that holds local.root ({local_root}; "
+        f"{full.get('free_bytes')} bytes free when the run ended). The steps that completed are "
+        "kept and the next run reuses them. Free space there (old runs under runs/, cache "
+        "entries under cache/) or set local.root in the config to a folder on a larger disk, "
+        f"then run `mlops run` again. Details: {manifest.get('log') or 'the output above'}; "
+        f"the run's record: {Path(manifest['run_dir']) / RUN_MANIFEST_FILE}."
+    )
 
 
 def build_manifest(

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from mlops.config import REPO_ROOT, load_config
 from mlops.paths import registry_root, step_cache_root
 from mlops.registry import LocalModelRegistry
 from mlops.steps import append_step_record, read_step_log
+from pipelines.local import mark_interrupted_runs
 from pipelines.step_cache import (
     CACHED,
     STEP_CONFIG_SECTIONS,
@@ -170,6 +172,21 @@ def test_no_cache_recomputes_but_records(tmp_path: Path) -> None:
     assert _cache(tmp_path, "run-c").get(key) is not None
 
 
+def test_a_run_whose_process_is_gone_is_marked_interrupted(tmp_path: Path) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    for run_id, pid in (("gone", ended.pid), ("alive", os.getpid())):
+        (tmp_path / run_id / "tmp" / "task").mkdir(parents=True)
+        manifest = {"run_id": run_id, "status": "RUNNING"}
+        manifest["process"] = {"host": socket.gethostname(), "pid": pid}
+        (tmp_path / run_id / "run.json").write_text(json.dumps(manifest))
+    assert mark_interrupted_runs(tmp_path) == ["gone"]
+    assert json.loads((tmp_path / "gone" / "run.json").read_text())["status"] == "INTERRUPTED"
+    assert not (tmp_path / "gone" / "tmp").exists()
+    assert json.loads((tmp_path / "alive" / "run.json").read_text())["status"] == "RUNNING"
+    assert (tmp_path / "alive" / "tmp" / "task").is_dir()
+
+
 # --- the real CLI on penguins ----------------------------------------------------------------
 
 DATA_STEPS = ("ingest", "validate_data", "transform")
@@ -279,6 +296,9 @@ def test_a_run_killed_in_training_resumes_from_train(two_runs: dict) -> None:
         assert statuses[step] == CACHED and manifest["reused_steps"][step] == "penguins-first"
     for step in ("train", "evaluate", "explain", "register", "report"):
         assert statuses[step] == "SUCCEEDED", statuses
+    killed_manifest = _manifest(root, "penguins-killed")
+    assert killed_manifest["status"] == "INTERRUPTED"  # found by the next run, its tmp removed
+    assert not (root / "runs" / "penguins-killed" / "tmp").exists()
     assert manifest["config"]["training"]["epochs"] == 61
 
 
