@@ -83,3 +83,28 @@ def test_a_disk_that_fills_up_mid_run(tmp_path: Path, small_disk: Path) -> None:
     assert manifest["steps"]["register"]["status"] == "NOT_RUN"
     assert _tree(small_disk / "registry") == registry_before
     assert not (run / "tmp").exists() and not (run / ".manifest-reserve").exists()
+
+
+def test_a_full_disk_before_the_run_starts_is_one_error_line(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - (64 << 10)))  # less than the reserve
+    config = tmp_path / "penguins.yaml"
+    config.write_text(
+        (REPO / "configs" / "penguins.yaml").read_text() + f"\nlocal: {{root: {small_disk}}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "_KFP_RUNTIME"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "error: cannot start run" in result.stderr
+    assert "No space left on device" in result.stderr and "with free space" in result.stderr
+    assert list((small_disk / "runs").iterdir()) == []  # nothing half-started is left
