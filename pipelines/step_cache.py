@@ -231,7 +231,7 @@ class StepCache(kfp_cache.LocalCache):
                 config_json = arguments.pop("config_json")
                 arguments["config"] = step_config(step, config_json)
                 arguments["files"] = referenced_files(step, json.loads(config_json))
-        except UncacheableInput:
+        except (UncacheableInput, OSError):  # an unreadable data file: the step says why
             return f"{_UNCACHEABLE}{step}"
         payload = {
             "step": step,
@@ -257,28 +257,32 @@ class StepCache(kfp_cache.LocalCache):
         try:
             entry = json.loads(path.read_text())
             problem = self._problem(entry, key)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            outputs = {name: self._load_output(value) for name, value in entry["outputs"].items()}
+            record = dict(entry["record"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             problem = f"unreadable ({type(exc).__name__}: {exc})"
         step = self._steps.get(key, "?")
         if problem:
             print(f"[mlops] cache entry {path.name} for {step} ignored: {problem}", flush=True)
             return None
-        outputs = {name: self._load_output(value) for name, value in entry["outputs"].items()}
-        record = entry["record"]
+        try:  # without its record run.json could not say the step was reused: run it instead
+            append_step_record(
+                self.step_log,
+                {
+                    "step": step,
+                    "status": CACHED,
+                    "cached_from": entry["run_id"],
+                    "started": time.time(),
+                    "duration_s": 0.0,
+                    "original_duration_s": record.get("duration_s"),
+                    "result": record.get("result"),
+                    "outputs": record.get("outputs") or [],
+                },
+            )
+        except OSError as exc:
+            print(f"[mlops] cache entry {path.name} for {step} not used: {exc}", flush=True)
+            return None
         print(f"[mlops] step {step}: cached from run {entry['run_id']}", flush=True)
-        append_step_record(
-            self.step_log,
-            {
-                "step": step,
-                "status": CACHED,
-                "cached_from": entry["run_id"],
-                "started": time.time(),
-                "duration_s": 0.0,
-                "original_duration_s": record.get("duration_s"),
-                "result": record.get("result"),
-                "outputs": record.get("outputs") or [],
-            },
-        )
         return outputs
 
     def _problem(self, entry: dict[str, Any], key: str) -> str | None:

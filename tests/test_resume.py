@@ -149,13 +149,17 @@ def test_a_step_without_a_success_record_leaves_no_entry(tmp_path: Path) -> None
     assert not list((tmp_path / "cache").glob("*.json"))
 
 
-@pytest.mark.parametrize("damage", ["truncated entry", "changed output", "missing output"])
+@pytest.mark.parametrize(
+    "damage", ["truncated entry", "not an entry", "changed output", "missing output"]
+)
 def test_a_damaged_entry_or_output_is_ignored(tmp_path: Path, damage: str) -> None:
     key, out = _finished_step(tmp_path, _cache(tmp_path, "run-a"), "comp-ingest", "ingest")
     (entry,) = (tmp_path / "cache").glob("*.json")
     assert entry.name == f"{key}.json" and not list((tmp_path / "cache").glob(".*"))
     if damage == "truncated entry":
         entry.write_text(entry.read_text()[:50])
+    elif damage == "not an entry":
+        entry.write_text("[]")
     elif damage == "changed output":
         (out / "nested" / "data.bin").write_bytes(b"x" * 10)
     else:
