@@ -239,6 +239,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # whole pipeline runs, on a busy machine
 def test_a_rerun_reuses_data_transform_and_train(two_runs: dict) -> None:
     root = two_runs["root"]
     first, second = _manifest(root, "penguins-first"), _manifest(root, "penguins-second")
@@ -260,6 +261,7 @@ def test_a_rerun_reuses_data_transform_and_train(two_runs: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # whole pipeline runs, on a busy machine
 def test_a_run_killed_in_training_resumes_from_train(two_runs: dict) -> None:
     """More epochs (a training parameter): ingest/validate/transform come from the first run.
     The run is killed (SIGKILL, the whole process group) while training; the rerun recomputes
@@ -307,6 +309,7 @@ def test_a_run_killed_in_training_resumes_from_train(two_runs: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # whole pipeline runs, on a busy machine
 def test_no_cache_recomputes_every_step(two_runs: dict) -> None:
     """The same config as the rerun that reused everything it could: now nothing is reused."""
     root, tmp = two_runs["root"], two_runs["tmp"]
