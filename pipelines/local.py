@@ -115,7 +115,12 @@ _RESERVE_FILE = ".manifest-reserve"
 
 def _reserve_space(path: Path, size: int) -> None:
     with open(path, "wb") as handle:
-        os.posix_fallocate(handle.fileno(), 0, size)
+        if hasattr(os, "posix_fallocate"):  # not on macOS
+            os.posix_fallocate(handle.fileno(), 0, size)
+        else:  # written zeros take real blocks too (a sparse seek would not)
+            handle.write(bytes(size))
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager
