@@ -83,7 +83,9 @@ def _run_training_process(config: PipelineConfig) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         handle.write(config.to_json())
     env = {k: v for k, v in os.environ.items() if k != "_KFP_RUNTIME"}
-    command = [sys.executable, "-m", "pipelines.cli", "run", "--config-json", handle.name]
+    # Monitoring decided the model must be retrained: train, do not reuse the last run's steps.
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--no-cache"]
+    command += ["--config-json", handle.name]
     try:
         completed = subprocess.run(
             [*command, "--run-id", run_id],

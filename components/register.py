@@ -59,11 +59,27 @@ def run_register_local(
 ) -> dict[str, Any]:
     """Register the candidate as a new version with its model card; alias it `champion` only if
     evaluation blessed it against the version that is champion at this moment (a concurrent run
-    may have moved the alias since: then the candidate is registered unblessed, with the reason)."""
+    may have moved the alias since: then the candidate is registered unblessed, with the reason).
+    A model registered before (the same model directory) is returned as it is, not registered
+    again."""
     evaluation, explanations, data = card_inputs(evaluation_dir, explanation_dir, data_uri)
     blessed = bool(evaluation["blessed"])
     registry = LocalModelRegistry(registry_root(config))
     previous = registry.find(config.name, CHAMPION)
+    # A rerun that reused an earlier run's model (a cached train step) registers nothing new:
+    # that model is a version already, and its champion decision was made when it registered.
+    for number in registry.versions(config.name):
+        known = registry.get(config.name, version=number)
+        if known.metadata.get("source_model_dir") == str(model_dir):
+            return {
+                "model": config.name,
+                "version": known.version,
+                "blessed": bool(known.metadata.get("blessed")),
+                "champion": previous.version if previous else None,
+                "path": str(known.path),
+                "model_card": str(known.path / MODEL_CARD_HTML),
+                "already_registered": True,
+            }
     compared_with = evaluation.get("baseline_model_dir") or None
 
     def champion_unchanged(aliases: dict[str, int]) -> str | None:

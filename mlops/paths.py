@@ -26,6 +26,11 @@ def run_manifest_path(config: PipelineConfig, run_id: str) -> Path:
     return run_dir(config, run_id) / RUN_MANIFEST_FILE
 
 
+def step_cache_root(config: PipelineConfig) -> Path:
+    """Local runs' step cache: one entry per completed step, keyed by what the step read."""
+    return local_root(config) / "cache" / config.name
+
+
 def registry_root(config: PipelineConfig) -> Path:
     return local_root(config) / "registry"
 

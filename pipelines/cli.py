@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mlops.config import DEFAULT_CONFIG, ConfigError, PipelineConfig, load_config, local_path
-from mlops.paths import compiled_spec_path
+from mlops.paths import compiled_spec_path, local_root
 from pipelines.builders import PIPELINES, TARGETS
 
 
@@ -37,12 +37,17 @@ def _add_images(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from pipelines.local import run_training_locally, summarize
+    from pipelines.local import out_of_space_advice, run_training_locally, summarize
 
     print(f"run {config.name} training pipeline locally (kfp.local)", flush=True)
-    result = run_training_locally(config, run_id=args.run_id, verbose=args.verbose)
+    result = run_training_locally(
+        config, run_id=args.run_id, verbose=args.verbose, cache=args.cache
+    )
     print()
     print(summarize(result.manifest))
+    advice = out_of_space_advice(result.manifest, str(local_root(config)))
+    if advice:
+        print(f"\nerror: {advice}", file=sys.stderr)
     return 0 if result.succeeded else 1
 
 
@@ -393,7 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the training pipeline on this machine (kfp.local)",
         description="Run ingest -> validate -> transform -> train -> evaluate -> register -> "
         "report locally. Reads the config's data; writes <local.root>/runs/<run id>/ (artifacts, "
-        "run.json, report.html) and a new version in <local.root>/registry/.",
+        "run.json, report.html) and a new version in <local.root>/registry/. A step that "
+        "completed before (in any earlier run, also one that crashed later) for the same "
+        "inputs, config sections it reads and code is reused from that run and shown as cached; "
+        "find-champion and register always run.",
     )
     _add_config(run)
     run.add_argument(
@@ -401,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--verbose", "-v", action="store_true", help="show every step's full output live"
+    )
+    run.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="recompute every step instead of reusing earlier runs' results (the new results "
+        "are cached for later runs)",
     )
     run.set_defaults(func=cmd_run)
 

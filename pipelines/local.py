@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
-import sys
+import socket
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +21,12 @@ from mlops.artifacts import PIPELINE_LOG_FILE, REPORT_FILE, RUN_MANIFEST_FILE, S
 from mlops.config import ConfigError, PipelineConfig
 from mlops.io import write_json_atomic
 from mlops.paths import run_dir as run_dir_of
+from mlops.paths import step_cache_root
 from mlops.runs import config_hash, new_run_id
 from mlops.steps import read_step_log
 from pipelines.builders import build_pipeline
 from pipelines.progress import quiet_output, strip_ansi
+from pipelines.step_cache import CACHED, step_cache
 
 STEP_ORDERS = {
     "training": [
@@ -97,10 +101,58 @@ def _run_temp_dir(path: Path) -> Iterator[None]:
 
 
 def run_training_locally(
-    config: PipelineConfig, run_id: str | None = None, verbose: bool = True
+    config: PipelineConfig, run_id: str | None = None, verbose: bool = True, cache: bool = True
 ) -> RunResult:
-    """Run the training pipeline locally; never raises for a failed step (the manifest says)."""
-    return run_locally(config, "training", run_id=run_id, verbose=verbose)
+    """Run the training pipeline locally; never raises for a failed step (the manifest says).
+    Steps that completed before for the same inputs are reused unless `cache` is False."""
+    return run_locally(config, "training", run_id=run_id, verbose=verbose, cache=cache)
+
+
+# Set aside when a run starts and freed just before its final run.json is written, so a disk
+# that fills up during the run still has room for the manifest that says what happened.
+MANIFEST_RESERVE_BYTES = 256 << 10
+_RESERVE_FILE = ".manifest-reserve"
+
+
+def _reserve_space(path: Path, size: int) -> None:
+    with open(path, "wb") as handle:
+        if hasattr(os, "posix_fallocate"):  # not on macOS
+            os.posix_fallocate(handle.fileno(), 0, size)
+        else:  # written zeros take real blocks too (a sparse seek would not)
+            handle.write(bytes(size))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _no_cache() -> Iterator[None]:
+    yield
+
+
+def mark_interrupted_runs(runs_root: Path) -> list[str]:
+    """Runs still RUNNING whose process is gone (killed, the machine rebooted) become
+    INTERRUPTED, and what they left to clean up (their temporary folder, the room reserved for
+    their run.json) is removed. Returns their ids."""
+    interrupted = []
+    host = socket.gethostname()
+    for manifest_path in sorted(runs_root.glob(f"*/{RUN_MANIFEST_FILE}")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            process = manifest.get("process") or {}
+            if manifest.get("status") != "RUNNING" or process.get("host") != host:
+                continue
+            os.kill(int(process["pid"]), 0)  # still alive: ProcessLookupError if not
+        except ProcessLookupError:
+            run_dir = manifest_path.parent
+            shutil.rmtree(run_dir / "tmp", ignore_errors=True)
+            (run_dir / _RESERVE_FILE).unlink(missing_ok=True)
+            manifest.update(status="INTERRUPTED", error="its process ended before the run did")
+            with contextlib.suppress(OSError):
+                write_json_atomic(manifest_path, manifest)
+            interrupted.append(manifest["run_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours to judge: unreadable, or another user's process
+    return interrupted
 
 
 def run_locally(
@@ -108,11 +160,14 @@ def run_locally(
     kind: str,
     run_id: str | None = None,
     verbose: bool = True,
+    cache: bool = True,
     **parameters,
 ) -> RunResult:
     """Run one of the pipelines with kfp.local; a failed step is reported in the manifest.
     Unless `verbose`, task output goes to <run dir>/pipeline.log and the terminal shows a line
-    per step."""
+    per step. The training pipeline reuses steps completed before for the same inputs
+    (`pipelines.step_cache`); `cache=False` recomputes them (and records the new results).
+    Other pipelines deploy or read changing state (request logs), so they always run."""
     from kfp import local
 
     _use_verbatim_task_arguments()
@@ -130,6 +185,23 @@ def run_locally(
             f"({config.local.root}) a writable folder with free space"
         ) from None
     step_log = run_dir / STEP_LOG_FILE
+    started = time.time()
+    mark_interrupted_runs(run_dir.parent)
+    try:  # run.json exists from the start, so a run that dies still leaves one
+        write_json_atomic(
+            run_dir / RUN_MANIFEST_FILE,
+            {
+                **build_manifest(config, run_id, run_dir, [], started, None, kind, "RUNNING"),
+                "process": {"host": socket.gethostname(), "pid": os.getpid()},
+            },
+        )
+        _reserve_space(run_dir / _RESERVE_FILE, MANIFEST_RESERVE_BYTES)
+    except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise LocalRootError(
+            f"cannot start run {run_id} in {run_dir} ({exc.strerror}): make local.root "
+            f"({config.local.root}) a writable folder with free space"
+        ) from None
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(run_dir / "artifacts"),
@@ -138,28 +210,92 @@ def run_locally(
     pipeline = build_pipeline(config, kind, target="local")
     if kind == "training":
         parameters["run_id"] = run_id
-    started = time.time()
-    error = None
+    caching = (
+        step_cache(step_cache_root(config), run_id, str(step_log), reuse=cache)
+        if kind == "training"
+        else _no_cache()
+    )
+    error = error_traceback = None
     log_path = run_dir / PIPELINE_LOG_FILE
-    with quiet_output(log_path, verbose), _run_temp_dir(run_dir / "tmp"):
+    with quiet_output(log_path, verbose), _run_temp_dir(run_dir / "tmp"), caching:
         try:
             pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
         except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
             error = strip_ansi(f"{type(exc).__name__}: {exc}")
+            error_traceback = traceback.format_exc()
     manifest = build_manifest(
         config, run_id, run_dir, read_step_log(step_log), started, error, kind
     )
     manifest["log"] = None if verbose else str(log_path)
-    report = manifest.get("report")
+    manifest["out_of_space"] = out_of_space(manifest, run_dir)
+    (run_dir / _RESERVE_FILE).unlink(missing_ok=True)  # the room for run.json
     try:
+        write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
+        report = manifest.get("report")
         if report and Path(report).is_file():
             shutil.copyfile(report, run_dir / REPORT_FILE)
             manifest["report"] = str(run_dir / REPORT_FILE)
-        write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
+            write_json_atomic(run_dir / RUN_MANIFEST_FILE, manifest)
     except OSError as exc:  # a full disk must not hide how the run went
-        manifest["manifest_error"] = f"run.json could not be written: {exc}"
-        print(json.dumps(manifest, default=str), file=sys.stderr)
+        (run_dir / REPORT_FILE).unlink(missing_ok=True)
+        manifest["manifest_error"] = f"{RUN_MANIFEST_FILE} or {REPORT_FILE}: {exc}"
+    if error_traceback:  # after run.json: the log may be on the disk that filled up
+        with contextlib.suppress(OSError), open(log_path, "a") as log:
+            log.write(f"\n[mlops] the run stopped:\n{error_traceback}")
     return RunResult(run_id, run_dir, manifest)
+
+
+# Less free space than this where the run writes, at the end of a failed run: the disk filled up
+# (a step's own error saying so may be lost with the disk: its log lines could not be written).
+FULL_DISK_BYTES = 64 << 10
+_NO_SPACE = ("No space left on device", "[Errno 28]", "File too large", "[Errno 27]")
+_FAILED_TASK = re.compile(r"Inner task failed: '?([\w-]+)")
+
+
+def failed_step(manifest: dict[str, Any]) -> str | None:
+    """The step a failed run stopped in: the one recorded as failed, else the task kfp.local
+    names (a step that could not even record its failure, e.g. on a full disk)."""
+    for name, step in manifest["steps"].items():
+        if step["status"] == "FAILED":
+            return name
+    match = _FAILED_TASK.search(manifest.get("error") or "")
+    if not match:
+        return None
+    task = match.group(1).replace("-", "_")
+    return task.removesuffix("_local").removesuffix("_vertex")
+
+
+def out_of_space(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """For a failed run: where the space ran out (the free bytes left there), if it did."""
+    if manifest["status"] != "FAILED":
+        return None
+    errors = [manifest.get("error") or ""] + [
+        s.get("error", "") for s in manifest["steps"].values()
+    ]
+    said_so = any(marker in text for text in errors for marker in _NO_SPACE)
+    try:
+        free = shutil.disk_usage(run_dir).free
+    except OSError:
+        free = None
+    if said_so or (free is not None and free < FULL_DISK_BYTES):
+        return {"path": str(run_dir), "free_bytes": free, "step": failed_step(manifest)}
+    return None
+
+
+def out_of_space_advice(manifest: dict[str, Any], local_root: str) -> str | None:
+    """One paragraph for a run that failed because the disk under local.root filled up."""
+    full = manifest.get("out_of_space")
+    if not full:
+        return None
+    step = full.get("step") or "a step"
+    return (
+        f"Step {step} failed: no space left on the device that holds local.root ({local_root}; "
+        f"{full.get('free_bytes')} bytes free when the run ended). The steps that completed are "
+        "kept and the next run reuses them. Free space there (old runs under runs/, cache "
+        "entries under cache/) or set local.root in the config to a folder on a larger disk, "
+        f"then run `mlops run` again. Details: {manifest.get('log') or 'the output above'}; "
+        f"the run's record: {Path(manifest['run_dir']) / RUN_MANIFEST_FILE}."
+    )
 
 
 def build_manifest(
@@ -170,12 +306,14 @@ def build_manifest(
     started: float,
     error: str | None,
     kind: str = "training",
+    status: str | None = None,
 ) -> dict[str, Any]:
     steps: dict[str, dict[str, Any]] = {}
     for record in records:
         steps[record["step"]] = {
             "status": record["status"],
             "duration_s": record["duration_s"],
+            **({"cached_from": record["cached_from"]} if record.get("cached_from") else {}),
             **({"outputs": record["outputs"]} if record.get("outputs") else {}),
             **({"error": strip_ansi(record["error"])} if record.get("error") else {}),
         }
@@ -183,7 +321,7 @@ def build_manifest(
     order = [s for s in STEP_ORDERS[kind] if s != "tune" or config.tuning.enabled]
     for name in order:
         steps.setdefault(name, {"status": "NOT_RUN"})
-    results = {r["step"]: r.get("result") for r in records if r["status"] == "SUCCEEDED"}
+    results = {r["step"]: r.get("result") for r in records if r["status"] in ("SUCCEEDED", CACHED)}
     evaluation = results.get("evaluate") or {}
     registration = results.get("register") or {}
     failed = error is not None or any(s["status"] == "FAILED" for s in steps.values())
@@ -194,12 +332,15 @@ def build_manifest(
         "data_fingerprint": (results.get("ingest") or {}).get("fingerprint"),
         "config": config.model_dump(mode="json"),
         "target": "local",
-        "status": "FAILED" if failed else "SUCCEEDED",
+        "status": status or ("FAILED" if failed else "SUCCEEDED"),
         "error": error,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "run_dir": str(run_dir),
         "steps": {name: steps[name] for name in [*order, *sorted(set(steps) - set(order))]},
+        "reused_steps": {
+            name: step["cached_from"] for name, step in steps.items() if step.get("cached_from")
+        },
         "results": {name: result for name, result in results.items() if kind != "training"},
         "data": (results.get("ingest") or {}).get("rows"),
         "tuning": results.get("tune"),
@@ -228,7 +369,10 @@ def summarize(manifest: dict[str, Any]) -> str:
     lines = [f"run {manifest['run_id']}: {manifest['status']} in {manifest['duration_s']}s"]
     for name, step in manifest["steps"].items():
         duration = f"{step['duration_s']:>6.1f}s" if "duration_s" in step else "       "
-        lines.append(f"  {name:<14} {step['status']:<10} {duration}  {step.get('error', '')}")
+        detail = step.get("error", "")
+        if step.get("cached_from"):
+            detail = f"reused from run {step['cached_from']}"
+        lines.append(f"  {name:<14} {step['status']:<10} {duration}  {detail}")
     if manifest.get("data"):
         lines.append("  rows: " + ", ".join(f"{k} {v}" for k, v in manifest["data"].items()))
     if manifest.get("tuning"):
@@ -271,4 +415,6 @@ def summarize(manifest: dict[str, Any]) -> str:
             f"  log: {manifest['log']} (every step's full output; --verbose shows it live)"
         )
     lines.append(f"  manifest: {Path(manifest['run_dir']) / RUN_MANIFEST_FILE}")
+    if manifest.get("manifest_error"):
+        lines.append(f"  (not updated at the end: {manifest['manifest_error']})")
     return "\n".join(lines)

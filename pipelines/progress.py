@@ -9,12 +9,14 @@ import os
 import re
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_STEP_LINE = re.compile(r"\[mlops\] step (\w+): (started|done in ([\d.]+)s|FAILED after ([\d.]+)s)")
+_STEP_LINE = re.compile(
+    r"\[mlops\] step (\w+): "
+    r"(started|done in ([\d.]+)s|FAILED after ([\d.]+)s|cached from run (\S+))"
+)
 
 
 def strip_ansi(text: str) -> str:
@@ -25,6 +27,8 @@ def _progress_line(match: re.Match[str]) -> str:
     step, what = match.group(1), match.group(2)
     if what == "started":
         return f"  {step:<16} running..."
+    if what.startswith("cached"):
+        return f"  {step:<16} cached    (from run {match.group(5)})"
     if what.startswith("done"):
         return f"  {step:<16} done      {float(match.group(3)):6.1f}s"
     return f"  {step:<16} FAILED    {float(match.group(4)):6.1f}s"
@@ -33,7 +37,12 @@ def _progress_line(match: re.Match[str]) -> str:
 @contextlib.contextmanager
 def quiet_output(log_path: Path, verbose: bool = False) -> Iterator[None]:
     """Send this process's stdout/stderr (and its children's: kfp.local's task processes inherit
-    them) to `log_path`; echo a line per step start/end to the real terminal."""
+    them) to `log_path`; echo a line per step start/end to the real terminal.
+
+    They go through a pipe that a thread copies into the log, rather than to the log file
+    itself: when the disk fills up, a write into the log fails, and inside kfp.local (which
+    prints each task's output line by line) that would abort the whole orchestration mid-task.
+    Here the copy drops what it cannot write and the run goes on to report the step that failed."""
     if verbose:
         yield
         return
@@ -41,39 +50,37 @@ def quiet_output(log_path: Path, verbose: bool = False) -> Iterator[None]:
     sys.stderr.flush()
     terminal = os.dup(1)
     saved_err = os.dup(2)
-    log = open(log_path, "ab")  # noqa: SIM115 - closed below, after the fds are restored
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
-    done = threading.Event()
+    reader, writer = os.pipe()
+    log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed below, after the copy ends
 
-    def follow() -> None:
-        with open(log_path, "rb") as reader:
-            buffer = b""
-            while True:
-                chunk = reader.read()
-                if chunk:
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    for line in lines:
-                        match = _STEP_LINE.search(strip_ansi(line.decode("utf-8", "replace")))
-                        if match:
-                            os.write(terminal, (_progress_line(match) + "\n").encode())
-                elif done.is_set():
-                    return
-                else:
-                    time.sleep(0.2)
+    def copy() -> None:
+        buffer = b""
+        while chunk := os.read(reader, 1 << 16):
+            with contextlib.suppress(OSError):  # a full disk: the output is lost, not the run
+                log.write(chunk)
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                match = _STEP_LINE.search(strip_ansi(line.decode("utf-8", "replace")))
+                if match:
+                    os.write(terminal, (_progress_line(match) + "\n").encode())
 
-    watcher = threading.Thread(target=follow, daemon=True)
-    watcher.start()
+    copier = threading.Thread(target=copy, daemon=True)
+    copier.start()
+    os.dup2(writer, 1)
+    os.dup2(writer, 2)
+    os.close(writer)
     try:
         yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(terminal, 1)
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os.dup2(terminal, 1)  # closes this process's ends of the pipe: the copy sees its end
         os.dup2(saved_err, 2)
-        done.set()
-        watcher.join(timeout=5)
+        copier.join(timeout=10)  # a leftover child process may hold the pipe open
         os.close(terminal)
         os.close(saved_err)
-        log.close()
+        if not copier.is_alive():
+            os.close(reader)
+            log.close()

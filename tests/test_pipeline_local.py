@@ -32,7 +32,7 @@ def penguin_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("penguins")
     config = config_in(tmp, "penguins")
     first = run_training_locally(config)
-    second = run_training_locally(config)
+    second = run_training_locally(config, cache=False)  # trains again, not reused
     return config, first, second
 
 
