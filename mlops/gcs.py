@@ -6,6 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# How to give this machine Google Cloud credentials, for every "no credentials" message.
+LOGIN_HINT = (
+    "`gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
+    "service-account key file)"
+)
+
 
 def is_gcs(uri: str | Path) -> bool:
     return str(uri).startswith("gs://")

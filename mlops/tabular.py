@@ -182,13 +182,14 @@ def _check_cloud_credentials(source: str) -> None:
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
+    from mlops.gcs import LOGIN_HINT
+
     try:
         google.auth.default()
     except DefaultCredentialsError as exc:
         raise IngestError(
             f"cannot read {source}: no Google Cloud credentials on this machine. Run "
-            "`gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
-            "service-account key file), or copy the data locally and point data.source at it"
+            f"{LOGIN_HINT}, or copy the data locally and point data.source at it"
         ) from exc
 
 

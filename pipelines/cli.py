@@ -656,11 +656,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (DefaultCredentialsError, RefreshError):
+        from mlops.gcs import LOGIN_HINT
+
         print(
-            "error: no usable Google Cloud credentials. Log in with "
-            "`gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
-            "service account key file), then run the command again; --dry-run needs no "
-            "credentials.",
+            f"error: no usable Google Cloud credentials. Log in with {LOGIN_HINT}, then run the "
+            "command again; --dry-run needs no credentials.",
             file=sys.stderr,
         )
         return 2
