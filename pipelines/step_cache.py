@@ -52,8 +52,8 @@ CACHED = "CACHED"
 # not listed keys on the whole config. train is not listed: the model embeds the whole config,
 # which serving reads back.
 STEP_CONFIG_SECTIONS = {
-    "ingest": ("data", "features", "privacy"),
-    "validate_data": ("data", "features", "validation"),
+    "ingest": ("data", "features", "privacy", "vertex"),  # vertex.project: the DLP check
+    "validate_data": ("data", "features", "validation", "beam_args"),
     "transform": ("data", "features", "beam_args"),
 }
 # The module holding each cacheable step's logic (its code version is this module's source and
