@@ -305,8 +305,11 @@ class VertexConfig(_Strict):
     # it; pin it by digest). The placeholder default only works for the local target.
     image: str = Field(default=PLACEHOLDER_IMAGE, pattern=IMAGE_PATTERN)
     # The CUDA build of the image (Dockerfile --build-arg ACCELERATOR=gpu), for the training
-    # custom job when vertex.training asks for accelerators.
+    # custom job when vertex.training asks for GPUs.
     gpu_image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
+    # An image with TensorFlow's TPU runtime (libtpu), for a training job on TPUs (accelerator
+    # types TPU_*). This template does not build one: neither lock file has libtpu.
+    tpu_image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
     serving_image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
     # CMEK key for the pipeline job, custom jobs, models, endpoints, batch predictions, Dataflow.
     encryption_key: str | None = Field(default=None, pattern=KMS_KEY_PATTERN)
@@ -350,8 +353,11 @@ class VertexConfig(_Strict):
 
     @property
     def training_image(self) -> str:
-        """The image of the training custom job: the GPU build when accelerators are asked for."""
-        return self.gpu_image if self.training.accelerator_type and self.gpu_image else self.image
+        """The image of the training custom job: the TPU image on TPUs, the GPU build on GPUs."""
+        accelerator = self.training.accelerator_type or ""
+        if accelerator.startswith("TPU_"):
+            return self.tpu_image or self.image
+        return self.gpu_image if accelerator and self.gpu_image else self.image
 
 
 class ServingConfig(_Strict):

@@ -28,7 +28,14 @@ def check_vertex_ready(config: PipelineConfig) -> None:
             "the config (or pass --image) to the project image Cloud Build pushed, pinned by "
             "digest (HOST/PATH@sha256:<64 hex>)"
         )
-    if vertex.training.accelerator_type and not vertex.gpu_image:
+    accelerator = vertex.training.accelerator_type or ""
+    if accelerator.startswith("TPU_") and not vertex.tpu_image:
+        raise ConfigError(
+            f"vertex.training asks for {vertex.training.accelerator_count} x {accelerator} but "
+            "vertex.tpu_image is not set: TPUs need an image with TensorFlow's TPU runtime "
+            "(libtpu), which the project's CPU and CUDA images lack; build one and set it"
+        )
+    if accelerator and not accelerator.startswith("TPU_") and not vertex.gpu_image:
         raise ConfigError(
             f"vertex.training asks for {vertex.training.accelerator_count} x "
             f"{vertex.training.accelerator_type} but vertex.gpu_image is not set: set it (or pass "
