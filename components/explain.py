@@ -9,12 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mlops.artifacts import EXPLANATIONS_FILE, read_model_info, read_split
 from mlops.attributions import baseline_row, global_importance, sampled_shapley
 from mlops.config import PipelineConfig
-from mlops.io import atomic_dir, write_json_atomic
+from mlops.io import atomic_dir, json_value, write_json_atomic
 
 
 def run_explain(
@@ -48,14 +46,12 @@ def run_explain(
         "method": "sampled_shapley",
         "paths": settings.paths,
         "rows": len(rows),
-        "baseline": {
-            k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in baseline.items()
-        },
+        "baseline": {k: json_value(v) for k, v in baseline.items()},
         "importance": importance,
         "top_features": ranked[:5],
         "examples": [
             {
-                "instance": {n: _plain(rows.loc[i, n]) for n in names},
+                "instance": {n: json_value(rows.loc[i, n]) for n in names},
                 "explained_class": class_names[int(explained[i])],
                 "baseline_output": float(base_output[i]),
                 "attributions": dict(zip(names, attributions[i].round(6).tolist(), strict=True)),
@@ -66,9 +62,3 @@ def run_explain(
     with atomic_dir(output_dir) as out:
         write_json_atomic(out / EXPLANATIONS_FILE, summary)
     return {k: summary[k] for k in ("method", "rows", "top_features")}
-
-
-def _plain(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value

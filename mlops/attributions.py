@@ -99,12 +99,11 @@ def vertex_explanation(config: Any, baseline: Mapping[str, Any]) -> tuple[Any, A
 
     from google.cloud.aiplatform import explain
 
-    def plain(value: Any) -> Any:
-        return None if isinstance(value, float) and np.isnan(value) else value
+    from mlops.io import json_value
 
     metadata = {
         "inputs": {
-            name: {"inputBaselines": [plain(baseline[name])]}
+            name: {"inputBaselines": [json_value(baseline[name])]}
             for name in config.features.raw_features
         },
         "outputs": {"probabilities": {"outputTensorName": "probabilities"}},

@@ -237,6 +237,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+def json_value(value: Any) -> Any:
+    """A scalar as JSON can hold it: NaN (a missing number) as null, numpy scalars as Python."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
