@@ -21,6 +21,8 @@ from mlops.artifacts import (
     METRICS_FILE,
     MODEL_CARD_FILE,
     MODEL_CARD_HTML,
+    MODEL_INFO_FILE,
+    model_extra_path,
     read_split,
 )
 from mlops.config import PipelineConfig
@@ -54,6 +56,8 @@ def run_register_local(
     )
     ingest_file = Path(data_uri) / INGEST_SUMMARY_FILE if data_uri else None
     data = read_json(ingest_file) if ingest_file and ingest_file.is_file() else {}
+    info_file = model_extra_path(model_dir, MODEL_INFO_FILE)
+    model_info = read_json(info_file) if info_file.is_file() else None
 
     def champion_unchanged(aliases: dict[str, int]) -> str | None:
         current = aliases.get(CHAMPION)
@@ -66,7 +70,7 @@ def run_register_local(
         return None
 
     def documents(number: int) -> dict[str, str]:
-        card = build_model_card(config, number, evaluation, explanations, data)
+        card = build_model_card(config, number, evaluation, explanations, data, model_info)
         return {MODEL_CARD_FILE: json.dumps(card, indent=2), MODEL_CARD_HTML: model_card_html(card)}
 
     version = registry.register(

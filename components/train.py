@@ -17,6 +17,7 @@ from components.transform import categorical_sizes
 from mlops.artifacts import (
     KERAS_WEIGHTS_FILE,
     MODEL_CONFIG_FILE,
+    MODEL_EXTRA_DIR,
     MODEL_INFO_FILE,
     TFLITE_DIR,
     model_extra_path,
@@ -134,9 +135,14 @@ def _transformed_inputs(features: dict[str, Any], sizes: dict[str, int]) -> dict
     return {name: sizes.get(name, "float") for name in sorted(features)}
 
 
+def _champion_file(champion_dir: str, name: str) -> str:
+    # Not through Path: it would turn gs://bucket into gs:/bucket.
+    return f"{champion_dir.rstrip('/')}/{MODEL_EXTRA_DIR}/{name}"
+
+
 def _read_weights(champion_dir: str, local_dir: Path) -> Path:
     """The champion's Keras weights file as a local path (copied first from gs://)."""
-    source = str(model_extra_path(champion_dir, KERAS_WEIGHTS_FILE))
+    source = _champion_file(champion_dir, KERAS_WEIGHTS_FILE)
     if "://" not in source:
         return Path(source)
     import tensorflow as tf
@@ -146,17 +152,28 @@ def _read_weights(champion_dir: str, local_dir: Path) -> Path:
     return target
 
 
+def _read_champion_info(champion_dir: str) -> dict[str, Any]:
+    if "://" not in champion_dir:
+        return read_model_info(champion_dir)
+    import json
+
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(_champion_file(champion_dir, MODEL_INFO_FILE)) as handle:
+        return json.load(handle)
+
+
 def _champion_for_warm_start(config: PipelineConfig, champion_dir: str | None) -> dict[str, Any]:
     """{"dir", "info"} of the champion to warm start from, or {"note"} saying why there is
     none. Without `champion_dir` the local registry's champion is looked up."""
-    if not champion_dir:
+    if not champion_dir:  # called outside a pipeline: the local registry's champion
         from components.find_champion import find_champion_local
 
         champion_dir = find_champion_local(config)
     if not champion_dir:
         return {"note": f"no champion of {config.name!r} in the registry yet: cold start"}
     try:
-        info = read_model_info(champion_dir)
+        info = _read_champion_info(champion_dir)
     except (OSError, ValueError) as exc:
         return {
             "dir": champion_dir,

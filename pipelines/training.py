@@ -62,14 +62,18 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
         transform = ops.transform(
             dataset=dataset, schema=validate.outputs["schema"], **common
         ).set_display_name("transform")
-        train = train_op(
-            dataset=dataset, transform_graph=transform.outputs["transform_graph"], **common
-        ).set_display_name("train")
         if target == "vertex":
             champion = ops.find_champion_vertex(config_json=config_json)
         else:
             champion = ops.find_champion_local(config_json=config_json)
         champion.set_display_name("find-champion").set_caching_options(False)
+        # The champion is also what training.warm_start starts from.
+        train = train_op(
+            dataset=dataset,
+            transform_graph=transform.outputs["transform_graph"],
+            champion_model_uri=champion.output,
+            **common,
+        ).set_display_name("train")
         model = train.outputs["model"]
         evaluate = ops.evaluate(
             baseline_model_uri=champion.output, dataset=dataset, model=model, **common

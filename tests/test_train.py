@@ -176,3 +176,32 @@ def test_tflite_export_matches_the_keras_model(penguins_chain, tmp_path) -> None
     for flatbuffer, tolerance in ((flat, 1e-5), (quantised, 0.05)):
         got = TFLiteClassifier(flatbuffer).predict(transformed)
         np.testing.assert_allclose(got, expected, atol=tolerance)
+    # The run report and the model card show the edge models beside the full model.
+    from components.report import modelling_html
+    from mlops.model_card import build_model_card, model_card_html
+
+    info = read_model_info(model_dir)
+    section = modelling_html(info)
+    assert "Edge export (TFLite" in section and str(len(quantised)) in section
+    card = build_model_card(config, 1, {"metrics": {}}, None, {}, info)
+    edge = {m["variant"]: m for m in card["edge_models"]}
+    assert set(edge) == {"float", "dynamic_range"}
+    assert edge["dynamic_range"]["bytes"] == len(quantised)
+    assert edge["float"]["full_model_test_accuracy"] == report["keras_test_accuracy"]
+    assert "Edge models (TFLite)" in model_card_html(card)
+
+
+@pytest.mark.parametrize("target", ["local", "vertex"])
+def test_pipeline_hands_the_champion_to_train_for_warm_start(tmp_path, target) -> None:
+    import json
+
+    from pipelines.vertex import compile_training_pipeline
+    from tests.conftest import config_in, on_vertex
+
+    config = config_in(tmp_path, "penguins")
+    if target == "vertex":
+        config = on_vertex(config, project="p", region="europe-west4")
+    spec = json.loads(compile_training_pipeline(config, target, tmp_path / "p.json").read_text())
+    train = spec["root"]["dag"]["tasks"]["train"]
+    source = train["inputs"]["parameters"]["champion_model_uri"]["taskOutputParameter"]
+    assert source["producerTask"] == f"find-champion-{target}"
