@@ -257,6 +257,7 @@ def run_train(
     from mlops.distribute import choose_strategy
 
     training = config.training
+    keras.utils.set_random_seed(training.seed)
     tft_output = tft.TFTransformOutput(str(transform_dir))
     classes = read_label_classes(transform_dir)
     label = config.data.label
@@ -301,8 +302,11 @@ def run_train(
     )
     champion = _champion_for_warm_start(config, champion_dir) if training.warm_start else None
 
-    def fit(family: str, scratch: Path) -> dict[str, Any]:
-        keras.utils.set_random_seed(training.seed)  # each family starts from the same seed
+    def fit(family: str, scratch: Path, reseed: bool) -> dict[str, Any]:
+        # The first family draws from the seed set above, exactly as a one-family run always
+        # has (same weights, same model); the next ones restart from the same seed.
+        if reseed:
+            keras.utils.set_random_seed(training.seed)
         with strategy.scope():
             model = build_model(family, splits["train"][0], sizes, len(classes), training)
         fitted: dict[str, Any] = {"model": model}
@@ -331,7 +335,9 @@ def run_train(
 
     families = training.compare_families or [training.model]
     with tempfile.TemporaryDirectory(prefix="train-") as scratch:
-        fitted = {family: fit(family, Path(scratch)) for family in families}
+        fitted = {
+            family: fit(family, Path(scratch), reseed=i > 0) for i, family in enumerate(families)
+        }
     chosen = min(families, key=lambda f: (-fitted[f]["eval_accuracy"], fitted[f]["eval_loss"]))
     best = fitted[chosen]
     model, curves = best["model"], best["curves"]

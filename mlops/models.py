@@ -27,24 +27,30 @@ def _kernel_regularizer(training: TrainingConfig) -> Any:
     return keras.regularizers.L2(training.l2) if training.l2 else None
 
 
-def _inputs(transformed_spec: dict[str, Any], sizes: dict[str, int]) -> dict[str, Any]:
+def _inputs(
+    transformed_spec: dict[str, Any], sizes: dict[str, int], training: TrainingConfig, deep: bool
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Inputs, float features as (batch, 1) columns and (when `deep`) embedded ids, by name.
+
+    Layers are created feature by feature in name order: Keras draws each initializer's seed
+    when its layer is created, so this order keeps the DNN's weights what they were before
+    the other families existed."""
     import keras
 
-    return {
-        name: keras.Input(shape=(), dtype="int64" if name in sizes else "float32", name=name)
-        for name in sorted(transformed_spec)
-    }
-
-
-def _numbers(inputs: dict[str, Any], sizes: dict[str, int]) -> dict[str, Any]:
-    """The float features as (batch, 1) columns, shared by the wide and the deep part."""
-    import keras
-
-    return {
-        name: keras.layers.Reshape((1,), name=f"col_{name}")(tensor)
-        for name, tensor in inputs.items()
-        if name not in sizes
-    }
+    inputs: dict[str, Any] = {}
+    numbers: dict[str, Any] = {}
+    embedded: dict[str, Any] = {}
+    for name in sorted(transformed_spec):
+        if name in sizes:
+            inputs[name] = keras.Input(shape=(), dtype="int64", name=name)
+            if deep:
+                embedded[name] = keras.layers.Embedding(
+                    sizes[name], training.embedding_dim, name=f"emb_{name}"
+                )(inputs[name])
+        else:
+            inputs[name] = keras.Input(shape=(), dtype="float32", name=name)
+            numbers[name] = keras.layers.Reshape((1,), name=f"col_{name}")(inputs[name])
+    return inputs, numbers, embedded
 
 
 def _wide_logits(
@@ -70,19 +76,14 @@ def _wide_logits(
 
 
 def _deep_hidden(
-    inputs: dict[str, Any], numbers: dict[str, Any], sizes: dict[str, int], training: TrainingConfig
+    inputs: dict[str, Any],
+    numbers: dict[str, Any],
+    embedded: dict[str, Any],
+    training: TrainingConfig,
 ) -> Any:
     import keras
 
-    parts: list[Any] = []
-    for name, tensor in inputs.items():
-        if name in sizes:
-            embedded = keras.layers.Embedding(
-                sizes[name], training.embedding_dim, name=f"emb_{name}"
-            )(tensor)
-            parts.append(embedded)
-        else:
-            parts.append(numbers[name])
+    parts = [embedded[name] if name in embedded else numbers[name] for name in inputs]
     hidden = keras.layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
     for i, units in enumerate(training.hidden_units):
         hidden = keras.layers.Dense(
@@ -109,21 +110,23 @@ def build_model(
 
     if family not in MODEL_FAMILIES:
         raise ValueError(f"training.model is {family!r}; expected one of {list(MODEL_FAMILIES)}")
-    inputs = _inputs(transformed_spec, sizes)
-    numbers = _numbers(inputs, sizes)
+    inputs, numbers, embedded = _inputs(transformed_spec, sizes, training, family != "linear")
+    # Hidden layers are created before the output layer (see `_inputs` on creation order).
     if family == "dnn":
+        hidden = _deep_hidden(inputs, numbers, embedded, training)
         probabilities = keras.layers.Dense(
             num_classes,
             activation="softmax",
             kernel_regularizer=_kernel_regularizer(training),
             name="probabilities",
-        )(_deep_hidden(inputs, numbers, sizes, training))
+        )(hidden)
     else:
         logits = _wide_logits(inputs, numbers, sizes, num_classes, training)
         if family == "wide_deep":
+            hidden = _deep_hidden(inputs, numbers, embedded, training)
             deep_logits = keras.layers.Dense(
                 num_classes, kernel_regularizer=_kernel_regularizer(training), name="deep_logits"
-            )(_deep_hidden(inputs, numbers, sizes, training))
+            )(hidden)
             logits = keras.layers.Add(name="logits")([logits, deep_logits])
         probabilities = keras.layers.Activation("softmax", name="probabilities")(logits)
     model = keras.Model(inputs=inputs, outputs=probabilities, name=family)
