@@ -82,6 +82,7 @@ def train(
     model: Output[Model],
     training_logs: Output[Artifact],
     training_metrics: Output[Metrics],
+    champion_model_uri: str = "",
 ) -> None:
     from components.train import run_train
     from mlops.config import PipelineConfig
@@ -97,6 +98,7 @@ def train(
         transform_graph.path,
         model.path,
         training_logs.path,
+        champion_model_uri or None,  # what training.warm_start starts from
     )
     model.metadata.update({"framework": "tensorflow", "classes": summary["classes"]})
     for key in ("eval_accuracy", "eval_loss", "epochs_run"):
@@ -289,7 +291,13 @@ def register_vertex(
 
     config = PipelineConfig.from_json(config_json)
     card = write_vertex_model_card(
-        config, run_id, model_card.uri, evaluation.path, explanation.path, dataset.path
+        config,
+        run_id,
+        model_card.uri,
+        evaluation.path,
+        explanation.path,
+        dataset.path,
+        unmanaged_model.path,  # the SavedModel, with what training recorded beside it
     )
     record = vertex_version_record(
         config,

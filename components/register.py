@@ -23,6 +23,8 @@ from mlops.artifacts import (
     METRICS_FILE,
     MODEL_CARD_FILE,
     MODEL_CARD_HTML,
+    MODEL_INFO_FILE,
+    model_extra_path,
     read_split,
 )
 from mlops.config import PipelineConfig
@@ -33,10 +35,13 @@ from mlops.registry import CHAMPION, LocalModelRegistry
 
 
 def card_inputs(
-    evaluation_dir: str | Path, explanation_dir: str | Path = "", data_dir: str | Path = ""
-) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
-    """What a model card is built from: the evaluation summary, the explanations and the ingest
-    summary (the last two optional)."""
+    evaluation_dir: str | Path,
+    explanation_dir: str | Path = "",
+    data_dir: str | Path = "",
+    model_dir: str | Path = "",
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any], dict[str, Any] | None]:
+    """What a model card is built from: the evaluation summary, the explanations, the ingest
+    summary and what training recorded beside the model (the last three optional)."""
     evaluation = read_json(Path(evaluation_dir) / METRICS_FILE)
     explanation_file = Path(explanation_dir) / EXPLANATIONS_FILE if explanation_dir else None
     explanations = (
@@ -44,7 +49,9 @@ def card_inputs(
     )
     ingest_file = Path(data_dir) / INGEST_SUMMARY_FILE if data_dir else None
     data = read_json(ingest_file) if ingest_file and ingest_file.is_file() else {}
-    return evaluation, explanations, data
+    info_file = model_extra_path(model_dir, MODEL_INFO_FILE) if model_dir else None
+    model_info = read_json(info_file) if info_file and info_file.is_file() else None
+    return evaluation, explanations, data, model_info
 
 
 def run_register_local(
@@ -62,7 +69,9 @@ def run_register_local(
     may have moved the alias since: then the candidate is registered unblessed, with the reason).
     A model registered before (the same model directory) is returned as it is, not registered
     again."""
-    evaluation, explanations, data = card_inputs(evaluation_dir, explanation_dir, data_uri)
+    evaluation, explanations, data, model_info = card_inputs(
+        evaluation_dir, explanation_dir, data_uri, model_dir
+    )
     blessed = bool(evaluation["blessed"])
     registry = LocalModelRegistry(registry_root(config))
     previous = registry.find(config.name, CHAMPION)
@@ -93,7 +102,7 @@ def run_register_local(
         return None
 
     def documents(number: int) -> dict[str, str]:
-        card = build_model_card(config, number, evaluation, explanations, data)
+        card = build_model_card(config, number, evaluation, explanations, data, model_info)
         return {MODEL_CARD_FILE: json.dumps(card, indent=2), MODEL_CARD_HTML: model_card_html(card)}
 
     version = registry.register(
@@ -143,11 +152,14 @@ def write_vertex_model_card(
     evaluation_dir: str | Path,
     explanation_dir: str | Path = "",
     data_dir: str | Path = "",
+    model_dir: str | Path = "",
 ) -> dict[str, str]:
     """Write the model card as HTML at `html_uri` (the step's HTML artifact) and as JSON beside it;
     returns {"model_card_html": uri, "model_card_json": uri} for the version record. The version
     number Vertex assigns is known only after the upload, so the card names the run."""
-    card = build_model_card(config, run_id, *card_inputs(evaluation_dir, explanation_dir, data_dir))
+    card = build_model_card(
+        config, run_id, *card_inputs(evaluation_dir, explanation_dir, data_dir, model_dir)
+    )
     uris = {"model_card_html": html_uri, "model_card_json": f"{html_uri}.json"}
     # A Cloud Storage object appears whole or not at all, so these writes need no temp file.
     for key, text in (

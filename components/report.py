@@ -79,6 +79,84 @@ def _tuning_html(tuning_dir: str | Path) -> str:
     return "\n".join(parts)
 
 
+def modelling_html(info: dict[str, Any]) -> str:
+    """The model family (and the comparison when several were trained), regularisation, the fit
+    diagnosis, the warm start and the TFLite export, from `model_info.json`."""
+    parts = []
+    regularisation = info.get("regularisation") or {}
+    parts.append(
+        f"<p>Model family: <b>{html.escape(info.get('model_family', 'dnn'))}</b>; L2 "
+        f"{cell_text(regularisation.get('l2', 0.0))}, dropout "
+        f"{cell_text(regularisation.get('dropout', 0.0))}.</p>"
+    )
+    comparison = info.get("family_comparison")
+    if comparison:
+        parts.append("<p>Families compared on the eval split (the best is exported):</p>")
+        parts.append(
+            html_table(
+                ["family", "eval accuracy", "eval loss", "epochs run", "parameters", "exported"],
+                [
+                    [
+                        row["family"],
+                        row["eval_accuracy"],
+                        row["eval_loss"],
+                        row["epochs_run"],
+                        row["params"],
+                        "yes" if row["chosen"] else "",
+                    ]
+                    for row in comparison
+                ],
+            )
+        )
+    diagnosis = info.get("fit_diagnosis")
+    if diagnosis:
+        css = "ok" if diagnosis["verdict"] == "good fit" else "bad"
+        parts.append(
+            f'<p>Fit diagnosis: <span class="{css}">{html.escape(diagnosis["verdict"])}</span>'
+            f" — {html.escape(diagnosis['text'])}</p>"
+        )
+    warm = info.get("warm_start")
+    if warm:
+        parts.append(f"<p>Warm start: {html.escape(warm['note'])}.</p>")
+        if warm.get("champion_eval_accuracy") is not None:
+            parts.append(
+                html_table(
+                    ["", "epochs run", "eval accuracy", "eval loss"],
+                    [
+                        [
+                            "champion (when it was trained)",
+                            warm.get("champion_epochs_run"),
+                            warm.get("champion_eval_accuracy"),
+                            warm.get("champion_eval_loss"),
+                        ],
+                        [
+                            "this run" + (" (warm)" if warm["applied"] else " (cold)"),
+                            info["epochs_run"],
+                            info["eval_accuracy"],
+                            info["eval_loss"],
+                        ],
+                    ],
+                )
+            )
+    tflite = info.get("tflite")
+    if tflite:
+        parts.append(
+            f"<p>Edge export (TFLite, inputs: {html.escape(tflite['inputs'])}); accuracy on the "
+            f"{tflite['test_rows']} test rows, Keras model {cell_text(tflite['keras_test_accuracy'])}"
+            ":</p>"
+        )
+        parts.append(
+            html_table(
+                ["variant", "file", "bytes", "test accuracy", "max |Δ probability| vs Keras"],
+                [
+                    [name, m["file"], m["bytes"], m["test_accuracy"], m["max_probability_gap"]]
+                    for name, m in tflite["models"].items()
+                ],
+            )
+        )
+    return "\n".join(parts)
+
+
 def build_report(
     config: PipelineConfig,
     statistics_dir: str | Path,
@@ -226,6 +304,7 @@ def build_report(
         )
     )
     parts.append(_curves_html(info.get("curves", {})))
+    parts.append(modelling_html(info))
     if tuning_dir:
         parts.append(_tuning_html(tuning_dir))
 

@@ -9,6 +9,7 @@ strings with "" for missing categories), applies the TFT graph and returns class
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,14 @@ import numpy as np
 
 from components.transform import categorical_sizes
 from mlops.artifacts import (
+    KERAS_WEIGHTS_FILE,
     MODEL_CONFIG_FILE,
+    MODEL_EXTRA_DIR,
     MODEL_INFO_FILE,
+    TFLITE_DIR,
     model_extra_path,
     read_label_classes,
+    read_model_info,
     read_split,
 )
 from mlops.attributions import baseline_row
@@ -32,7 +37,10 @@ from mlops.features import (
     tf_input_signature,
     to_model_inputs,
 )
-from mlops.io import atomic_dir, write_json_atomic
+from mlops.fit_diagnosis import diagnose_fit, prior_baseline
+from mlops.io import atomic_dir, json_value, write_json_atomic
+from mlops.models import build_model, weight_shapes
+from mlops.tflite_export import export_tflite
 
 
 def class_weights(label_ids: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -61,44 +69,6 @@ def categorical_types(frame: Any, features: Any) -> dict[str, str]:
         else:
             types[name] = "string"
     return types
-
-
-def build_model(
-    transformed_spec: dict[str, Any],
-    sizes: dict[str, int],
-    num_classes: int,
-    config: PipelineConfig,
-) -> Any:
-    import keras
-
-    training = config.training
-    inputs: dict[str, Any] = {}
-    parts: list[Any] = []
-    for name in sorted(transformed_spec):
-        if name in sizes:
-            inputs[name] = keras.Input(shape=(), dtype="int64", name=name)
-            embedded = keras.layers.Embedding(
-                sizes[name], training.embedding_dim, name=f"emb_{name}"
-            )(inputs[name])
-            parts.append(embedded)
-        else:
-            inputs[name] = keras.Input(shape=(), dtype="float32", name=name)
-            parts.append(keras.layers.Reshape((1,), name=f"col_{name}")(inputs[name]))
-    hidden = keras.layers.Concatenate(name="features")(parts)
-    for i, units in enumerate(training.hidden_units):
-        hidden = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(hidden)
-        if training.dropout:
-            hidden = keras.layers.Dropout(training.dropout, name=f"dropout_{i}")(hidden)
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(
-        hidden
-    )
-    model = keras.Model(inputs=inputs, outputs=probabilities)
-    model.compile(
-        optimizer=keras.optimizers.Adam(training.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["sparse_categorical_accuracy"],
-    )
-    return model
 
 
 # Set by Vertex AI in a custom job that has a TensorBoard instance: the Cloud Storage directory it
@@ -174,18 +144,125 @@ def export_serving_model(
     )
 
 
+def _transformed_inputs(features: dict[str, Any], sizes: dict[str, int]) -> dict[str, Any]:
+    """The transformed feature contract of a model: name -> id count (integer features) or
+    "float". A champion's weights fit a candidate only where these are equal."""
+    return {name: sizes.get(name, "float") for name in sorted(features)}
+
+
+def _champion_file(champion_dir: str, name: str) -> str:
+    # Not through Path: it would turn gs://bucket into gs:/bucket.
+    return f"{champion_dir.rstrip('/')}/{MODEL_EXTRA_DIR}/{name}"
+
+
+def _read_weights(champion_dir: str, local_dir: Path) -> Path:
+    """The champion's Keras weights file as a local path (copied first from gs://)."""
+    source = _champion_file(champion_dir, KERAS_WEIGHTS_FILE)
+    if "://" not in source:
+        return Path(source)
+    import tensorflow as tf
+
+    target = local_dir / KERAS_WEIGHTS_FILE
+    tf.io.gfile.copy(source, str(target), overwrite=True)
+    return target
+
+
+def _read_champion_info(champion_dir: str) -> dict[str, Any]:
+    if "://" not in champion_dir:
+        return read_model_info(champion_dir)
+    import json
+
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(_champion_file(champion_dir, MODEL_INFO_FILE)) as handle:
+        return json.load(handle)
+
+
+def _champion_for_warm_start(config: PipelineConfig, champion_dir: str | None) -> dict[str, Any]:
+    """{"dir", "info"} of the champion to warm start from, or {"note"} saying why there is
+    none. Without `champion_dir` the local registry's champion is looked up."""
+    if not champion_dir:  # called outside a pipeline: the local registry's champion
+        from components.find_champion import find_champion_local
+
+        champion_dir = find_champion_local(config)
+    if not champion_dir:
+        return {"note": f"no champion of {config.name!r} in the registry yet: cold start"}
+    try:
+        info = _read_champion_info(champion_dir)
+    except (OSError, ValueError) as exc:
+        return {
+            "dir": champion_dir,
+            "note": f"champion's model_info unreadable ({exc}): cold start",
+        }
+    if "weight_shapes" not in info:
+        return {
+            "dir": champion_dir,
+            "note": "the champion was exported without Keras weights (trained before warm start "
+            "existed): cold start",
+        }
+    return {"dir": champion_dir, "info": info}
+
+
+def _warm_start(
+    model: Any,
+    family: str,
+    champion: dict[str, Any],
+    transformed: dict[str, Any],
+    local_dir: Path,
+) -> dict[str, Any]:
+    """Load the champion's weights into `model` when its transformed inputs and layer shapes
+    match; the record says what happened and what the champion had reached."""
+    record: dict[str, Any] = {"applied": False, "champion_dir": champion.get("dir")}
+    info = champion.get("info")
+    if info is None:
+        return {**record, "note": champion["note"]}
+    record.update(
+        champion_family=info.get("model_family", "dnn"),
+        champion_eval_accuracy=info.get("eval_accuracy"),
+        champion_eval_loss=info.get("eval_loss"),
+        champion_epochs_run=info.get("epochs_run"),
+    )
+    if info.get("transformed_inputs") != transformed:
+        theirs = info.get("transformed_inputs") or {}
+        differing = sorted(
+            name
+            for name in set(theirs) | set(transformed)
+            if theirs.get(name) != transformed.get(name)
+        )
+        return {
+            **record,
+            "note": f"the champion's transformed inputs differ from this transform's on "
+            f"{differing[:8]} (missing, added or another vocabulary size): cold start",
+        }
+    shapes = weight_shapes(model)
+    if info["weight_shapes"] != shapes:
+        return {
+            **record,
+            "note": f"the champion ({record['champion_family']}, {len(info['weight_shapes'])} "
+            f"weights) has other layers or shapes than this {family} model ({len(shapes)} "
+            "weights): cold start",
+        }
+    model.load_weights(str(_read_weights(champion["dir"], local_dir)))
+    return {**record, "applied": True, "note": f"started from the champion's weights ({family})"}
+
+
 def run_train(
     config: PipelineConfig,
     dataset_dir: str | Path,
     transform_dir: str | Path,
     model_dir: str | Path,
     logs_dir: str | Path | None = None,
+    champion_dir: str | None = None,
 ) -> dict[str, Any]:
     """Fit on train with early stopping on eval; export the raw-feature SavedModel to `model_dir`.
 
-    Returns the final training and eval metrics, epochs run and the curves (also in
-    `model_info.json`). TensorBoard logs go to `logs_dir` when given, or where Vertex AI's
-    `AIP_TENSORBOARD_LOG_DIR` says (`tensorboard_log_dir`).
+    With `training.compare_families` each family is fitted and the best on eval accuracy (then
+    eval loss) is exported. With `training.warm_start` the fit starts from the weights of the
+    champion (`champion_dir`, else the local registry's) when they fit. Returns the final
+    training and eval metrics, epochs run, the fit diagnosis and, when asked for, the warm start
+    and TFLite records; `model_info.json` also keeps the curves. TensorBoard logs go to
+    `logs_dir` when given, or where Vertex AI's `AIP_TENSORBOARD_LOG_DIR` says
+    (`tensorboard_log_dir`).
     """
     # Keras 3 must be imported before tensorflow_transform, which otherwise switches tf.keras to
     # Keras 2 for the whole process.
@@ -204,13 +281,12 @@ def run_train(
 
     splits = {}
     raw_types: dict[str, str] = {}
-    for split in ("train", "eval"):
+    for split in ("train", "eval", "test") if training.export_tflite else ("train", "eval"):
         frame = read_split(dataset_dir, split)
         if split == "train":
             raw_types = categorical_types(frame, config.features)
             explanation_baseline = {
-                k: (None if isinstance(v, float) and v != v else v)
-                for k, v in baseline_row(frame, config.features).items()
+                k: json_value(v) for k, v in baseline_row(frame, config.features).items()
             }
         # The TFT graph runs once per split here, not once per batch and epoch.
         arrays = frame_to_arrays(frame, config.features)
@@ -219,8 +295,7 @@ def run_train(
 
     strategy, strategy_name = choose_strategy()
     sizes = categorical_sizes(config.features, tft_output)
-    with strategy.scope():
-        model = build_model(splits["train"][0], sizes, len(classes), config)
+    transformed = _transformed_inputs(splits["train"][0], sizes)
 
     def dataset(split: str, shuffle: bool) -> tf.data.Dataset:
         features, labels = splits[split]
@@ -242,17 +317,49 @@ def run_train(
         if training.class_weight == "balanced"
         else None
     )
-    history = model.fit(
-        dataset("train", shuffle=True),
-        validation_data=dataset("eval", shuffle=False),
-        epochs=training.epochs,
-        class_weight=weights,
-        callbacks=callbacks,
-        verbose=0,
-    )
-    eval_loss, eval_accuracy = model.evaluate(dataset("eval", shuffle=False), verbose=0)
-    curves = {key: [float(v) for v in values] for key, values in history.history.items()}
-    info = {
+    champion = _champion_for_warm_start(config, champion_dir) if training.warm_start else None
+
+    def fit(family: str, scratch: Path, reseed: bool) -> dict[str, Any]:
+        # The first family draws from the seed set above, exactly as a one-family run always
+        # has (same weights, same model); the next ones restart from the same seed.
+        if reseed:
+            keras.utils.set_random_seed(training.seed)
+        with strategy.scope():
+            model = build_model(family, splits["train"][0], sizes, len(classes), training)
+        fitted: dict[str, Any] = {"model": model}
+        if champion is not None:
+            fitted["warm_start"] = _warm_start(model, family, champion, transformed, scratch)
+            fitted["warm_start"]["initial_eval_loss"] = float(
+                model.evaluate(dataset("eval", shuffle=False), verbose=0)[0]
+            )
+        history = model.fit(
+            dataset("train", shuffle=True),
+            validation_data=dataset("eval", shuffle=False),
+            epochs=training.epochs,
+            class_weight=weights,
+            callbacks=callbacks,
+            verbose=0,
+        )
+        eval_loss, eval_accuracy = model.evaluate(dataset("eval", shuffle=False), verbose=0)
+        curves = {key: [float(v) for v in values] for key, values in history.history.items()}
+        fitted.update(
+            curves=curves,
+            eval_loss=float(eval_loss),
+            eval_accuracy=float(eval_accuracy),
+            epochs_run=len(curves.get("loss", [])),
+        )
+        return fitted
+
+    families = training.compare_families or [training.model]
+    with tempfile.TemporaryDirectory(prefix="train-") as scratch:
+        fitted = {
+            family: fit(family, Path(scratch), reseed=i > 0) for i, family in enumerate(families)
+        }
+    chosen = min(families, key=lambda f: (-fitted[f]["eval_accuracy"], fitted[f]["eval_loss"]))
+    best = fitted[chosen]
+    model, curves = best["model"], best["curves"]
+    prior = prior_baseline(splits["train"][1], len(classes))
+    info: dict[str, Any] = {
         "label": label,
         "classes": classes,
         "raw_features": {
@@ -265,15 +372,45 @@ def run_train(
         "model_input_names": model_input_names(config.features),
         # the reference row explanations start from (median / most frequent value in train)
         "explanation_baseline": explanation_baseline,
-        "epochs_run": len(curves.get("loss", [])),
-        "eval_loss": float(eval_loss),
-        "eval_accuracy": float(eval_accuracy),
+        "model_family": chosen,
+        "regularisation": {"l2": training.l2, "dropout": training.dropout},
+        "epochs_run": best["epochs_run"],
+        "eval_loss": best["eval_loss"],
+        "eval_accuracy": best["eval_accuracy"],
         "class_weights": weights,
         "strategy": strategy_name,
+        "fit_diagnosis": diagnose_fit(curves, training.epochs, prior),
         "curves": curves,
+        "transformed_inputs": transformed,
+        "weight_shapes": weight_shapes(model),
     }
+    if len(families) > 1:
+        info["family_comparison"] = [
+            {
+                "family": family,
+                "eval_accuracy": fitted[family]["eval_accuracy"],
+                "eval_loss": fitted[family]["eval_loss"],
+                "epochs_run": fitted[family]["epochs_run"],
+                "params": int(fitted[family]["model"].count_params()),
+                "chosen": family == chosen,
+            }
+            for family in families
+        ]
+    if "warm_start" in best:
+        info["warm_start"] = best["warm_start"]
     with atomic_dir(model_dir) as out:
         export_serving_model(model, tft_output, classes, config, out)
+        weights_path = model_extra_path(out, KERAS_WEIGHTS_FILE)
+        weights_path.parent.mkdir(parents=True, exist_ok=True)
+        model.save_weights(str(weights_path))
+        if training.export_tflite:
+            test_features, test_labels = splits["test"]
+            info["tflite"] = export_tflite(
+                model,
+                model_extra_path(out, TFLITE_DIR),
+                {name: np.asarray(tensor) for name, tensor in test_features.items()},
+                test_labels,
+            )
         write_json_atomic(model_extra_path(out, MODEL_INFO_FILE), info)
         model_extra_path(out, MODEL_CONFIG_FILE).write_text(config.to_json())
-    return {k: v for k, v in info.items() if k != "curves"}
+    return {k: v for k, v in info.items() if k not in ("curves", "weight_shapes")}

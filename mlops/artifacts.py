@@ -26,6 +26,10 @@ LABEL_CLASSES_FILE = "label_classes.json"
 MODEL_EXTRA_DIR = "assets.extra"
 MODEL_INFO_FILE = "model_info.json"
 MODEL_CONFIG_FILE = "pipeline_config.json"
+KERAS_WEIGHTS_FILE = "keras.weights.h5"  # what a warm start loads
+TFLITE_DIR = "tflite"  # the edge models: float and dynamic-range quantised
+TFLITE_FLOAT_FILE = "model.tflite"
+TFLITE_QUANTIZED_FILE = "model_dynamic_range.tflite"
 # tune: every trial, and the best parameters with the config they give
 TRIALS_FILE = "trials.json"
 TUNED_CONFIG_FILE = "tuned_config.json"

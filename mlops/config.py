@@ -148,10 +148,26 @@ class ValidationConfig(_Strict):
     max_shared_row_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
 
 
+# Keras model families over the TFT-transformed features (see mlops/models.py).
+ModelFamily = Literal["linear", "dnn", "wide_deep"]
+
+
 class TrainingConfig(_Strict):
+    # linear: softmax regression on one-hot ids and numbers; dnn: embeddings + hidden layers;
+    # wide_deep: both, their logits summed.
+    model: ModelFamily = "dnn"
+    # When set, each family listed is trained and the best on eval loss is exported; the run
+    # report shows the comparison. Empty: train `model` only.
+    compare_families: list[ModelFamily] = []
     hidden_units: list[Annotated[int, Field(ge=1)]] = [32, 16]
     embedding_dim: Annotated[int, Field(ge=1)] = 4
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # L2 penalty factor on every dense kernel (0 = none).
+    l2: Annotated[float, Field(ge=0)] = 0.0
+    # Start from the champion's weights when its inputs and layer shapes match (else cold start).
+    warm_start: bool = False
+    # Also write TFLite models (float and dynamic-range quantised) of the Keras part.
+    export_tflite: bool = False
     learning_rate: Annotated[float, Field(gt=0)] = 0.01
     batch_size: Annotated[int, Field(ge=1)] = 64
     epochs: Annotated[int, Field(ge=1)] = 50
@@ -159,6 +175,18 @@ class TrainingConfig(_Strict):
     # "balanced" weights classes by inverse frequency; "none" disables class weights.
     class_weight: Literal["balanced", "none"] = "balanced"
     seed: int = 42
+
+    @field_validator("compare_families")
+    @classmethod
+    def _distinct_families(cls, families: list[str]) -> list[str]:
+        if len(set(families)) != len(families):
+            raise ValueError(f"compare_families lists a family twice: {families}")
+        if len(families) == 1:
+            raise ValueError(
+                f"compare_families needs two or more families, got {families}; "
+                "to train one family set training.model"
+            )
+        return families
 
 
 # Training parameters a search may set (those of them that TrainingConfig has).

@@ -21,7 +21,9 @@ def build_model_card(
     evaluation: dict[str, Any],
     explanations: dict[str, Any] | None,
     data: dict[str, Any],
+    model_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`model_info` (the model's model_info.json) adds the family and the edge (TFLite) models."""
     metrics = evaluation.get("metrics", {})
     performance = [
         {"type": name, "value": str(round(value, 4)), "slice": slice_name}
@@ -68,8 +70,7 @@ def build_model_card(
             "references": [],
         },
         "model_parameters": {
-            "model_architecture": "Keras DNN on TensorFlow Transform features "
-            f"(hidden units {config.training.hidden_units})",
+            "model_architecture": _architecture(config, model_info or {}),
             "input_format": "raw features: " + ", ".join(config.features.raw_features),
             "output_format": f"class probabilities for {config.data.label!r}",
             "data": [
@@ -109,7 +110,43 @@ def build_model_card(
         # Not part of the toolkit's schema: what drives predictions, and the blessing.
         "top_attributions": top,
         "blessed": bool(evaluation.get("blessed")),
+        "edge_models": _edge_models((model_info or {}).get("tflite")),
     }
+
+
+_FAMILY_TEXT = {
+    "linear": "Keras linear (softmax regression) model",
+    "dnn": "Keras DNN",
+    "wide_deep": "Keras wide & deep model",
+}
+
+
+def _architecture(config: PipelineConfig, model_info: dict[str, Any]) -> str:
+    family = model_info.get("model_family", config.training.model)
+    text = f"{_FAMILY_TEXT.get(family, family)} on TensorFlow Transform features"
+    if family != "linear":
+        text += f" (hidden units {config.training.hidden_units})"
+    regularisation = model_info.get("regularisation") or {}
+    if regularisation.get("l2") or regularisation.get("dropout"):
+        text += f"; L2 {regularisation.get('l2', 0)}, dropout {regularisation.get('dropout', 0)}"
+    return text
+
+
+def _edge_models(tflite: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The TFLite models beside the SavedModel: size and test accuracy next to the full model."""
+    if not tflite:
+        return []
+    return [
+        {
+            "variant": variant,
+            "file": model["file"],
+            "bytes": model["bytes"],
+            "test_accuracy": model["test_accuracy"],
+            "full_model_test_accuracy": tflite["keras_test_accuracy"],
+            "inputs": tflite["inputs"],
+        }
+        for variant, model in tflite["models"].items()
+    ]
 
 
 def model_card_html(card: dict[str, Any]) -> str:
@@ -136,6 +173,23 @@ def model_card_html(card: dict[str, Any]) -> str:
                 for m in card["quantitative_analysis"]["performance_metrics"]
             ],
         ),
+        "<h2>Edge models (TFLite)</h2>",
+        html_table(
+            ["variant", "file", "bytes", "test accuracy", "full model", "inputs"],
+            [
+                [
+                    m["variant"],
+                    m["file"],
+                    m["bytes"],
+                    m["test_accuracy"],
+                    m["full_model_test_accuracy"],
+                    m["inputs"],
+                ]
+                for m in card.get("edge_models", [])
+            ],
+        )
+        if card.get("edge_models")
+        else "<p>None exported (training.export_tflite is off).</p>",
         "<h2>Top attributions</h2>",
         f"<p>{html.escape(', '.join(card['top_attributions']) or 'not computed')}</p>",
         "<h2>Limitations</h2>",

@@ -351,6 +351,7 @@ def build_manifest(
         "gates": evaluation.get("gates", []),
         "baselines": evaluation.get("baselines", {}),
         "readiness": (results.get("validate_data") or {}).get("readiness"),
+        "fit_diagnosis": ((results.get("train") or {}).get("fit_diagnosis") or {}).get("text"),
         "registered_version": registration.get("version"),
         "champion_version": registration.get("champion"),
         "success_criterion": {
@@ -387,6 +388,8 @@ def summarize(manifest: dict[str, Any]) -> str:
     if manifest.get("baseline_metrics"):
         shown = {k: v for k, v in manifest["baseline_metrics"].items() if k != "example_count"}
         lines.append("  champion:     " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    if manifest.get("fit_diagnosis"):
+        lines.append(f"  fit:          {manifest['fit_diagnosis']}")
     criterion = manifest.get("success_criterion") or {}
     if criterion.get("value") is not None:
         met = "met" if criterion["value"] >= criterion["threshold"] else "NOT met"

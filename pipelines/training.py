@@ -77,14 +77,18 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
             # One directory per run under the pipeline root, so runs' logs never mix.
             root = str(vertex.pipeline_root).rstrip("/")
             train_args["base_output_directory"] = f"{root}/tensorboard/{run_id}"
-        train = train_op(
-            dataset=dataset, transform_graph=transform_graph, **train_args, **common
-        ).set_display_name("train")
         if target == "vertex":
             champion = ops.find_champion_vertex(config_json=common["config_json"])
         else:
             champion = ops.find_champion_local(config_json=common["config_json"])
         champion.set_display_name("find-champion").set_caching_options(False)
+        if config.training.warm_start:
+            # What training starts from; only then, so a new champion does not make the
+            # cached train step of a cold-start config stale.
+            train_args["champion_model_uri"] = champion.output
+        train = train_op(
+            dataset=dataset, transform_graph=transform_graph, **train_args, **common
+        ).set_display_name("train")
         model = train.outputs["model"]
         evaluate = ops.evaluate(
             baseline_model_uri=champion.output, dataset=dataset, model=model, **common
