@@ -337,6 +337,7 @@ def main() -> None:
     parser.add_argument("--batch-requests", type=int, default=20)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         config = _config(tmp / "mlops-root")
@@ -362,6 +363,11 @@ def main() -> None:
         f"\nmachine: {os.cpu_count()} CPUs, shared by load generator, server and floor; "
         f"1-row requests open loop over keep-alive HTTP on loopback; {len(bodies)} distinct "
         f"test rows; server exit code after SIGTERM: {code}"
+    )
+    # Other processes on a shared machine move latency more than anything here: say how busy.
+    print(
+        "load average (1, 5, 15 min) before the run: {:.2f} {:.2f} {:.2f}; after: "
+        "{:.2f} {:.2f} {:.2f}".format(*load_before, *os.getloadavg())
     )
     print(
         f"  {'setting':<34} {'n':>6} {'p50 ms':>8} {'p99 ms':>9} {'served/s':>9} "

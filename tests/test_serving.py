@@ -1061,6 +1061,75 @@ def test_model_errors_are_a_generic_500(penguins_chain, monkeypatch, tmp_path) -
     assert "internal error" in reply.body["error"] and "secret" not in reply.body["error"]
 
 
+def test_a_nan_probability_is_a_500_not_a_null(penguins_chain, monkeypatch, tmp_path) -> None:
+    # orjson would write NaN as null: the service must refuse it as json's allow_nan=False did.
+    from mlops.serving.server import PredictionService
+
+    config, paths, _ = penguins_chain
+    log = tmp_path / "requests.jsonl"
+    service = PredictionService({"1": str(paths["model"])}, {"1": 100}, config, log)
+    service.load()
+    model = service.model("1")
+    real = model.predict
+    monkeypatch.setattr(
+        model,
+        "predict",
+        lambda arrays: [
+            {**row, "probabilities": {**row["probabilities"], "Adelie": math.nan}}
+            for row in real(arrays)
+        ],
+    )
+    reply = service.predict(_body([GOOD]), None, "abc")
+    assert reply.status == 500 and "internal error" in reply.body["error"]
+    assert not log.exists() or log.read_text() == ""
+
+
+def test_encoded_predictions_and_log_lines_are_what_json_writes(penguins_chain, tmp_path) -> None:
+    from mlops.serving.server import PredictionService, _json, _json_bytes
+
+    config, paths, _ = penguins_chain
+    log = tmp_path / "requests.jsonl"
+    serving = config.serving.model_copy(update={"request_log_sample_rate": 1.0})
+    config = config.model_copy(update={"serving": serving})
+    service = PredictionService({"1": str(paths["model"])}, {"1": 100}, config, log)
+    service.load()
+    instances = [GOOD, {**GOOD, "island": "Ærø ☃ \u2028", "year": None}]
+    reply = service.predict(_body(instances), None, "req-1")
+    assert reply.status == 200
+    assert json.loads(reply.encoded) == json.loads(_json(reply.body))
+    record = json.loads(log.read_text(encoding="utf-8"))
+    assert record["instances"] == instances and record["request_id"] == "req-1"
+    assert record["predictions"] == reply.body["predictions"]
+    # What orjson cannot encode goes through json: the same text or the same error.
+    for value in ({1: [2**70, 0.1]}, {"label": "é", "p": 1e-05}):
+        assert json.loads(_json_bytes(value)) == json.loads(_json(value))
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate cannot be UTF-8, as before
+        _json_bytes({"a": "\ud800"})
+    assert _json_bytes({1: 2}) == b'{"1": 2}'
+
+
+def test_the_server_process_collects_no_garbage_until_loaded(penguins_chain) -> None:
+    import gc
+
+    from mlops.serving.server import PredictionService
+
+    config, paths, _ = penguins_chain
+    service = PredictionService({"1": str(paths["model"])}, {"1": 100}, config, None)
+    service.freeze_gc = True
+    gc.disable()  # as `python -m mlops.serving` starts
+    try:
+        service.load()
+        assert service.ready and gc.isenabled() and gc.get_freeze_count() > 0
+        failed = PredictionService({"1": "/nonexistent"}, {"1": 100}, config, None)
+        failed.freeze_gc = True
+        gc.disable()
+        failed.load()
+        assert not failed.ready and gc.isenabled()  # health still answers, collector on
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def test_serve_in_a_thread_sets_ready_event_and_stops_on_stop_event(penguins_chain, caplog) -> None:
     import logging
     import re
