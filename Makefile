@@ -70,11 +70,12 @@ lock: $(STAMP) ## re-resolve requirements*.in into their lock files
 	$(BIN)/uv pip compile requirements-gpu.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements-gpu.lock --custom-compile-command "make lock"
 	$(BIN)/uv pip compile requirements-lint.in --python-version 3.11 -o requirements-lint.lock --custom-compile-command "make lock"
 
-bench: $(STAMP) ## time the pipeline (with/without KFP), serving, batch prediction, ingest+stats
+bench: $(STAMP) ## time the pipeline (with/without KFP), serving, batch prediction, ingest+stats, evaluation
 	$(BIN)/python benchmarks/pipeline_timing.py
 	$(BIN)/python benchmarks/serving_latency.py
 	$(BIN)/python benchmarks/batch_throughput.py
 	$(BIN)/python benchmarks/ingest_stats.py
+	$(BIN)/python benchmarks/evaluation_throughput.py
 
 clean: ## remove local runs, registry and compiled specs (keeps .venv)
 	rm -rf .mlops
