@@ -70,7 +70,7 @@ lock: $(STAMP) ## re-resolve requirements*.in into their lock files
 	$(BIN)/uv pip compile requirements-gpu.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements-gpu.lock --custom-compile-command "make lock"
 	$(BIN)/uv pip compile requirements-lint.in --python-version 3.11 -o requirements-lint.lock --custom-compile-command "make lock"
 
-bench: $(STAMP) ## time the pipeline (with/without KFP), serving, batch prediction, ingest+stats, evaluation
+bench: $(STAMP) ## time the pipeline (with/without KFP), serving, batch prediction, ingest+stats
 	$(BIN)/python benchmarks/pipeline_timing.py
 	$(BIN)/python benchmarks/serving_latency.py
 	$(BIN)/python benchmarks/batch_throughput.py
