@@ -10,9 +10,10 @@ the model). --repeat writes the test split N times over; --champion evaluates wi
 its own champion (two models, as when a champion exists). Throughput is examples / wall seconds
 of one whole analysis (Beam pipeline, model loads, metrics, writing the output). A small warm-up
 analysis runs first so neither variant pays TFMA's lazy imports. The metrics must be identical:
-every metric and plot value of every slice of every model, compared to a relative tolerance of 1e-9 (batch
-sizes change float summation order); the largest difference seen is printed. With --profile the
-fast variant runs once more under cProfile and the top functions by cumulative time are printed.
+every metric and plot value of every slice of every model, to a relative 1e-6 (so exact for
+counts; the model's float32 outputs can move by an ulp with the batch shape); the largest
+difference seen is printed. With --profile the fast variant runs once more under cProfile and
+the top functions by cumulative time are printed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GOAL = 5.0
-RELATIVE_TOLERANCE = 1e-9
+# The model computes in float32 and its kernels sum in an order that depends on the batch
+# shape: a prediction can move by one float32 ulp (~6e-8 relative) with the batch size.
+RELATIVE_TOLERANCE = 1e-6
 
 
 def _config(root: Path) -> Any:
@@ -92,7 +95,7 @@ def _compare(reference: dict[tuple, Any], ours: dict[tuple, Any]) -> tuple[int, 
             numbers += 1
             if math.isnan(expected) and math.isnan(got):
                 continue
-            if not math.isclose(expected, got, rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-12):
+            if not math.isclose(expected, got, rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-9):
                 raise AssertionError(f"{key}: default {expected!r} != ours {got!r}")
             largest = max(largest, abs(expected - got) / max(abs(expected), 1e-12))
         elif expected != got:

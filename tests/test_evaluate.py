@@ -103,7 +103,7 @@ def test_fairness_groups_from_tfma_match_the_models_own_predictions(penguins_cha
 def test_fixed_batches_give_the_metrics_of_tfma_defaults(penguins_chain, tmp_path: Path) -> None:
     """The step feeds the model fixed batches (INFERENCE_BATCH_SIZE); TFMA's own
     run_model_analysis (adaptive batches from one row up) writes the same metrics and plots
-    for every slice on the same examples."""
+    for every slice on the same examples (to float32 precision)."""
     import tensorflow_model_analysis as tfma
 
     from components.evaluate import CANDIDATE, analyze, build_eval_config
@@ -121,8 +121,9 @@ def test_fixed_batches_give_the_metrics_of_tfma_defaults(penguins_chain, tmp_pat
         assert got.keys() == expected.keys(), name
         numbers = {key for key, value in expected.items() if isinstance(value, float)}
         assert numbers, name
+        # float32 model outputs can move by an ulp with the batch shape: 1e-6, not exact
         assert {k: got[k] for k in numbers} == pytest.approx(
-            {k: expected[k] for k in numbers}, rel=1e-9, abs=1e-12, nan_ok=True
+            {k: expected[k] for k in numbers}, rel=1e-6, abs=1e-9, nan_ok=True
         )
         assert {k: got[k] for k in got.keys() - numbers} == {
             k: expected[k] for k in expected.keys() - numbers
