@@ -75,6 +75,7 @@ bench: $(STAMP) ## time the pipeline (with/without KFP), serving, batch predicti
 	$(BIN)/python benchmarks/serving_latency.py
 	$(BIN)/python benchmarks/batch_throughput.py
 	$(BIN)/python benchmarks/ingest_stats.py
+	$(BIN)/python benchmarks/evaluation_throughput.py
 
 clean: ## remove local runs, registry and compiled specs (keeps .venv)
 	rm -rf .mlops

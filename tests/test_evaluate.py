@@ -98,3 +98,44 @@ def test_fairness_groups_from_tfma_match_the_models_own_predictions(penguins_cha
     ]
     gap = evaluation["fairness"]["sex"]["gaps"]["accuracy"]["gap"]
     assert gap == pytest.approx(max(accuracy) - min(accuracy), abs=1e-4)
+
+
+def test_fixed_batches_give_the_metrics_of_tfma_defaults(penguins_chain, tmp_path: Path) -> None:
+    """The step feeds the model fixed batches (INFERENCE_BATCH_SIZE); TFMA's own
+    run_model_analysis (adaptive batches from one row up) writes the same metrics and plots
+    for every slice on the same examples (to float32 precision)."""
+    import tensorflow_model_analysis as tfma
+
+    from components.evaluate import CANDIDATE, analyze, build_eval_config
+
+    config, paths, results = penguins_chain
+    eval_config = build_eval_config(config, len(results["evaluate"]["classes"]), False)
+    examples = paths["evaluation"] / "test_examples.tfrecord"
+    analyze(eval_config, {CANDIDATE: paths["model"]}, examples, tmp_path, config.beam_args, None)
+    ours = tfma.load_eval_result(str(paths["evaluation"]))
+    defaults = tfma.load_eval_result(str(tmp_path))
+    assert len(ours.slicing_metrics) > 5  # overall, per island, per sex, per group
+    for name in ("slicing_metrics", "plots"):
+        # keyed by slice: the order TFMA writes slices in is not part of the result
+        expected, got = _leaves(dict(getattr(defaults, name))), _leaves(dict(getattr(ours, name)))
+        assert got.keys() == expected.keys(), name
+        numbers = {key for key, value in expected.items() if isinstance(value, float)}
+        assert numbers, name
+        # float32 model outputs can move by an ulp with the batch shape: 1e-6, not exact
+        assert {k: got[k] for k in numbers} == pytest.approx(
+            {k: expected[k] for k in numbers}, rel=1e-6, abs=1e-9, nan_ok=True
+        )
+        assert {k: got[k] for k in got.keys() - numbers} == {
+            k: expected[k] for k in expected.keys() - numbers
+        }
+
+
+def _leaves(value, path: tuple = ()) -> dict[tuple, object]:
+    """{path: value} of every leaf in TFMA's nested per-slice dicts and lists; numbers as floats."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _leaves(item, (*path, key)).items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _leaves(item, (*path, i)).items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {path: float(value)}
+    return {path: value}
