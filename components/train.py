@@ -9,6 +9,7 @@ strings with "" for missing categories), applies the TFT graph and returns class
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,17 @@ def run_train(
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from mlops.distribute import choose_strategy
+    from mlops.distribute import (
+        MULTI_WORKER,
+        choose_strategy,
+        evaluate_across_workers,
+        fit_across_workers,
+        input_dataset,
+        save_dir,
+    )
 
+    # First, before any TensorFlow op: a multi-worker strategy must configure the runtime.
+    strategy, strategy_name = choose_strategy()
     training = config.training
     keras.utils.set_random_seed(training.seed)
     tft_output = tft.TFTransformOutput(str(transform_dir))
@@ -217,17 +227,48 @@ def run_train(
         features = _transform(layer, to_model_inputs(arrays, config.features))
         splits[split] = (features, encode_labels(frame[label].tolist(), classes, split))
 
-    strategy, strategy_name = choose_strategy()
     sizes = categorical_sizes(config.features, tft_output)
     with strategy.scope():
         model = build_model(splits["train"][0], sizes, len(classes), config)
 
-    def dataset(split: str, shuffle: bool) -> tf.data.Dataset:
-        features, labels = splits[split]
-        ds = tf.data.Dataset.from_tensor_slices((dict(features), labels))
-        if shuffle:
-            ds = ds.shuffle(len(labels), seed=training.seed, reshuffle_each_iteration=True)
-        return ds.batch(training.batch_size).prefetch(tf.data.AUTOTUNE)
+    def dataset(split: str | tuple[Any, np.ndarray], shuffle: bool) -> tf.data.Dataset:
+        features, labels = splits[split] if isinstance(split, str) else split
+        return input_dataset(
+            features, labels, training.batch_size, strategy, shuffle, training.seed
+        )
+
+    self_training = None
+    if training.self_training.enabled:  # earlier rounds here; the fit below is the last round
+        from components.self_training import pseudo_label_rounds, unlabeled_features
+
+        if strategy_name == MULTI_WORKER:
+            raise ValueError(
+                "training.self_training is not supported with several workers (TF_CONFIG "
+                "names a cluster): run self-training on one machine"
+            )
+
+        def fresh_model() -> Any:
+            with strategy.scope():
+                return build_model(splits["train"][0], sizes, len(classes), config)
+
+        splits["train"], self_training = pseudo_label_rounds(
+            config,
+            classes,
+            splits["train"],
+            splits["eval"],
+            unlabeled_features(
+                config,
+                dataset_dir,
+                lambda frame: _transform(
+                    layer, to_model_inputs(frame_to_arrays(frame, config.features), config.features)
+                ),
+            ),
+            fresh_model,
+            lambda features, labels, shuffle: dataset((features, labels), shuffle),
+            lambda labels: (
+                class_weights(labels, len(classes)) if training.class_weight == "balanced" else None
+            ),
+        )
 
     callbacks: list[Any] = [
         keras.callbacks.EarlyStopping(
@@ -242,7 +283,10 @@ def run_train(
         if training.class_weight == "balanced"
         else None
     )
-    history = model.fit(
+    # Keras 3's fit cannot run under MultiWorkerMirroredStrategy: a custom loop stands in.
+    multi_worker = strategy_name == MULTI_WORKER
+    fit = partial(fit_across_workers, model, strategy) if multi_worker else model.fit
+    history = fit(
         dataset("train", shuffle=True),
         validation_data=dataset("eval", shuffle=False),
         epochs=training.epochs,
@@ -250,7 +294,11 @@ def run_train(
         callbacks=callbacks,
         verbose=0,
     )
-    eval_loss, eval_accuracy = model.evaluate(dataset("eval", shuffle=False), verbose=0)
+    eval_loss, eval_accuracy = (
+        evaluate_across_workers(model, strategy, dataset("eval", shuffle=False))
+        if multi_worker
+        else model.evaluate(dataset("eval", shuffle=False), verbose=0)
+    )
     curves = {key: [float(v) for v in values] for key, values in history.history.items()}
     info = {
         "label": label,
@@ -272,7 +320,11 @@ def run_train(
         "strategy": strategy_name,
         "curves": curves,
     }
-    with atomic_dir(model_dir) as out:
+    if self_training is not None:
+        from components.self_training import finish_rounds
+
+        info["self_training"] = finish_rounds(self_training, eval_loss, eval_accuracy)
+    with save_dir(model_dir, atomic_dir) as out:
         export_serving_model(model, tft_output, classes, config, out)
         write_json_atomic(model_extra_path(out, MODEL_INFO_FILE), info)
         model_extra_path(out, MODEL_CONFIG_FILE).write_text(config.to_json())
