@@ -239,13 +239,7 @@ def run_train(
 
     self_training = None
     if training.self_training.enabled:  # earlier rounds here; the fit below is the last round
-        from components.self_training import pseudo_label_rounds, unlabeled_features
-
-        if strategy_name == MULTI_WORKER:
-            raise ValueError(
-                "training.self_training is not supported with several workers (TF_CONFIG "
-                "names a cluster): run self-training on one machine"
-            )
+        from mlops.self_training import pseudo_label_rounds, unlabeled_features
 
         def fresh_model() -> Any:
             with strategy.scope():
@@ -263,6 +257,7 @@ def run_train(
                     layer, to_model_inputs(frame_to_arrays(frame, config.features), config.features)
                 ),
             ),
+            strategy_name,
             fresh_model,
             lambda features, labels, shuffle: dataset((features, labels), shuffle),
             lambda labels: (
@@ -321,7 +316,7 @@ def run_train(
         "curves": curves,
     }
     if self_training is not None:
-        from components.self_training import finish_rounds
+        from mlops.self_training import finish_rounds
 
         info["self_training"] = finish_rounds(self_training, eval_loss, eval_accuracy)
     with save_dir(model_dir, atomic_dir) as out:

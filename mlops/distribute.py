@@ -193,6 +193,8 @@ def fit_across_workers(
 
     del verbose
     history = _History()
+    if not is_chief():  # one TensorBoard writer: workers would write the same logs over it
+        callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.TensorBoard)]
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model)
     step = _epoch_sums(model, strategy, class_weight)
     train_batches = strategy.experimental_distribute_dataset(train)

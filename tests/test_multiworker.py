@@ -22,7 +22,7 @@ import json, sys
 from components.train import run_train
 from mlops.config import PipelineConfig
 config = PipelineConfig.from_json(open(sys.argv[1]).read())
-info = run_train(config, sys.argv[2], sys.argv[3], sys.argv[4])
+info = run_train(config, sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[6])
 open(sys.argv[5], "w").write(json.dumps(info, default=str))
 """
 
@@ -73,6 +73,7 @@ def test_two_workers_train_and_only_the_chief_saves(penguins_transformed, tmp_pa
             str(shared / "transform"),
             str(tmp_path / f"model-{name}"),
             str(tmp_path / f"result-{name}.json"),
+            str(tmp_path / f"logs-{name}"),
         ]
         log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed below
         processes[name] = (subprocess.Popen(args, env=env, cwd=REPO, stdout=log, stderr=log), log)
@@ -93,6 +94,9 @@ def test_two_workers_train_and_only_the_chief_saves(penguins_transformed, tmp_pa
     assert results["chief"]["eval_loss"] == pytest.approx(results["worker"]["eval_loss"], rel=1e-4)
 
     assert not (tmp_path / "model-worker").exists()
+    # TensorBoard: only the chief writes (on Vertex every worker gets the same log dir).
+    assert list((tmp_path / "logs-chief").rglob("events.out.tfevents*"))
+    assert not list((tmp_path / "logs-worker").rglob("events.out.tfevents*"))
     assert not list((tmp_path / "tmp-worker").glob("mlops-nonchief-model-*"))
     model_dir = tmp_path / "model-chief"
     assert read_model_info(model_dir)["strategy"] == "MultiWorkerMirroredStrategy"

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.self_training import select_pseudo_labels
 from mlops.artifacts import read_model_info, read_split
+from mlops.self_training import select_pseudo_labels
 from tests.conftest import config_in
 
 CLASSES = ["Adelie", "Chinstrap", "Gentoo"]
@@ -127,7 +127,7 @@ def test_self_training_adds_pseudo_labels_and_records_each_round(tmp_path) -> No
 
 def test_report_shows_each_round_and_the_gain() -> None:
     from components.report import _self_training_html
-    from components.self_training import finish_rounds
+    from mlops.self_training import finish_rounds
 
     record = {
         "confidence": 0.9,

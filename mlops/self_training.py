@@ -1,7 +1,7 @@
 """Self-training (semi-supervised learning on tabular rows): fit on the labelled train rows,
 label the unlabeled rows the model is confident about, refit on both, for a few rounds.
 
-`run_train` calls `pseudo_label_rounds` before its own fit: every round but the last is fitted
+`components.train.run_train` calls `pseudo_label_rounds` before its own fit: every round but the last is fitted
 here (round 0 on the labelled rows only, so the labelled-only baseline is measured in the same
 run), and `run_train`'s fit is the last round. `finish_rounds` then records that round's eval
 metrics and the gain over round 0. Eval and test rows are never touched.
@@ -17,6 +17,7 @@ import numpy as np
 
 from mlops.artifacts import UNLABELED, read_split
 from mlops.config import PipelineConfig
+from mlops.distribute import MULTI_WORKER
 
 
 def select_pseudo_labels(
@@ -89,6 +90,7 @@ def pseudo_label_rounds(
     train: tuple[Any, np.ndarray],
     evaluation: tuple[Any, np.ndarray],
     unlabeled: dict[str, Any],
+    strategy_name: str,
     make_model: Callable[[], Any],
     make_dataset: Callable[[Any, Any, bool], Any],
     class_weights: Callable[[np.ndarray], Any],
@@ -100,6 +102,11 @@ def pseudo_label_rounds(
     metrics. Stops early when no unlabeled row reaches the confidence."""
     import tensorflow as tf
 
+    if strategy_name == MULTI_WORKER:
+        raise ValueError(
+            "training.self_training is not supported with several workers (TF_CONFIG names a "
+            "cluster): run self-training on one machine"
+        )
     settings = config.training.self_training
     features, labels = train
     unlabeled_rows = int(next(iter(unlabeled.values())).shape[0]) if unlabeled else 0
