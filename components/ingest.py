@@ -68,7 +68,8 @@ def assign_splits(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
 
 
 def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Read, type and split the configured data into `output_dir/{train,eval,test}.parquet`.
+    """Read, type and split the configured data into `output_dir/{train,eval,test}.parquet`
+    (and, with data.unlabeled keep, the rows without a label into `unlabeled.parquet`).
 
     Returns a summary (rows per split, dropped rows, column types), also written as ingest.json.
     """

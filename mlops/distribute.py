@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,7 @@ def fit_across_workers(
     validation_data: Any,
     epochs: int,
     class_weight: dict[int, float] | None = None,
-    callbacks: list[Any] = (),  # type: ignore[assignment]
+    callbacks: Sequence[Any] = (),
     verbose: int = 0,
 ) -> _History:
     """`model.fit` for MultiWorkerMirroredStrategy as a custom loop: Keras 3's fit cannot run

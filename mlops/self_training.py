@@ -1,9 +1,9 @@
 """Self-training (semi-supervised learning on tabular rows): fit on the labelled train rows,
 label the unlabeled rows the model is confident about, refit on both, for a few rounds.
 
-`components.train.run_train` calls `pseudo_label_rounds` before its own fit: every round but the last is fitted
-here (round 0 on the labelled rows only, so the labelled-only baseline is measured in the same
-run), and `run_train`'s fit is the last round. `finish_rounds` then records that round's eval
+`components.train.run_train` calls `pseudo_label_rounds` before its own fit: every round but the
+last is fitted here (round 0 on the labelled rows only, so the labelled-only baseline is measured
+in the same run), and `run_train`'s fit is the last round. `finish_rounds` then records that round's eval
 metrics and the gain over round 0. Eval and test rows are never touched.
 """
 
