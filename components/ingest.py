@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS
+from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
 from mlops.config import DataConfig, PipelineConfig
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.privacy import PersonalDataError, apply_privacy
@@ -68,7 +68,8 @@ def assign_splits(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
 
 
 def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Read, type and split the configured data into `output_dir/{train,eval,test}.parquet`.
+    """Read, type and split the configured data into `output_dir/{train,eval,test}.parquet`
+    (and, with data.unlabeled keep, the rows without a label into `unlabeled.parquet`).
 
     Returns a summary (rows per split, dropped rows, column types), also written as ingest.json.
     """
@@ -105,11 +106,14 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
     frame, typing_bad = type_columns(frame, config, line_offset)
     bad.extend(typing_bad)
     label_missing = frame[data.label].isna()
-    for index in np.flatnonzero(label_missing.to_numpy())[:1000]:
+    typing_lines = {b.line - line_offset for b in typing_bad}
+    # data.unlabeled keep: rows without a label are set aside for self-training, not bad rows.
+    keep_unlabeled = data.unlabeled == "keep"
+    unlabeled_lines = set(np.flatnonzero(label_missing.to_numpy())) - typing_lines
+    unlabeled = frame.iloc[sorted(unlabeled_lines) if keep_unlabeled else []]
+    for index in [] if keep_unlabeled else np.flatnonzero(label_missing.to_numpy())[:1000]:
         bad.append(BadRow(line=int(index) + line_offset, reason=f"label {data.label!r} is empty"))
-    bad_lines = {b.line - line_offset for b in typing_bad} | set(
-        np.flatnonzero(label_missing.to_numpy())
-    )
+    bad_lines = typing_lines | set(np.flatnonzero(label_missing.to_numpy()))
     if bad_lines:
         frame = frame.drop(index=frame.index[sorted(bad_lines)])
     bad_fraction = len(bad) / max(read_rows, 1)
@@ -142,8 +146,13 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
                 )
             part.to_parquet(tmp / f"{name}.parquet", index=False)
             summary["rows"][name] = len(part)
+        written = list(SPLITS)
+        if keep_unlabeled:
+            unlabeled.reset_index(drop=True).to_parquet(tmp / f"{UNLABELED}.parquet", index=False)
+            summary["rows_unlabeled"] = len(unlabeled)
+            written.append(UNLABELED)
         digest = hashlib.sha256()
-        for name in SPLITS:
+        for name in written:
             digest.update((tmp / f"{name}.parquet").read_bytes())
         summary["fingerprint"] = "sha256:" + digest.hexdigest()
         write_json_atomic(tmp / INGEST_SUMMARY_FILE, summary)

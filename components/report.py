@@ -157,6 +157,28 @@ def modelling_html(info: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _self_training_html(record: dict[str, Any]) -> str:
+    """Pseudo-labels and eval metrics per self-training round; round 0 is labelled-only."""
+    rows = [
+        [
+            r["round"],
+            r["pseudo_labels"],
+            ", ".join(f"{name} {count}" for name, count in r["pseudo_labels_per_class"].items()),
+            r["eval_accuracy"],
+            r["eval_loss"],
+        ]
+        for r in record["rounds"]
+    ]
+    gain = record["gain"]
+    return (
+        f"<p>Self-training: {record['labelled_rows']} labelled and {record['unlabeled_rows']} "
+        f"unlabeled train rows, confidence {record['confidence']}. Round 0 is labelled-only "
+        f"training; gain of the final model over it on eval: accuracy {gain['eval_accuracy']:+.4f}, "
+        f"loss {gain['eval_loss']:+.4f}.</p>"
+        + html_table(["round", "pseudo-labels", "per class", "eval accuracy", "eval loss"], rows)
+    )
+
+
 def build_report(
     config: PipelineConfig,
     statistics_dir: str | Path,
@@ -305,6 +327,8 @@ def build_report(
     )
     parts.append(_curves_html(info.get("curves", {})))
     parts.append(modelling_html(info))
+    if info.get("self_training"):
+        parts.append(_self_training_html(info["self_training"]))
     if tuning_dir:
         parts.append(_tuning_html(tuning_dir))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -270,8 +271,17 @@ def run_train(
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from mlops.distribute import choose_strategy
+    from mlops.distribute import (
+        MULTI_WORKER,
+        choose_strategy,
+        evaluate_across_workers,
+        fit_across_workers,
+        input_dataset,
+        save_dir,
+    )
 
+    # First, before any TensorFlow op: a multi-worker strategy must configure the runtime.
+    strategy, strategy_name = choose_strategy()
     training = config.training
     keras.utils.set_random_seed(training.seed)
     tft_output = tft.TFTransformOutput(str(transform_dir))
@@ -293,16 +303,44 @@ def run_train(
         features = _transform(layer, to_model_inputs(arrays, config.features))
         splits[split] = (features, encode_labels(frame[label].tolist(), classes, split))
 
-    strategy, strategy_name = choose_strategy()
     sizes = categorical_sizes(config.features, tft_output)
     transformed = _transformed_inputs(splits["train"][0], sizes)
 
-    def dataset(split: str, shuffle: bool) -> tf.data.Dataset:
-        features, labels = splits[split]
-        ds = tf.data.Dataset.from_tensor_slices((dict(features), labels))
-        if shuffle:
-            ds = ds.shuffle(len(labels), seed=training.seed, reshuffle_each_iteration=True)
-        return ds.batch(training.batch_size).prefetch(tf.data.AUTOTUNE)
+    def dataset(split: str | tuple[Any, np.ndarray], shuffle: bool) -> tf.data.Dataset:
+        features, labels = splits[split] if isinstance(split, str) else split
+        return input_dataset(
+            features, labels, training.batch_size, strategy, shuffle, training.seed
+        )
+
+    self_training = None
+    if training.self_training.enabled:  # earlier rounds here; the fit below is the last round
+        from mlops.self_training import pseudo_label_rounds, unlabeled_features
+
+        def fresh_model() -> Any:
+            with strategy.scope():
+                return build_model(
+                    training.model, splits["train"][0], sizes, len(classes), training
+                )
+
+        splits["train"], self_training = pseudo_label_rounds(
+            config,
+            classes,
+            splits["train"],
+            splits["eval"],
+            unlabeled_features(
+                config,
+                dataset_dir,
+                lambda frame: _transform(
+                    layer, to_model_inputs(frame_to_arrays(frame, config.features), config.features)
+                ),
+            ),
+            strategy_name,
+            fresh_model,
+            lambda features, labels, shuffle: dataset((features, labels), shuffle),
+            lambda labels: (
+                class_weights(labels, len(classes)) if training.class_weight == "balanced" else None
+            ),
+        )
 
     callbacks: list[Any] = [
         keras.callbacks.EarlyStopping(
@@ -317,6 +355,7 @@ def run_train(
         if training.class_weight == "balanced"
         else None
     )
+    multi_worker = strategy_name == MULTI_WORKER
     champion = _champion_for_warm_start(config, champion_dir) if training.warm_start else None
 
     def fit(family: str, scratch: Path, reseed: bool) -> dict[str, Any]:
@@ -332,7 +371,9 @@ def run_train(
             fitted["warm_start"]["initial_eval_loss"] = float(
                 model.evaluate(dataset("eval", shuffle=False), verbose=0)[0]
             )
-        history = model.fit(
+        # Keras 3's fit cannot run under MultiWorkerMirroredStrategy: a custom loop stands in.
+        fit_model = partial(fit_across_workers, model, strategy) if multi_worker else model.fit
+        history = fit_model(
             dataset("train", shuffle=True),
             validation_data=dataset("eval", shuffle=False),
             epochs=training.epochs,
@@ -340,7 +381,11 @@ def run_train(
             callbacks=callbacks,
             verbose=0,
         )
-        eval_loss, eval_accuracy = model.evaluate(dataset("eval", shuffle=False), verbose=0)
+        eval_loss, eval_accuracy = (
+            evaluate_across_workers(model, strategy, dataset("eval", shuffle=False))
+            if multi_worker
+            else model.evaluate(dataset("eval", shuffle=False), verbose=0)
+        )
         curves = {key: [float(v) for v in values] for key, values in history.history.items()}
         fitted.update(
             curves=curves,
@@ -398,7 +443,13 @@ def run_train(
         ]
     if "warm_start" in best:
         info["warm_start"] = best["warm_start"]
-    with atomic_dir(model_dir) as out:
+    if self_training is not None:
+        from mlops.self_training import finish_rounds
+
+        info["self_training"] = finish_rounds(
+            self_training, best["eval_loss"], best["eval_accuracy"]
+        )
+    with save_dir(model_dir, atomic_dir) as out:
         export_serving_model(model, tft_output, classes, config, out)
         weights_path = model_extra_path(out, KERAS_WEIGHTS_FILE)
         weights_path.parent.mkdir(parents=True, exist_ok=True)

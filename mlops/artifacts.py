@@ -12,6 +12,8 @@ from typing import Any
 from mlops.io import require_complete
 
 SPLITS = ("train", "eval", "test")
+# ingest with data.unlabeled: keep: the rows without a label, beside the splits (never a split)
+UNLABELED = "unlabeled"
 
 # ingest: <dataset>/<split>.parquet and a summary
 INGEST_SUMMARY_FILE = "ingest.json"

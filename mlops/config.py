@@ -65,6 +65,9 @@ class DataConfig(_Strict):
     na_values: list[str] = ["NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A"]
     # Ingest fails if more than this fraction of rows cannot be parsed.
     max_bad_row_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # Rows whose label is empty: "drop" counts them as bad rows; "keep" writes them to
+    # unlabeled.parquet beside the splits (never into eval/test), for self-training.
+    unlabeled: Literal["drop", "keep"] = "drop"
     split: SplitConfig = SplitConfig()
 
 
@@ -152,6 +155,15 @@ class ValidationConfig(_Strict):
 ModelFamily = Literal["linear", "dnn", "wide_deep"]
 
 
+class SelfTrainingConfig(_Strict):
+    """Self-training: fit on the labelled train rows, label the unlabeled rows the model is sure
+    of (probability >= confidence), refit on both; up to max_rounds rounds of pseudo-labels."""
+
+    enabled: bool = False
+    confidence: Annotated[float, Field(gt=0, le=1)] = 0.9
+    max_rounds: Annotated[int, Field(ge=1)] = 2
+
+
 class TrainingConfig(_Strict):
     # linear: softmax regression on one-hot ids and numbers; dnn: embeddings + hidden layers;
     # wide_deep: both, their logits summed.
@@ -175,6 +187,7 @@ class TrainingConfig(_Strict):
     # "balanced" weights classes by inverse frequency; "none" disables class weights.
     class_weight: Literal["balanced", "none"] = "balanced"
     seed: int = 42
+    self_training: SelfTrainingConfig = SelfTrainingConfig()
 
     @field_validator("compare_families")
     @classmethod
@@ -600,6 +613,11 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 f"privacy.columns drops {sorted(set(dropped) & {*self.features.raw_features, label})}, "
                 "which the model reads: hash them instead, or remove them from features"
+            )
+        if self.training.self_training.enabled and self.data.unlabeled != "keep":
+            raise ValueError(
+                "training.self_training.enabled needs data.unlabeled: keep (it is "
+                f"{self.data.unlabeled!r}): self-training learns from the rows without a label"
             )
         if self.privacy.dlp.enabled and not self.vertex.project:
             raise ValueError(
