@@ -46,10 +46,6 @@ def small_disk(tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="quarantined: failed in 1 of 2 full-suite runs on 2026-11-29 while passing 4 of 4 runs "
-    "alone; the cause is not found yet (see the closing note of that session)"
-)
 def test_a_disk_that_fills_up_mid_run(tmp_path: Path, small_disk: Path) -> None:
     registry = LocalModelRegistry(small_disk / "registry")
     model = tmp_path / "model"
@@ -80,7 +76,8 @@ def test_a_disk_that_fills_up_mid_run(tmp_path: Path, small_disk: Path) -> None:
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["status"] == "FAILED", manifest
     step = manifest["out_of_space"]["step"]
-    assert step in STEP_ORDERS["training"], manifest["out_of_space"]
+    # find_champion runs beside the data steps (train waits for it), so the disk may fill there
+    assert step in [*STEP_ORDERS["training"], "find_champion"], manifest["out_of_space"]
     assert f"Step {step} failed: no space left on the device that holds local.root" in (
         result.stderr
     )
