@@ -26,6 +26,23 @@ def _tree(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
 
+def _run_on(root: Path, tmp_path: Path, timeout: int) -> subprocess.CompletedProcess:
+    """`mlops run` on penguins with local.root at `root`, as a user would start it."""
+    config = tmp_path / "penguins.yaml"
+    config.write_text(
+        (REPO / "configs" / "penguins.yaml").read_text() + f"\nlocal: {{root: {root}}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "_KFP_RUNTIME"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     mount_point = tmp_path / "root"
@@ -56,19 +73,7 @@ def test_a_disk_that_fills_up_mid_run(tmp_path: Path, small_disk: Path) -> None:
     free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
     (small_disk / "filler").write_bytes(b"\0" * (free - FREE_AT_START))
 
-    config = tmp_path / "penguins.yaml"
-    config.write_text(
-        (REPO / "configs" / "penguins.yaml").read_text() + f"\nlocal: {{root: {small_disk}}}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "_KFP_RUNTIME"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--config", str(config)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = _run_on(small_disk, tmp_path, timeout=900)
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "Traceback" not in out, out
@@ -92,19 +97,7 @@ def test_a_full_disk_before_the_run_starts_is_one_error_line(
 ) -> None:
     free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
     (small_disk / "filler").write_bytes(b"\0" * (free - (64 << 10)))  # less than the reserve
-    config = tmp_path / "penguins.yaml"
-    config.write_text(
-        (REPO / "configs" / "penguins.yaml").read_text() + f"\nlocal: {{root: {small_disk}}}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "_KFP_RUNTIME"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--config", str(config)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _run_on(small_disk, tmp_path, timeout=300)
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     assert "error: cannot start run" in result.stderr
