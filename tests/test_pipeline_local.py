@@ -27,12 +27,26 @@ def _predict_raw(model_dir: Path, rows: dict[str, list]):
     return loaded.signatures["serving_default"](**inputs)["probabilities"].numpy()
 
 
+# The second run also tunes (two short trials), so one whole run shows both the comparison with
+# the first champion and tuning feeding training.
+TUNING = {
+    "enabled": True,
+    "max_trials": 2,
+    "epochs": 2,
+    "search_space": {
+        "learning_rate": {"type": "double", "min": 0.001, "max": 0.1, "scale": "log"},
+        "hidden_units": {"type": "categorical", "values": ["8", "16,8"]},
+    },
+}
+
+
 @pytest.fixture(scope="module")
 def penguin_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("penguins")
     config = config_in(tmp, "penguins")
     first = run_training_locally(config)
-    second = run_training_locally(config, cache=False)  # trains again, not reused
+    tuned = config.with_overrides(tuning=TUNING)
+    second = run_training_locally(tuned, cache=False)  # every step runs again, none reused
     return config, first, second
 
 
@@ -93,6 +107,25 @@ def test_second_run_is_compared_with_the_first_champion(penguin_runs) -> None:
     expected_champion = 2 if manifest["blessed"] else 1
     assert registry.aliases("penguins")[CHAMPION] == expected_champion
     assert first.run_dir != second.run_dir  # every run under its own id
+    assert not any(step.get("cached_from") for step in manifest["steps"].values())
+
+
+def test_second_run_tunes_then_trains_with_the_best_trial(penguin_runs) -> None:
+    from mlops.artifacts import MODEL_CONFIG_FILE, model_extra_path
+    from mlops.config import PipelineConfig
+
+    _, _, second = penguin_runs
+    manifest = second.manifest
+    assert manifest["steps"]["tune"]["status"] == "SUCCEEDED"
+    assert manifest["tuning"]["trials"] == 2
+    best = manifest["tuning"]["best_params"]
+    (model_dir,) = [
+        p.parent for p in second.run_dir.rglob("saved_model.pb") if p.parent.name == "model"
+    ]
+    trained = PipelineConfig.from_json(model_extra_path(model_dir, MODEL_CONFIG_FILE).read_text())
+    assert trained.training.learning_rate == pytest.approx(best["learning_rate"])
+    assert trained.training.hidden_units == [int(u) for u in best["hidden_units"].split(",")]
+    assert "Hyperparameter tuning" in Path(manifest["report"]).read_text()
 
 
 def test_taxi_pipeline_meets_its_success_criterion(tmp_path: Path) -> None:

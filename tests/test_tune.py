@@ -240,24 +240,5 @@ def test_compiled_vertex_pipeline_tunes_with_vizier_before_training(
     assert "v1.custom_job.launcher" in json.dumps(spec["deploymentSpec"]["executors"]["exec-train"])
 
 
-@pytest.mark.slow
-def test_local_pipeline_tunes_then_trains_with_the_best_trial(tmp_path: Path) -> None:
-    from mlops.artifacts import MODEL_CONFIG_FILE, model_extra_path
-    from pipelines.local import run_training_locally
-    from tests.conftest import config_in
-
-    space = {"learning_rate": SPACE["learning_rate"], "hidden_units": SPACE["hidden_units"]}
-    config = _tuning(config_in(tmp_path), max_trials=2, epochs=2, search_space=space)
-    result = run_training_locally(config)
-    manifest = result.manifest
-    assert manifest["status"] == "SUCCEEDED", manifest
-    assert manifest["steps"]["tune"]["status"] == "SUCCEEDED"
-    assert manifest["tuning"]["trials"] == 2
-    best = manifest["tuning"]["best_params"]
-    (model_dir,) = [
-        p.parent for p in result.run_dir.rglob("saved_model.pb") if p.parent.name == "model"
-    ]
-    trained = PipelineConfig.from_json(model_extra_path(model_dir, MODEL_CONFIG_FILE).read_text())
-    assert trained.training.learning_rate == pytest.approx(best["learning_rate"])
-    assert trained.training.hidden_units == [int(u) for u in best["hidden_units"].split(",")]
-    assert "Hyperparameter tuning" in Path(manifest["report"]).read_text()
+# The local pipeline tuning then training with the best trial runs in
+# tests/test_pipeline_local.py (the second penguins run tunes).
