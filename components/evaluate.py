@@ -20,6 +20,9 @@ from mlops.io import atomic_dir, to_beam_uri, write_json_atomic
 
 LABEL_INDEX_KEY = "__label_index__"
 PREDICTION_KEY = "probabilities"
+# Given predictions of the baseline (the champion) for an evaluation without a model
+# (`evaluate_test_split` with `probabilities`): the champion's SavedModel run beforehand.
+BASELINE_PREDICTION_KEY = "baseline_probabilities"
 # Each sensitive feature is written again under this prefix as text, "(missing)" for no value,
 # and TFMA slices on it: every row falls in a group, model input or not.
 GROUP_KEY_PREFIX = "__group__"
@@ -48,10 +51,12 @@ def write_examples(
     classes: list[str],
     path: Path,
     probabilities: Any = None,
+    baseline_probabilities: Any = None,
 ) -> int:
     """Write rows as TFRecord tf.Examples: raw features under their internal names (the keys
     `serving_tf_example` parses; missing values omitted), the label index, each sensitive
-    feature's group, and (for an evaluation without a model) given predictions."""
+    feature's group, and (for an evaluation without a model) given predictions, and the
+    baseline's."""
     import tensorflow as tf
 
     labels = encode_labels(frame[config.data.label].tolist(), classes, "test")
@@ -69,10 +74,15 @@ def write_examples(
                 feature[GROUP_KEY_PREFIX + name] = tf.train.Feature(
                     bytes_list=tf.train.BytesList(value=[group.encode()])
                 )
-            if probabilities is not None:
-                feature[PREDICTION_KEY] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=list(map(float, probabilities[index])))
-                )
+            given = (
+                (PREDICTION_KEY, probabilities),
+                (BASELINE_PREDICTION_KEY, baseline_probabilities),
+            )
+            for key, values in given:
+                if values is not None:
+                    feature[key] = tf.train.Feature(
+                        float_list=tf.train.FloatList(value=list(map(float, values[index])))
+                    )
             for name in features.numeric:
                 value = row.get(name)
                 if value is not None and not (isinstance(value, float) and math.isnan(value)):
@@ -95,7 +105,9 @@ def build_eval_config(
     config: PipelineConfig, num_classes: int, has_baseline: bool, with_model: bool = True
 ) -> Any:
     """The EvalConfig of the step; `with_model=False` reads the predictions from the examples
-    (PREDICTION_KEY) instead of running the model, for checking the metrics on known predictions."""
+    (PREDICTION_KEY, and the baseline's BASELINE_PREDICTION_KEY) instead of running the models:
+    for predictions made elsewhere (an AutoML challenger) and for checking the metrics on known
+    predictions."""
     from google.protobuf import wrappers_pb2
     from tensorflow_model_analysis.proto import config_pb2
 
@@ -112,9 +124,9 @@ def build_eval_config(
         model_specs.append(
             config_pb2.ModelSpec(
                 name=BASELINE,
-                signature_name=SIGNATURE,
+                signature_name=SIGNATURE if with_model else "",
                 label_key=LABEL_INDEX_KEY,
-                prediction_key="probabilities",
+                prediction_key=PREDICTION_KEY if with_model else BASELINE_PREDICTION_KEY,
                 is_baseline=True,
             )
         )
@@ -327,7 +339,8 @@ def analyze(
     batch_size: int | None = INFERENCE_BATCH_SIZE,
 ) -> None:
     """TFMA's extract, evaluate and write on the tf.Examples at `data_path`, one model per
-    ModelSpec name in `model_dirs`, into `output_dir`.
+    ModelSpec name in `model_dirs`, into `output_dir`. With no models (`{}`) TFMA reads the
+    predictions from the examples (model-agnostic, see `build_eval_config(with_model=False)`).
 
     With `batch_size` the reader hands the model fixed batches of that many rows; None runs
     `tfma.run_model_analysis` as it is, with Beam's adaptive batching (the reference the
@@ -340,7 +353,7 @@ def analyze(
             to_beam_uri(directory), eval_config=eval_config, model_name=name
         )
         for name, directory in model_dirs.items()
-    ]
+    ] or None
     # Beam (on Dataflow: its workers) reads and writes /gcs/ paths as gs:// URIs.
     data_uri, output_uri = to_beam_uri(data_path), to_beam_uri(output_dir)
     options = beam.options.pipeline_options.PipelineOptions(beam_args)
@@ -389,19 +402,64 @@ def run_evaluate(
     `output_dir` holds TFMA's output (loadable with `tfma.load_eval_result` and
     `tfma.load_validation_result`), the test examples, and metrics.json.
     """
+    classes = read_model_info(model_dir)["classes"]
+    return evaluate_test_split(
+        config,
+        dataset_dir,
+        classes,
+        output_dir,
+        model_dir=model_dir,
+        baseline_model_dir=baseline_model_dir,
+    )
+
+
+def model_probabilities(model_dir: str | Path, examples_path: str | Path) -> Any:
+    """(rows, classes) probabilities of our SavedModel on the tf.Examples at `examples_path`,
+    through the `serving_tf_example` signature TFMA calls (same inputs, same numbers)."""
+    import numpy as np
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(to_beam_uri(model_dir))
+    signature = loaded.signatures[SIGNATURE]
+    batches = tf.data.TFRecordDataset(str(examples_path)).batch(INFERENCE_BATCH_SIZE)
+    parts = [signature(examples=batch)[PREDICTION_KEY].numpy() for batch in batches]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def evaluate_test_split(
+    config: PipelineConfig,
+    dataset_dir: str | Path,
+    classes: list[str],
+    output_dir: str | Path,
+    *,
+    model_dir: str | Path | None = None,
+    probabilities: Any = None,
+    baseline_model_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """The evaluation and gates of the evaluate step on the test split, for our model
+    (`model_dir`, run by TFMA) or for predictions made elsewhere (`probabilities`, one row per
+    test row in the test split's order, one column per class of `classes`; TFMA reads them from
+    the examples). With `baseline_model_dir` the champion is the baseline either way; for given
+    predictions its SavedModel is run first and TFMA reads its predictions too."""
     import tensorflow_model_analysis as tfma
 
-    info = read_model_info(model_dir)
-    classes = info["classes"]
+    if (model_dir is None) == (probabilities is None):
+        raise ValueError("evaluate_test_split needs exactly one of model_dir and probabilities")
     test = read_split(dataset_dir, "test")
     has_baseline = bool(baseline_model_dir)
-    eval_config = build_eval_config(config, len(classes), has_baseline)
+    with_model = model_dir is not None
+    eval_config = build_eval_config(config, len(classes), has_baseline, with_model=with_model)
     with atomic_dir(output_dir) as out:
         data_path = out / "test_examples.tfrecord"
-        rows = write_examples(config, test, classes, data_path)
-        model_dirs = {CANDIDATE: model_dir}
-        if has_baseline:
+        rows = write_examples(config, test, classes, data_path, probabilities)
+        model_dirs = {CANDIDATE: model_dir} if with_model else {}
+        if has_baseline and with_model:
             model_dirs[BASELINE] = baseline_model_dir
+        elif has_baseline:
+            baseline_probabilities = model_probabilities(baseline_model_dir, data_path)
+            rows = write_examples(
+                config, test, classes, data_path, probabilities, baseline_probabilities
+            )
         analyze(eval_config, model_dirs, data_path, out, config.beam_args)
         eval_result = _load_eval_result(str(out), CANDIDATE, single_model=not has_baseline)
         validation = tfma.load_validation_result(str(out))
