@@ -233,23 +233,44 @@ def run_evaluate_challenger(
     transform_dir: str | Path,
     predictions_dir: str | Path,
     output_dir: str | Path,
-    baseline_model_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The evaluate step's evaluation and gates (`evaluate_test_split`) on AutoML's predictions
-    of our test split, with our label classes (from transform, as our model has them) and the
-    champion as baseline when there is one. Same output as the evaluate step."""
+    of our test split, with our label classes (from transform, as our model has them). Same
+    output as the evaluate step; the change threshold against the champion is applied by
+    `compare_with_challenger` (TFMA takes a baseline only as a loaded model)."""
     from components.evaluate import evaluate_test_split
 
     classes = read_label_classes(transform_dir)
     rows = len(read_split(dataset_dir, "test"))
     probabilities = read_automl_predictions(predictions_dir, classes, rows)
     return evaluate_test_split(
-        config,
-        dataset_dir,
-        classes,
-        output_dir,
-        probabilities=probabilities,
-        baseline_model_dir=baseline_model_dir,
+        config, dataset_dir, classes, output_dir, probabilities=probabilities
+    )
+
+
+def champion_gate(config: PipelineConfig, ours: dict[str, Any], challenger: dict[str, Any]):
+    """`evaluation.change_threshold` for the challenger, as TFMA applies it to our model
+    (absolute, higher is better): against the champion's figure our evaluation measured on the
+    same rows. None without a change threshold or a champion."""
+    from mlops.gates import gate
+
+    change = config.evaluation.change_threshold
+    if not change or not ours.get("has_baseline"):
+        return None
+    champion = ours.get("baseline_metrics", {}).get(change.metric)
+    theirs = challenger.get("metrics", {}).get("overall", {}).get(change.metric)
+    if champion is None or theirs is None:
+        return gate(
+            "change vs champion",
+            False,
+            f"{change.metric} undefined (AutoML {_shown(theirs)}, champion {_shown(champion)})",
+        )
+    passed = theirs - champion >= -change.max_degradation
+    return gate(
+        "change vs champion",
+        passed,
+        f"AutoML {change.metric} {theirs:.4f} vs champion {champion:.4f} "
+        f"(evaluation.change_threshold.max_degradation {change.max_degradation})",
     )
 
 
@@ -260,9 +281,10 @@ def compare_with_challenger(
     challenger_model: str = "",
 ) -> dict[str, Any]:
     """Which of our model and the AutoML challenger is blessed, from their evaluations (the
-    evaluate step's metrics.json, on the same test rows). The challenger wins only when its own
-    gates pass and our model's fail or it is better on `framing.success_metric`; a tie keeps
-    ours. Returns {model_blessed, challenger_blessed, winner, metric, ours, challenger, detail}."""
+    evaluate step's metrics.json, on the same test rows). The challenger is blessed only when
+    its own gates pass (with the change threshold against the champion, `champion_gate`) and
+    ours fail or it is better on `framing.success_metric`; a tie keeps ours. Returns
+    {model_blessed, challenger_blessed, winner, metric, ours, challenger, detail}."""
     metric = config.framing.success_metric
 
     def figure(summary: dict[str, Any]) -> float | None:
@@ -270,10 +292,14 @@ def compare_with_challenger(
         return float(value) if value is not None and math.isfinite(value) else None
 
     ours_value, theirs_value = figure(ours), figure(challenger)
-    ours_ok, theirs_ok = bool(ours["blessed"]), bool(challenger["blessed"])
+    extra = champion_gate(config, ours, challenger)
+    failures = list(challenger.get("failures", []))
+    if extra and not extra["passed"]:
+        failures.append(f"{extra['name']}: {extra['detail']}")
+    ours_ok, theirs_ok = bool(ours["blessed"]), bool(challenger["blessed"]) and not failures
     if not theirs_ok:
         winner = "ours" if ours_ok else "neither"
-        why = "the AutoML challenger failed its gates: " + "; ".join(challenger["failures"])
+        why = "the AutoML challenger failed its gates: " + "; ".join(failures)
     elif not ours_ok:
         winner = "challenger"
         why = "our model failed its gates: " + "; ".join(ours["failures"])
@@ -289,7 +315,12 @@ def compare_with_challenger(
         "winner": winner,
         "metric": metric,
         "ours": {"blessed": ours_ok, metric: ours_value},
-        "challenger": {"blessed": theirs_ok, metric: theirs_value, "model": challenger_model},
+        "challenger": {
+            "blessed": theirs_ok,
+            metric: theirs_value,
+            "model": challenger_model,
+            "gates": [*challenger.get("gates", []), *([extra] if extra else [])],
+        },
         "detail": why,
     }
 

@@ -20,9 +20,6 @@ from mlops.io import atomic_dir, to_beam_uri, write_json_atomic
 
 LABEL_INDEX_KEY = "__label_index__"
 PREDICTION_KEY = "probabilities"
-# Given predictions of the baseline (the champion) for an evaluation without a model
-# (`evaluate_test_split` with `probabilities`): the champion's SavedModel run beforehand.
-BASELINE_PREDICTION_KEY = "baseline_probabilities"
 # Each sensitive feature is written again under this prefix as text, "(missing)" for no value,
 # and TFMA slices on it: every row falls in a group, model input or not.
 GROUP_KEY_PREFIX = "__group__"
@@ -51,12 +48,10 @@ def write_examples(
     classes: list[str],
     path: Path,
     probabilities: Any = None,
-    baseline_probabilities: Any = None,
 ) -> int:
     """Write rows as TFRecord tf.Examples: raw features under their internal names (the keys
     `serving_tf_example` parses; missing values omitted), the label index, each sensitive
-    feature's group, and (for an evaluation without a model) given predictions, and the
-    baseline's."""
+    feature's group, and (for an evaluation without a model) given predictions."""
     import tensorflow as tf
 
     labels = encode_labels(frame[config.data.label].tolist(), classes, "test")
@@ -74,15 +69,10 @@ def write_examples(
                 feature[GROUP_KEY_PREFIX + name] = tf.train.Feature(
                     bytes_list=tf.train.BytesList(value=[group.encode()])
                 )
-            given = (
-                (PREDICTION_KEY, probabilities),
-                (BASELINE_PREDICTION_KEY, baseline_probabilities),
-            )
-            for key, values in given:
-                if values is not None:
-                    feature[key] = tf.train.Feature(
-                        float_list=tf.train.FloatList(value=list(map(float, values[index])))
-                    )
+            if probabilities is not None:
+                feature[PREDICTION_KEY] = tf.train.Feature(
+                    float_list=tf.train.FloatList(value=list(map(float, probabilities[index])))
+                )
             for name in features.numeric:
                 value = row.get(name)
                 if value is not None and not (isinstance(value, float) and math.isnan(value)):
@@ -105,9 +95,8 @@ def build_eval_config(
     config: PipelineConfig, num_classes: int, has_baseline: bool, with_model: bool = True
 ) -> Any:
     """The EvalConfig of the step; `with_model=False` reads the predictions from the examples
-    (PREDICTION_KEY, and the baseline's BASELINE_PREDICTION_KEY) instead of running the models:
-    for predictions made elsewhere (an AutoML challenger) and for checking the metrics on known
-    predictions."""
+    (PREDICTION_KEY) instead of running the model: for predictions made elsewhere (an AutoML
+    challenger) and for checking the metrics on known predictions."""
     from google.protobuf import wrappers_pb2
     from tensorflow_model_analysis.proto import config_pb2
 
@@ -124,9 +113,9 @@ def build_eval_config(
         model_specs.append(
             config_pb2.ModelSpec(
                 name=BASELINE,
-                signature_name=SIGNATURE if with_model else "",
+                signature_name=SIGNATURE,
                 label_key=LABEL_INDEX_KEY,
-                prediction_key=PREDICTION_KEY if with_model else BASELINE_PREDICTION_KEY,
+                prediction_key="probabilities",
                 is_baseline=True,
             )
         )
@@ -413,19 +402,6 @@ def run_evaluate(
     )
 
 
-def model_probabilities(model_dir: str | Path, examples_path: str | Path) -> Any:
-    """(rows, classes) probabilities of our SavedModel on the tf.Examples at `examples_path`,
-    through the `serving_tf_example` signature TFMA calls (same inputs, same numbers)."""
-    import numpy as np
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(to_beam_uri(model_dir))
-    signature = loaded.signatures[SIGNATURE]
-    batches = tf.data.TFRecordDataset(str(examples_path)).batch(INFERENCE_BATCH_SIZE)
-    parts = [signature(examples=batch)[PREDICTION_KEY].numpy() for batch in batches]
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
 def evaluate_test_split(
     config: PipelineConfig,
     dataset_dir: str | Path,
@@ -437,14 +413,17 @@ def evaluate_test_split(
     baseline_model_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The evaluation and gates of the evaluate step on the test split, for our model
-    (`model_dir`, run by TFMA) or for predictions made elsewhere (`probabilities`, one row per
-    test row in the test split's order, one column per class of `classes`; TFMA reads them from
-    the examples). With `baseline_model_dir` the champion is the baseline either way; for given
-    predictions its SavedModel is run first and TFMA reads its predictions too."""
+    (`model_dir`, run by TFMA, against the champion at `baseline_model_dir` when given) or for
+    predictions made elsewhere (`probabilities`, one row per test row in the test split's order,
+    one column per class of `classes`; TFMA reads them from the examples). TFMA 0.52 takes a
+    baseline only as a loaded model beside a loaded candidate, so given predictions have none:
+    their change threshold against the champion is the caller's (`components.automl`)."""
     import tensorflow_model_analysis as tfma
 
     if (model_dir is None) == (probabilities is None):
         raise ValueError("evaluate_test_split needs exactly one of model_dir and probabilities")
+    if probabilities is not None and baseline_model_dir:
+        raise ValueError("evaluate_test_split takes no baseline for given probabilities")
     test = read_split(dataset_dir, "test")
     has_baseline = bool(baseline_model_dir)
     with_model = model_dir is not None
@@ -453,13 +432,8 @@ def evaluate_test_split(
         data_path = out / "test_examples.tfrecord"
         rows = write_examples(config, test, classes, data_path, probabilities)
         model_dirs = {CANDIDATE: model_dir} if with_model else {}
-        if has_baseline and with_model:
+        if has_baseline:
             model_dirs[BASELINE] = baseline_model_dir
-        elif has_baseline:
-            baseline_probabilities = model_probabilities(baseline_model_dir, data_path)
-            rows = write_examples(
-                config, test, classes, data_path, probabilities, baseline_probabilities
-            )
         analyze(eval_config, model_dirs, data_path, out, config.beam_args)
         eval_result = _load_eval_result(str(out), CANDIDATE, single_model=not has_baseline)
         validation = tfma.load_validation_result(str(out))

@@ -584,7 +584,6 @@ def automl_export(
 def evaluate_challenger(
     config_json: str,
     step_log: str,
-    baseline_model_uri: str,
     dataset: Input[Dataset],
     transform_graph: Input[Artifact],
     predictions: Input[Artifact],
@@ -611,7 +610,6 @@ def evaluate_challenger(
         transform_graph.path,
         predictions.path,
         evaluation.path,
-        baseline_model_uri or None,
     )
     for name, value in summary["metrics"].get("overall", {}).items():
         metrics.log_metric(name, value)

@@ -113,7 +113,7 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
         blessed = evaluate.outputs["blessed"]
         if challenger:
             blessed = _automl_challenger(
-                config, ops, dataset, transform_graph, champion.output, evaluation, **common
+                config, ops, dataset, transform_graph, evaluation, **common
             )
         if target == "vertex":
             _register_on_vertex(
@@ -223,7 +223,6 @@ def _automl_challenger(  # noqa: ANN202
     ops,  # noqa: ANN001
     dataset,  # noqa: ANN001
     transform_graph,  # noqa: ANN001
-    champion_model_uri,  # noqa: ANN001
     evaluation,  # noqa: ANN001
     config_json,  # noqa: ANN001
     step_log,  # noqa: ANN001
@@ -234,8 +233,9 @@ def _automl_challenger(  # noqa: ANN202
     Our splits go to Cloud Storage as CSV with a predefined split column; GCPC creates the
     tabular dataset, trains AutoML on it (our features only, typed as ours, with the budget and
     objective from config) and batch-predicts the test split; `evaluate_challenger` runs the
-    evaluate step's code on those predictions and `compare_challenger` picks the better model
-    on `framing.success_metric`."""
+    evaluate step's code on those predictions and `compare_challenger` applies the change
+    threshold against the champion (from our evaluation's figures of it) and picks the better
+    model on `framing.success_metric`."""
     from google_cloud_pipeline_components.v1.automl.training_job import (
         AutoMLTabularTrainingJobRunOp,
     )
@@ -303,7 +303,6 @@ def _automl_challenger(  # noqa: ANN202
     evaluated = ops.evaluate_challenger(
         config_json=config_json,
         step_log=step_log,
-        baseline_model_uri=champion_model_uri,
         dataset=dataset,
         transform_graph=transform_graph,
         predictions=predicted.outputs["gcs_output_directory"],
