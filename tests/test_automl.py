@@ -3,8 +3,6 @@ split export, reading AutoML's batch prediction output, evaluating it with the e
 code (same numbers as our model's TFMA evaluation on the same predictions) and the comparison
 that blesses the better model."""
 
-from __future__ import annotations
-
 import json
 import math
 import random
@@ -284,23 +282,32 @@ def _write_batch_output(
     (directory / "prediction.errors_stats-00000-of-00001").write_text("")
 
 
+@pytest.fixture(scope="module")
+def automl_predictions(penguins_chain, tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """A batch prediction output directory in Vertex's format holding our model's own
+    predictions of the test rows (what TFMA computed through the signature it calls), as if
+    AutoML had made them; and those probabilities."""
+    config, paths, _ = penguins_chain
+    classes = read_label_classes(paths["transform"])
+    test = read_split(paths["data"], "test")
+    probabilities = _model_probabilities(paths["model"], paths["evaluation"])
+    directory = tmp_path_factory.mktemp("automl") / "predictions"
+    _write_batch_output(config, directory, probabilities, classes, test)
+    return directory, probabilities
+
+
 def test_automl_predictions_evaluate_to_our_models_tfma_numbers(
-    penguins_chain, tmp_path: Path
+    penguins_chain, automl_predictions, tmp_path: Path
 ) -> None:
     config, paths, results = penguins_chain
     ours = results["evaluate"]
     classes = read_label_classes(paths["transform"])
     test = read_split(paths["data"], "test")
-    # Our model's own predictions on the test rows (what TFMA computed through the signature it
-    # calls), as if AutoML had made them.
-    probabilities = _model_probabilities(paths["model"], paths["evaluation"])
-    _write_batch_output(config, tmp_path / "predictions", probabilities, classes, test)
-    assert np.allclose(
-        read_automl_predictions(tmp_path / "predictions", classes, len(test)), probabilities
-    )
+    predictions, probabilities = automl_predictions
+    assert np.allclose(read_automl_predictions(predictions, classes, len(test)), probabilities)
 
     challenger = run_evaluate_challenger(
-        config, paths["data"], paths["transform"], tmp_path / "predictions", tmp_path / "challenger"
+        config, paths["data"], paths["transform"], predictions, tmp_path / "challenger"
     )
     assert challenger["examples"] == ours["examples"] == len(test)
     assert set(challenger["metrics"]) == set(ours["metrics"])  # overall and every slice
@@ -445,3 +452,69 @@ def test_failed_rows_and_a_missing_output_are_errors(tmp_path: Path) -> None:
         AutoMLPredictionError, match=r"errors_stats-00000-of-00001:1: batch prediction failed"
     ):
         read_automl_predictions(tmp_path, ["a", "b"], 1)
+
+
+@pytest.mark.slow
+def test_the_challenger_components_run_through_kfp_local(
+    penguins_chain, automl_predictions, tmp_path: Path
+) -> None:
+    """Our three challenger components (the GCPC ops between them need Vertex) as KFP tasks on
+    the chain's outputs and the prediction files."""
+    from google_cloud_pipeline_components.types.artifact_types import VertexModel
+    from kfp import dsl, local
+
+    from components.ops import make_ops
+
+    config, paths, _ = penguins_chain
+    ops = make_ops(config.vertex.image)
+    resource = "projects/p/locations/europe-west4/models/7@1"
+
+    def imported(path: Path, artifact_class=dsl.Artifact):  # noqa: ANN001, ANN202
+        return dsl.importer(artifact_uri=str(path), artifact_class=artifact_class).output
+
+    @dsl.pipeline(name="automl-challenger-components")
+    def challenger_components(config_json: str) -> None:
+        dataset = imported(paths["data"], dsl.Dataset)
+        ops.automl_export(config_json=config_json, dataset=dataset)
+        evaluated = ops.evaluate_challenger(
+            config_json=config_json,
+            step_log="",
+            dataset=dataset,
+            transform_graph=imported(paths["transform"]),
+            predictions=imported(automl_predictions[0]),
+        )
+        model = dsl.importer(
+            artifact_uri=f"https://europe-west4-aiplatform.googleapis.com/v1/{resource}",
+            artifact_class=VertexModel,
+            metadata={"resourceName": resource},
+        ).output
+        ops.compare_challenger(
+            config_json=config_json,
+            evaluation=imported(paths["evaluation"]),
+            challenger_evaluation=evaluated.outputs["evaluation"],
+            challenger_model=model,
+        )
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "kfp-root"),
+        raise_on_error=True,
+    )
+    challenger_components(config_json=config.to_json())
+    outputs = {
+        path.parent.name: json.loads(path.read_text())
+        for path in (tmp_path / "kfp-root").rglob("executor_output.json")
+    }
+    exported = outputs["automl-export"]["parameterValues"]
+    assert Path(exported["training_uri"]).is_file()
+    (test_uri,) = exported["test_uris"]
+    assert Path(test_uri).is_file() and exported["predictions_prefix"].endswith(
+        "/automl-predictions"
+    )
+    assert outputs["evaluate-challenger"]["parameterValues"]["blessed"] is True
+    compared = outputs["compare-challenger"]
+    assert compared["parameterValues"]["model_blessed"] is True  # a tie keeps ours
+    comparison = compared["artifacts"]["comparison"]["artifacts"][0]
+    assert comparison["metadata"]["winner"] == "ours"
+    result = json.loads(Path(comparison["uri"], "comparison.json").read_text())
+    assert result["challenger"]["model"] == resource
