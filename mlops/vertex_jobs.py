@@ -56,8 +56,8 @@ def check_vertex_ready(config: PipelineConfig) -> None:
             raise ConfigError(
                 "vertex.automl_challenger.enabled needs "
                 + " and ".join(needs)
-                + ": set it in the config's vertex: section (mlops submit also takes --project "
-                "and --pipeline-root)"
+                + f": set {'them' if len(needs) > 1 else 'it'} in the config's vertex: section "
+                "(mlops submit also takes --project and --pipeline-root)"
             )
     if vertex.tensorboard:
         # Vertex AI refuses a custom job with a TensorBoard but no service account, and the

@@ -77,6 +77,8 @@ def test_vertex_spec_trains_automl_on_our_split_and_gates_registration_on_the_co
     )
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) >= CHALLENGER_TASKS
+    # No path of this machine in the spec.
+    assert str(Path(__file__).resolve().parents[1]) not in json.dumps(spec)
     # GCPC's own ops, run by GCPC's launcher: the dataset, the training job, batch prediction.
     gcpc = {
         "tabular-dataset-create": "TabularDataset",
