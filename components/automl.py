@@ -27,7 +27,7 @@ from typing import Any
 from mlops.artifacts import METRICS_FILE, SPLITS, read_label_classes, read_split
 from mlops.config import PipelineConfig
 from mlops.features import category_texts
-from mlops.io import write_json_atomic
+from mlops.io import require_complete, write_json_atomic
 from mlops.names import internal_names
 
 # Columns we add to the CSVs. AutoML column names: letters, digits and underscores, not starting
@@ -39,7 +39,6 @@ ROW_ID_COLUMN = "mlops_row_id"
 AUTOML_SPLIT_VALUES = {"train": "training", "eval": "validation", "test": "test"}
 TRAINING_CSV = "automl_training.csv"
 TEST_CSV = "automl_test.csv"
-EXPORT_SUMMARY_FILE = "automl_export.json"
 COMPARISON_FILE = "comparison.json"
 # Batch prediction output files in the job's output directory (JSON Lines: one
 # {"instance": {...}, "prediction": {"classes": [...], "scores": [...]}} per line).
@@ -340,7 +339,7 @@ def run_compare(
     `<output_dir>/comparison.json`."""
 
     def summary(directory: str | Path) -> dict[str, Any]:
-        return json.loads((Path(directory) / METRICS_FILE).read_text())
+        return json.loads((require_complete(directory) / METRICS_FILE).read_text())
 
     result = compare_with_challenger(
         config, summary(evaluation_dir), summary(challenger_evaluation_dir), challenger_model

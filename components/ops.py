@@ -570,15 +570,17 @@ def automl_export(
     (beside this step's outputs, so each run has its own)."""
     from collections import namedtuple
 
-    from components.automl import export_automl_splits
+    from components.automl import TEST_CSV, TRAINING_CSV, export_automl_splits
     from mlops.config import PipelineConfig
 
     config = PipelineConfig.from_json(config_json)
-    summary = export_automl_splits(config, dataset.path, training_csv.path, test_csv.path)
+    # Each output is a folder holding one .csv file, as AutoML's importers expect.
+    training = f"{training_csv.path}/{TRAINING_CSV}"
+    summary = export_automl_splits(config, dataset.path, training, f"{test_csv.path}/{TEST_CSV}")
     training_csv.metadata.update(summary)
     outputs = namedtuple("AutoMLExport", ["training_uri", "test_uris", "predictions_prefix"])
     prefix = training_csv.uri.rsplit("/", 1)[0] + "/automl-predictions"
-    return outputs(training_csv.uri, [test_csv.uri], prefix)
+    return outputs(f"{training_csv.uri}/{TRAINING_CSV}", [f"{test_csv.uri}/{TEST_CSV}"], prefix)
 
 
 def evaluate_challenger(

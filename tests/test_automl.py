@@ -508,11 +508,11 @@ def test_the_challenger_components_run_through_kfp_local(
         for path in (tmp_path / "kfp-root").rglob("executor_output.json")
     }
     exported = outputs["automl-export"]["parameterValues"]
+    assert exported["training_uri"].endswith("/training_csv/automl_training.csv")
     assert Path(exported["training_uri"]).is_file()
     (test_uri,) = exported["test_uris"]
-    assert Path(test_uri).is_file() and exported["predictions_prefix"].endswith(
-        "/automl-predictions"
-    )
+    assert test_uri.endswith("/test_csv/automl_test.csv") and Path(test_uri).is_file()
+    assert exported["predictions_prefix"].endswith("/automl-predictions")
     assert outputs["evaluate-challenger"]["parameterValues"]["blessed"] is True
     compared = outputs["compare-challenger"]
     assert compared["parameterValues"]["model_blessed"] is True  # a tie keeps ours
