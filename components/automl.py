@@ -247,7 +247,9 @@ def run_evaluate_challenger(
     )
 
 
-def champion_gate(config: PipelineConfig, ours: dict[str, Any], challenger: dict[str, Any]):
+def champion_gate(
+    config: PipelineConfig, ours: dict[str, Any], challenger: dict[str, Any]
+) -> dict[str, Any] | None:
     """`evaluation.change_threshold` for the challenger, as TFMA applies it to our model
     (absolute, higher is better): against the champion's figure our evaluation measured on the
     same rows. None without a change threshold or a champion."""
