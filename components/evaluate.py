@@ -95,7 +95,8 @@ def build_eval_config(
     config: PipelineConfig, num_classes: int, has_baseline: bool, with_model: bool = True
 ) -> Any:
     """The EvalConfig of the step; `with_model=False` reads the predictions from the examples
-    (PREDICTION_KEY) instead of running the model, for checking the metrics on known predictions."""
+    (PREDICTION_KEY) instead of running the model: for predictions made elsewhere (an AutoML
+    challenger) and for checking the metrics on known predictions."""
     from google.protobuf import wrappers_pb2
     from tensorflow_model_analysis.proto import config_pb2
 
@@ -327,7 +328,8 @@ def analyze(
     batch_size: int | None = INFERENCE_BATCH_SIZE,
 ) -> None:
     """TFMA's extract, evaluate and write on the tf.Examples at `data_path`, one model per
-    ModelSpec name in `model_dirs`, into `output_dir`.
+    ModelSpec name in `model_dirs`, into `output_dir`. With no models (`{}`) TFMA reads the
+    predictions from the examples (model-agnostic, see `build_eval_config(with_model=False)`).
 
     With `batch_size` the reader hands the model fixed batches of that many rows; None runs
     `tfma.run_model_analysis` as it is, with Beam's adaptive batching (the reference the
@@ -340,7 +342,7 @@ def analyze(
             to_beam_uri(directory), eval_config=eval_config, model_name=name
         )
         for name, directory in model_dirs.items()
-    ]
+    ] or None
     # Beam (on Dataflow: its workers) reads and writes /gcs/ paths as gs:// URIs.
     data_uri, output_uri = to_beam_uri(data_path), to_beam_uri(output_dir)
     options = beam.options.pipeline_options.PipelineOptions(beam_args)
@@ -389,17 +391,47 @@ def run_evaluate(
     `output_dir` holds TFMA's output (loadable with `tfma.load_eval_result` and
     `tfma.load_validation_result`), the test examples, and metrics.json.
     """
+    classes = read_model_info(model_dir)["classes"]
+    return evaluate_test_split(
+        config,
+        dataset_dir,
+        classes,
+        output_dir,
+        model_dir=model_dir,
+        baseline_model_dir=baseline_model_dir,
+    )
+
+
+def evaluate_test_split(
+    config: PipelineConfig,
+    dataset_dir: str | Path,
+    classes: list[str],
+    output_dir: str | Path,
+    *,
+    model_dir: str | Path | None = None,
+    probabilities: Any = None,
+    baseline_model_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """The evaluation and gates of the evaluate step on the test split, for our model
+    (`model_dir`, run by TFMA, against the champion at `baseline_model_dir` when given) or for
+    predictions made elsewhere (`probabilities`, one row per test row in the test split's order,
+    one column per class of `classes`; TFMA reads them from the examples). TFMA 0.52 takes a
+    baseline only as a loaded model beside a loaded candidate, so given predictions have none:
+    their change threshold against the champion is the caller's (`components.automl`)."""
     import tensorflow_model_analysis as tfma
 
-    info = read_model_info(model_dir)
-    classes = info["classes"]
+    if (model_dir is None) == (probabilities is None):
+        raise ValueError("evaluate_test_split needs exactly one of model_dir and probabilities")
+    if probabilities is not None and baseline_model_dir:
+        raise ValueError("evaluate_test_split takes no baseline for given probabilities")
     test = read_split(dataset_dir, "test")
     has_baseline = bool(baseline_model_dir)
-    eval_config = build_eval_config(config, len(classes), has_baseline)
+    with_model = model_dir is not None
+    eval_config = build_eval_config(config, len(classes), has_baseline, with_model=with_model)
     with atomic_dir(output_dir) as out:
         data_path = out / "test_examples.tfrecord"
-        rows = write_examples(config, test, classes, data_path)
-        model_dirs = {CANDIDATE: model_dir}
+        rows = write_examples(config, test, classes, data_path, probabilities)
+        model_dirs = {CANDIDATE: model_dir} if with_model else {}
         if has_baseline:
             model_dirs[BASELINE] = baseline_model_dir
         analyze(eval_config, model_dirs, data_path, out, config.beam_args)

@@ -557,6 +557,101 @@ def vertex_model_monitoring(
     return job.resource_name
 
 
+def automl_export(
+    config_json: str,
+    dataset: Input[Dataset],
+    training_csv: Output[Dataset],
+    test_csv: Output[Dataset],
+) -> NamedTuple(
+    "AutoMLExport", [("training_uri", str), ("test_uris", list), ("predictions_prefix", str)]
+):
+    """Our splits as CSV for the AutoML challenger (`components.automl.export_automl_splits`),
+    their gs:// URIs for the dataset and the batch prediction job, and where that job writes
+    (beside this step's outputs, so each run has its own)."""
+    from collections import namedtuple
+
+    from components.automl import TEST_CSV, TRAINING_CSV, export_automl_splits
+    from mlops.config import PipelineConfig
+
+    config = PipelineConfig.from_json(config_json)
+    # Each output is a folder holding one .csv file, as AutoML's importers expect.
+    training = f"{training_csv.path}/{TRAINING_CSV}"
+    summary = export_automl_splits(config, dataset.path, training, f"{test_csv.path}/{TEST_CSV}")
+    training_csv.metadata.update(summary)
+    outputs = namedtuple("AutoMLExport", ["training_uri", "test_uris", "predictions_prefix"])
+    prefix = training_csv.uri.rsplit("/", 1)[0] + "/automl-predictions"
+    return outputs(f"{training_csv.uri}/{TRAINING_CSV}", [f"{test_csv.uri}/{TEST_CSV}"], prefix)
+
+
+def evaluate_challenger(
+    config_json: str,
+    step_log: str,
+    dataset: Input[Dataset],
+    transform_graph: Input[Artifact],
+    predictions: Input[Artifact],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+) -> NamedTuple("ChallengerOutputs", [("blessed", bool)]):
+    """The evaluate step's evaluation and gates on AutoML's batch predictions of the test split
+    (`predictions`: the job's output directory)."""
+    from collections import namedtuple
+
+    from components.automl import run_evaluate_challenger
+    from components.evaluate import confusion_matrix
+    from mlops.config import PipelineConfig
+    from mlops.steps import exit_without_teardown, run_step
+
+    config = PipelineConfig.from_json(config_json)
+    summary = run_step(
+        step_log,
+        "evaluate_challenger",
+        run_evaluate_challenger,
+        config,
+        dataset.path,
+        transform_graph.path,
+        predictions.path,
+        evaluation.path,
+    )
+    for name, value in summary["metrics"].get("overall", {}).items():
+        metrics.log_metric(name, value)
+    metrics.log_metric("blessed", float(summary["blessed"]))
+    classes, matrix = confusion_matrix(evaluation.path)
+    confusion.log_confusion_matrix(classes, matrix)
+    evaluation.metadata["blessed"] = summary["blessed"]
+    exit_without_teardown()
+    return namedtuple("ChallengerOutputs", ["blessed"])(bool(summary["blessed"]))
+
+
+def compare_challenger(
+    config_json: str,
+    evaluation: Input[Artifact],
+    challenger_evaluation: Input[Artifact],
+    challenger_model: Input[VertexModel],
+    comparison: Output[Artifact],
+    metrics: Output[Metrics],
+) -> NamedTuple("Comparison", [("model_blessed", bool)]):
+    """Our model or the AutoML challenger, whichever is better on the same test rows
+    (`components.automl.compare_with_challenger`); `model_blessed` gates our registration."""
+    from collections import namedtuple
+
+    from components.automl import run_compare
+    from mlops.config import PipelineConfig
+
+    config = PipelineConfig.from_json(config_json)
+    model = challenger_model.metadata.get("resourceName") or challenger_model.uri
+    result = run_compare(
+        config, evaluation.path, challenger_evaluation.path, comparison.path, model
+    )
+    metric = result["metric"]
+    for side in ("ours", "challenger"):
+        if result[side][metric] is not None:
+            metrics.log_metric(f"{side}_{metric}", result[side][metric])
+    metrics.log_metric("challenger_won", float(result["challenger_blessed"]))
+    comparison.metadata.update({"winner": result["winner"], "detail": result["detail"]})
+    return namedtuple("Comparison", ["model_blessed"])(bool(result["model_blessed"]))
+
+
 STEP_FUNCTIONS = {
     "ingest": ingest,
     "validate_data": validate_data,
@@ -583,6 +678,9 @@ STEP_FUNCTIONS = {
     "retrain_decision": retrain_decision,
     "launch_training": launch_training,
     "vertex_model_monitoring": vertex_model_monitoring,
+    "automl_export": automl_export,
+    "evaluate_challenger": evaluate_challenger,
+    "compare_challenger": compare_challenger,
 }
 
 

@@ -336,6 +336,21 @@ class DataflowConfig(_Strict):
     use_public_ips: bool = True
 
 
+class AutoMLChallengerConfig(_Strict):
+    """An AutoML Tabular model trained on our split beside ours (Vertex AI only), evaluated with
+    the same evaluation and gates on the same test rows; the better on framing.success_metric
+    is blessed (see components/automl.py)."""
+
+    enabled: bool = False
+    # AutoML's training budget: 1000 milli node hours = 1 node hour (Vertex allows 1000-72000).
+    budget_milli_node_hours: Annotated[int, Field(ge=1000, le=72000)] = 1000
+    # None: AutoML's default (maximize-au-roc for two classes, minimize-log-loss for more).
+    # maximize-au-roc and maximize-au-prc need two classes.
+    optimization_objective: (
+        Literal["maximize-au-roc", "maximize-au-prc", "minimize-log-loss"] | None
+    ) = None
+
+
 class VertexConfig(_Strict):
     project: str | None = None
     # One region for everything: pipeline job, custom jobs, models, endpoints, Dataflow.
@@ -375,6 +390,7 @@ class VertexConfig(_Strict):
     parent_model: str | None = Field(
         default=None, pattern=r"^projects/[^/]+/locations/[^/]+/models/[^/]+$"
     )
+    automl_challenger: AutoMLChallengerConfig = AutoMLChallengerConfig()
 
     @model_validator(mode="after")
     def _check(self) -> VertexConfig:

@@ -41,6 +41,24 @@ def check_vertex_ready(config: PipelineConfig) -> None:
             f"{vertex.training.accelerator_type} but vertex.gpu_image is not set: set it (or pass "
             "--gpu-image) to the CUDA build of the image (Dockerfile --build-arg ACCELERATOR=gpu)"
         )
+    if vertex.automl_challenger.enabled:
+        # The challenger's dataset, training job and batch prediction are resources of a
+        # project, read CSVs from the pipeline root and write predictions under it.
+        needs = [
+            f"vertex.{name} ({why})"
+            for name, why in (
+                ("project", "the AutoML dataset, training job and batch prediction live in it"),
+                ("pipeline_root", "the split CSVs and AutoML's predictions are written under it"),
+            )
+            if not getattr(vertex, name)
+        ]
+        if needs:
+            raise ConfigError(
+                "vertex.automl_challenger.enabled needs "
+                + " and ".join(needs)
+                + f": set {'them' if len(needs) > 1 else 'it'} in the config's vertex: section "
+                "(mlops submit also takes --project and --pipeline-root)"
+            )
     if vertex.tensorboard:
         # Vertex AI refuses a custom job with a TensorBoard but no service account, and the
         # job's logs need a Cloud Storage home (its base output directory).

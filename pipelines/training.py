@@ -4,14 +4,25 @@
 Steps that only exist on Google Cloud are chosen here, at build time, with the same inputs and
 outputs as their local twins: training becomes a Vertex custom job (machine type, accelerators and
 replicas from config) and registration uploads to Vertex AI Model Registry under the parent model
-found by label, with the `champion` alias.
+found by label, with the `champion` alias. With `vertex.automl_challenger.enabled`, an AutoML
+Tabular model trained on the same split is evaluated the same way and the better one is blessed
+(`_automl_challenger`); AutoML exists on Vertex only, so the local pipeline runs without it and
+says so when it is built.
 """
+
+import warnings
 
 from kfp import dsl
 
 from components.ops import make_op, make_ops
 from mlops.config import PipelineConfig
 from pipelines.builders import check_target
+
+LOCAL_WITHOUT_CHALLENGER = (
+    "vertex.automl_challenger.enabled: AutoML Tabular exists on Vertex AI only, so the local "
+    "pipeline trains, evaluates and blesses our model alone (compile with --target vertex for "
+    "the challenger)"
+)
 
 
 def pipeline_name(config: PipelineConfig) -> str:
@@ -24,6 +35,9 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
     check_target(target)
     ops = make_ops(config.vertex.image)
     vertex = config.vertex
+    challenger = target == "vertex" and vertex.automl_challenger.enabled
+    if vertex.automl_challenger.enabled and target != "vertex":
+        warnings.warn(LOCAL_WITHOUT_CHALLENGER, stacklevel=2)
 
     if target == "vertex":
         from google_cloud_pipeline_components.v1.custom_job import (
@@ -96,12 +110,17 @@ def build_training_pipeline(config: PipelineConfig, target: str = "local"):
         evaluation = evaluate.outputs["evaluation"]
         explanation = ops.explain(dataset=dataset, model=model, **common)
         explanation = explanation.set_display_name("explain").outputs["explanation"]
+        blessed = evaluate.outputs["blessed"]
+        if challenger:
+            blessed = _automl_challenger(
+                config, ops, dataset, transform_graph, evaluation, **common
+            )
         if target == "vertex":
             _register_on_vertex(
                 config,
                 ops,
                 model,
-                evaluate.outputs["blessed"],
+                blessed,
                 common["config_json"],
                 run_id=run_id,
                 dataset=dataset,
@@ -197,3 +216,101 @@ def _tune(config: PipelineConfig, target: str, ops, dataset, transform_graph, **
     return ops.vertex_tuning_result(
         config_json=common["config_json"], gcp_resources=job.outputs["gcp_resources"]
     ).set_display_name("tuning-result")
+
+
+def _automl_challenger(  # noqa: ANN202
+    config: PipelineConfig,
+    ops,  # noqa: ANN001
+    dataset,  # noqa: ANN001
+    transform_graph,  # noqa: ANN001
+    evaluation,  # noqa: ANN001
+    config_json,  # noqa: ANN001
+    step_log,  # noqa: ANN001
+):
+    """AutoML Tabular on our split, evaluated like our model; returns the channel of our model's
+    final blessing (withdrawn when the challenger is better).
+
+    Our splits go to Cloud Storage as CSV with a predefined split column; GCPC creates the
+    tabular dataset, trains AutoML on it (our features only, typed as ours, with the budget and
+    objective from config) and batch-predicts the test split; `evaluate_challenger` runs the
+    evaluate step's code on those predictions and `compare_challenger` applies the change
+    threshold against the champion (from our evaluation's figures of it) and picks the better
+    model on `framing.success_metric`."""
+    from google_cloud_pipeline_components.v1.automl.training_job import (
+        AutoMLTabularTrainingJobRunOp,
+    )
+    from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
+    from google_cloud_pipeline_components.v1.dataset import TabularDatasetCreateOp
+
+    from components.automl import (
+        CHALLENGER_LABEL,
+        SPLIT_COLUMN,
+        column_specs,
+        target_column,
+    )
+
+    vertex, settings = config.vertex, config.vertex.automl_challenger
+    name = f"{config.name}-automl"
+    labels = {CHALLENGER_LABEL: config.name}
+    where = {"project": vertex.project, "location": vertex.region}
+    key = vertex.encryption_key or ""
+    export = ops.automl_export(config_json=config_json, dataset=dataset)
+    export.set_display_name("automl-export")
+    created = TabularDatasetCreateOp(
+        display_name=name,
+        gcs_source=export.outputs["training_uri"],
+        labels=labels,
+        **({"encryption_spec_key_name": key} if key else {}),
+        **where,
+    ).set_display_name("automl-dataset")
+    objective = (
+        {"optimization_objective": settings.optimization_objective}
+        if settings.optimization_objective
+        else {}
+    )
+    keys = (
+        {"training_encryption_spec_key_name": key, "model_encryption_spec_key_name": key}
+        if key
+        else {}
+    )
+    trained = AutoMLTabularTrainingJobRunOp(
+        display_name=name,
+        optimization_prediction_type="classification",
+        dataset=created.outputs["dataset"],
+        target_column=target_column(config),
+        column_specs=column_specs(config),
+        predefined_split_column_name=SPLIT_COLUMN,
+        budget_milli_node_hours=settings.budget_milli_node_hours,
+        model_display_name=name,
+        labels=labels,
+        model_labels=labels,
+        **objective,
+        **keys,
+        **where,
+    ).set_display_name("automl-train")
+    predicted = ModelBatchPredictOp(
+        job_display_name=f"{name}-test",
+        model=trained.outputs["model"],
+        instances_format="csv",
+        predictions_format="jsonl",
+        gcs_source_uris=export.outputs["test_uris"],
+        gcs_destination_output_uri_prefix=export.outputs["predictions_prefix"],
+        service_account=vertex.service_account or "",
+        encryption_spec_key_name=key,
+        labels=labels,
+        **where,
+    ).set_display_name("automl-batch-predict")
+    evaluated = ops.evaluate_challenger(
+        config_json=config_json,
+        step_log=step_log,
+        dataset=dataset,
+        transform_graph=transform_graph,
+        predictions=predicted.outputs["gcs_output_directory"],
+    ).set_display_name("evaluate-automl")
+    compared = ops.compare_challenger(
+        config_json=config_json,
+        evaluation=evaluation,
+        challenger_evaluation=evaluated.outputs["evaluation"],
+        challenger_model=trained.outputs["model"],
+    ).set_display_name("compare-challenger")
+    return compared.outputs["model_blessed"]
