@@ -321,3 +321,36 @@ def gbt_summary(estimator: Any, stages_fitted: int) -> dict[str, Any]:
         "max_depth": int(max(tree.tree_.max_depth for tree in trees)),
         "learning_rate": float(estimator.learning_rate),
     }
+
+
+def train_gbt(
+    train: tuple[dict[str, Any], np.ndarray],
+    evaluation: tuple[dict[str, Any], np.ndarray],
+    num_classes: int,
+    training: TrainingConfig,
+    class_weights: dict[int, float] | None,
+) -> dict[str, Any]:
+    """The gbt family as the training step fits a family: fitted on the transformed train
+    features, stages chosen on eval, compiled; eval loss and accuracy from the compiled model
+    (as Keras evaluates the other families). Returns {"model", "curves", "eval_loss",
+    "eval_accuracy", "epochs_run" (stages fitted), "gbt" (what the trees are)}."""
+    names = sorted(train[0])
+    estimator, curves, fitted = fit_gbt(
+        (feature_matrix(train[0], names), np.asarray(train[1])),
+        (feature_matrix(evaluation[0], names), np.asarray(evaluation[1])),
+        num_classes,
+        training,
+        class_weights,
+    )
+    model = compile_gbt(estimator, train[0], num_classes)
+    eval_loss, eval_accuracy = model.evaluate(
+        dict(evaluation[0]), np.asarray(evaluation[1]), batch_size=1024, verbose=0
+    )
+    return {
+        "model": model,
+        "curves": curves,
+        "eval_loss": float(eval_loss),
+        "eval_accuracy": float(eval_accuracy),
+        "epochs_run": fitted,
+        "gbt": gbt_summary(estimator, fitted),
+    }
