@@ -262,7 +262,7 @@ def _transformed(config, transform_dir, frame) -> dict[str, np.ndarray]:
     return {name: np.asarray(tensor) for name, tensor in out.items()}
 
 
-def test_penguins_gbt_serves_raw_rows_with_sklearns_probabilities(penguins_gbt) -> None:
+def test_penguins_gbt_serves_raw_rows_with_sklearns_probabilities(penguins_gbt, tmp_path) -> None:
     import pandas as pd
     import tensorflow as tf
 
@@ -315,6 +315,14 @@ def test_penguins_gbt_serves_raw_rows_with_sklearns_probabilities(penguins_gbt) 
     np.testing.assert_allclose(served, expected, atol=1e-5, rtol=0)
     accuracy = float((served[: len(test)].argmax(axis=1) == splits["test"][2]).mean())
     assert accuracy >= 0.9
+    # The tf.Example signature (what TFMA and batch jobs read) gives the same probabilities.
+    from components.evaluate import write_examples
+
+    records = tmp_path / "rows.tfrecord"
+    write_examples(config, rows, classes, records)
+    examples = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(str(records))])
+    from_examples = loaded.signatures["serving_tf_example"](examples=examples)["probabilities"]
+    np.testing.assert_allclose(from_examples.numpy(), served, atol=1e-6, rtol=0)
 
 
 def test_report_compares_gbt_with_the_keras_family(penguins_gbt) -> None:
