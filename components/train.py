@@ -368,7 +368,9 @@ def run_train(
                     "training fits gbt, but TF_CONFIG names a cluster: scikit-learn's boosted "
                     "trees train on one machine; run with one replica"
                 )
-            return train_gbt(splits["train"], splits["eval"], len(classes), training, weights)
+            return train_gbt(
+                splits["train"], splits["eval"], len(classes), training, weights, log_dir
+            )
         # The first family draws from the seed set above, exactly as a one-family run always
         # has (same weights, same model); the next ones restart from the same seed.
         if reseed:

@@ -329,10 +329,12 @@ def train_gbt(
     num_classes: int,
     training: TrainingConfig,
     class_weights: dict[int, float] | None,
+    log_dir: str | None = None,
 ) -> dict[str, Any]:
     """The gbt family as the training step fits a family: fitted on the transformed train
     features, stages chosen on eval, compiled; eval loss and accuracy from the compiled model
-    (as Keras evaluates the other families). Returns {"model", "curves", "eval_loss",
+    (as Keras evaluates the other families); the curves go to TensorBoard under `log_dir` when
+    given. Returns {"model", "curves", "eval_loss",
     "eval_accuracy", "epochs_run" (stages fitted), "gbt" (what the trees are)}."""
     names = sorted(train[0])
     estimator, curves, fitted = fit_gbt(
@@ -342,6 +344,8 @@ def train_gbt(
         training,
         class_weights,
     )
+    if log_dir:
+        write_tensorboard(curves, log_dir)
     model = compile_gbt(estimator, train[0], num_classes)
     eval_loss, eval_accuracy = model.evaluate(
         dict(evaluation[0]), np.asarray(evaluation[1]), batch_size=1024, verbose=0
@@ -354,3 +358,20 @@ def train_gbt(
         "epochs_run": fitted,
         "gbt": gbt_summary(estimator, fitted),
     }
+
+
+def write_tensorboard(curves: dict[str, list[float]], log_dir: str) -> None:
+    """The per-stage curves as TensorBoard scalars, where and as Keras' TensorBoard callback
+    writes them (`train/` and `validation/`, `epoch_loss` and `epoch_accuracy`, one step per
+    stage), so a Vertex AI TensorBoard shows trees and networks alike."""
+    import tensorflow as tf
+
+    for run, prefix in (("train", ""), ("validation", "val_")):
+        writer = tf.summary.create_file_writer(f"{log_dir.rstrip('/')}/{run}")
+        with writer.as_default():
+            for step, (loss, accuracy) in enumerate(
+                zip(curves[f"{prefix}loss"], curves[f"{prefix}{ACCURACY}"], strict=True)
+            ):
+                tf.summary.scalar("epoch_loss", loss, step=step)
+                tf.summary.scalar("epoch_accuracy", accuracy, step=step)
+        writer.close()

@@ -243,10 +243,10 @@ def penguins_gbt(tmp_path_factory):
         "gbt": {"n_estimators": 150},
     }
     config = config.with_overrides(training=training)
-    paths = {name: tmp / name for name in ("data", "transform", "model")}
+    paths = {name: tmp / name for name in ("data", "transform", "model", "logs")}
     run_ingest(config, paths["data"])
     run_transform(config, paths["data"], paths["transform"])
-    summary = run_train(config, paths["data"], paths["transform"], paths["model"])
+    summary = run_train(config, paths["data"], paths["transform"], paths["model"], paths["logs"])
     return config, paths, summary
 
 
@@ -276,6 +276,16 @@ def test_penguins_gbt_serves_raw_rows_with_sklearns_probabilities(penguins_gbt, 
     assert info["gbt"]["stages"] <= info["gbt"]["stages_fitted"] <= 150
     assert len(info["curves"]["val_loss"]) == info["epochs_run"] == info["gbt"]["stages_fitted"]
     assert info["fit_diagnosis"]["numbers"]["epochs_configured"] == 150  # gbt.n_estimators
+    # TensorBoard has one eval loss per stage (beside the linear family's two epochs).
+    from tensorflow.core.util import event_pb2
+
+    steps = set()
+    for path in (paths["logs"] / "validation").glob("events.out.tfevents*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            if any(value.tag == "epoch_loss" for value in event.summary.value):
+                steps.add(event.step)
+    assert steps >= set(range(info["gbt"]["stages_fitted"]))
 
     # The same trees, refitted here on the same transformed rows (deterministic: same seed).
     classes = read_label_classes(paths["transform"])
