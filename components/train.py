@@ -248,6 +248,20 @@ def _warm_start(
     return {**record, "applied": True, "note": f"started from the champion's weights ({family})"}
 
 
+def _gbt_round(num_classes: int, training: Any) -> Any:
+    """A self-training round of the gbt family: (train, eval) -> (model, eval loss, accuracy)."""
+    from mlops.trees import train_gbt
+
+    def fit_round(train: Any, evaluation: Any) -> tuple[Any, float, float]:
+        weights = (
+            class_weights(train[1], num_classes) if training.class_weight == "balanced" else None
+        )
+        fitted = train_gbt(train, evaluation, num_classes, training, weights)
+        return fitted["model"], fitted["eval_loss"], fitted["eval_accuracy"]
+
+    return fit_round
+
+
 def run_train(
     config: PipelineConfig,
     dataset_dir: str | Path,
@@ -341,6 +355,7 @@ def run_train(
             lambda labels: (
                 class_weights(labels, len(classes)) if training.class_weight == "balanced" else None
             ),
+            fit_round=_gbt_round(len(classes), training) if training.model == "gbt" else None,
         )
 
     callbacks: list[Any] = [

@@ -228,17 +228,12 @@ class TrainingConfig(_Strict):
         where = (
             "training.model is gbt"
             if self.model == "gbt" and not self.compare_families
-            else ("training.compare_families includes gbt")
+            else "training.compare_families includes gbt"
         )
         if self.warm_start:
             raise ValueError(
                 f"training.warm_start with {where}: warm start loads the champion's Keras "
                 "weights, and boosted trees are refitted from scratch; set warm_start: false"
-            )
-        if self.self_training.enabled:
-            raise ValueError(
-                f"training.self_training with {where}: self-training refits Keras models; "
-                "use a Keras family (linear, dnn, wide_deep) or disable self_training"
             )
         return self
 

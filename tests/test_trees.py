@@ -178,11 +178,6 @@ def test_gbt_config_loads_and_compares_with_keras_families(tmp_path: Path) -> No
             ["compare_families includes gbt", "warm_start"],
         ),
         (
-            "  model: gbt\n  self_training: {enabled: true}\n",
-            "",
-            ["training.self_training", "Keras family"],
-        ),
-        (
             "  model: gbt\n",
             "tuning:\n  enabled: true\n  search_space:\n"
             "    learning_rate: {type: double, min: 0.01, max: 0.1}\n",
@@ -345,3 +340,28 @@ def test_report_compares_gbt_with_the_keras_family(penguins_gbt) -> None:
     assert rows["gbt"]["params"] > 0  # node arrays, counted as (non-trainable) parameters
     page = modelling_html(read_model_info(paths["model"]))
     assert "<b>gbt</b>" in page and "<td>gbt</td>" in page and "<td>linear</td>" in page
+
+
+@pytest.mark.slow
+def test_self_training_refits_the_trees_each_round(tmp_path) -> None:
+    """Self-training with gbt: every round is a tree fit on the labelled rows plus the previous
+    round's pseudo-labels (85% of penguins' train labels blanked)."""
+    from components.ingest import run_ingest
+    from components.train import run_train
+    from components.transform import run_transform
+    from mlops.artifacts import read_model_info
+    from tests.test_self_training import _penguins_with_blank_train_labels
+
+    config, _, blanked = _penguins_with_blank_train_labels(tmp_path, 0.85)
+    training = {**config.training.model_dump(), "model": "gbt", "gbt": {"n_estimators": 100}}
+    config = config.with_overrides(training=training)
+    run_ingest(config, tmp_path / "data")
+    run_transform(config, tmp_path / "data", tmp_path / "transform")
+    result = run_train(config, tmp_path / "data", tmp_path / "transform", tmp_path / "model")
+    info = read_model_info(tmp_path / "model")
+    assert info["model_family"] == "gbt"
+    rounds = info["self_training"]["rounds"]
+    assert rounds[0]["pseudo_labels"] == 0 and rounds[1]["pseudo_labels"] > 0
+    assert all(r["pseudo_labels"] <= blanked for r in rounds)
+    assert rounds[-1]["eval_accuracy"] == pytest.approx(result["eval_accuracy"])
+    assert result["eval_accuracy"] >= 0.9
