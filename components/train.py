@@ -1,4 +1,5 @@
-"""Train: a Keras model on TFT-transformed features, exported with the transform graph inside.
+"""Train: a Keras model (or gradient-boosted trees compiled into TF ops, `mlops/trees.py`) on
+TFT-transformed features, exported with the transform graph inside.
 
 The SavedModel's `serving_default` takes raw features by internal name (`mlops.names.safe_name`:
 the name as written when it is already an identifier; float32 with NaN for missing numbers,
@@ -38,7 +39,7 @@ from mlops.features import (
     tf_input_signature,
     to_model_inputs,
 )
-from mlops.fit_diagnosis import diagnose_fit, prior_baseline
+from mlops.fit_diagnosis import GBT_WORDS, diagnose_fit, prior_baseline
 from mlops.io import atomic_dir, json_value, write_json_atomic
 from mlops.models import build_model, weight_shapes
 from mlops.tflite_export import export_tflite
@@ -247,6 +248,20 @@ def _warm_start(
     return {**record, "applied": True, "note": f"started from the champion's weights ({family})"}
 
 
+def _gbt_round(num_classes: int, training: Any) -> Any:
+    """A self-training round of the gbt family: (train, eval) -> (model, eval loss, accuracy)."""
+    from mlops.trees import train_gbt
+
+    def fit_round(train: Any, evaluation: Any) -> tuple[Any, float, float]:
+        weights = (
+            class_weights(train[1], num_classes) if training.class_weight == "balanced" else None
+        )
+        fitted = train_gbt(train, evaluation, num_classes, training, weights)
+        return fitted["model"], fitted["eval_loss"], fitted["eval_accuracy"]
+
+    return fit_round
+
+
 def run_train(
     config: PipelineConfig,
     dataset_dir: str | Path,
@@ -340,6 +355,7 @@ def run_train(
             lambda labels: (
                 class_weights(labels, len(classes)) if training.class_weight == "balanced" else None
             ),
+            fit_round=_gbt_round(len(classes), training) if training.model == "gbt" else None,
         )
 
     callbacks: list[Any] = [
@@ -359,6 +375,17 @@ def run_train(
     champion = _champion_for_warm_start(config, champion_dir) if training.warm_start else None
 
     def fit(family: str, scratch: Path, reseed: bool) -> dict[str, Any]:
+        if family == "gbt":  # scikit-learn's trees, compiled into TF ops (mlops/trees.py)
+            from mlops.trees import train_gbt
+
+            if multi_worker:
+                raise ValueError(
+                    "training fits gbt, but TF_CONFIG names a cluster: scikit-learn's boosted "
+                    "trees train on one machine; run with one replica"
+                )
+            return train_gbt(
+                splits["train"], splits["eval"], len(classes), training, weights, log_dir
+            )
         # The first family draws from the seed set above, exactly as a one-family run always
         # has (same weights, same model); the next ones restart from the same seed.
         if reseed:
@@ -424,11 +451,15 @@ def run_train(
         "eval_accuracy": best["eval_accuracy"],
         "class_weights": weights,
         "strategy": strategy_name,
-        "fit_diagnosis": diagnose_fit(curves, training.epochs, prior),
+        "fit_diagnosis": diagnose_fit(curves, training.epochs, prior)
+        if chosen != "gbt"
+        else diagnose_fit(curves, training.gbt.n_estimators, prior, words=GBT_WORDS),
         "curves": curves,
         "transformed_inputs": transformed,
         "weight_shapes": weight_shapes(model),
     }
+    if "gbt" in best:
+        info["gbt"] = best["gbt"]
     if len(families) > 1:
         info["family_comparison"] = [
             {

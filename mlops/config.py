@@ -151,8 +151,9 @@ class ValidationConfig(_Strict):
     max_shared_row_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
 
 
-# Keras model families over the TFT-transformed features (see mlops/models.py).
-ModelFamily = Literal["linear", "dnn", "wide_deep"]
+# Model families over the TFT-transformed features: Keras (mlops/models.py) and gradient-boosted
+# trees fitted by scikit-learn and compiled into TensorFlow ops (mlops/trees.py).
+ModelFamily = Literal["linear", "dnn", "wide_deep", "gbt"]
 
 
 class SelfTrainingConfig(_Strict):
@@ -164,9 +165,22 @@ class SelfTrainingConfig(_Strict):
     max_rounds: Annotated[int, Field(ge=1)] = 2
 
 
+class GbtConfig(_Strict):
+    """The `gbt` family: scikit-learn's GradientBoostingClassifier (see mlops/trees.py)."""
+
+    # Most boosting stages (one tree per class per stage; one per stage for a binary label).
+    # Fitting stops earlier when eval loss has not improved for early_stopping_rounds stages, and
+    # the model keeps the stages up to the best eval loss.
+    n_estimators: Annotated[int, Field(ge=1, le=5000)] = 300
+    max_depth: Annotated[int, Field(ge=1, le=12)] = 3
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
+    min_samples_leaf: Annotated[int, Field(ge=1)] = 1
+    early_stopping_rounds: Annotated[int, Field(ge=1)] = 20
+
+
 class TrainingConfig(_Strict):
     # linear: softmax regression on one-hot ids and numbers; dnn: embeddings + hidden layers;
-    # wide_deep: both, their logits summed.
+    # wide_deep: both, their logits summed; gbt: gradient-boosted trees (settings in `gbt`).
     model: ModelFamily = "dnn"
     # When set, each family listed is trained and the best on eval loss is exported; the run
     # report shows the comparison. Empty: train `model` only.
@@ -188,6 +202,7 @@ class TrainingConfig(_Strict):
     class_weight: Literal["balanced", "none"] = "balanced"
     seed: int = 42
     self_training: SelfTrainingConfig = SelfTrainingConfig()
+    gbt: GbtConfig = GbtConfig()
 
     @field_validator("compare_families")
     @classmethod
@@ -200,6 +215,27 @@ class TrainingConfig(_Strict):
                 "to train one family set training.model"
             )
         return families
+
+    @property
+    def families(self) -> list[str]:
+        """The families this training fits: compare_families, else model."""
+        return list(self.compare_families) or [self.model]
+
+    @model_validator(mode="after")
+    def _check_gbt(self) -> TrainingConfig:
+        if "gbt" not in self.families:
+            return self
+        where = (
+            "training.model is gbt"
+            if self.model == "gbt" and not self.compare_families
+            else "training.compare_families includes gbt"
+        )
+        if self.warm_start:
+            raise ValueError(
+                f"training.warm_start with {where}: warm start loads the champion's Keras "
+                "weights, and boosted trees are refitted from scratch; set warm_start: false"
+            )
+        return self
 
 
 # Training parameters a search may set (those of them that TrainingConfig has).
@@ -634,6 +670,18 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 "training.self_training.enabled needs data.unlabeled: keep (it is "
                 f"{self.data.unlabeled!r}): self-training learns from the rows without a label"
+            )
+        if self.training.families == ["gbt"] and self.tuning.enabled:
+            raise ValueError(
+                "tuning.enabled with training.model gbt: the search space names Keras training "
+                f"fields ({list(TUNABLE_PARAMETERS)}), which the trees do not read; set "
+                "training.gbt by hand, or compare gbt with a Keras family (compare_families)"
+            )
+        if "gbt" in self.training.families and self.vertex.training.replica_count > 1:
+            raise ValueError(
+                f"vertex.training.replica_count is {self.vertex.training.replica_count} and "
+                "training fits gbt: scikit-learn's boosted trees train on one machine; set "
+                "replica_count: 1"
             )
         if self.privacy.dlp.enabled and not self.vertex.project:
             raise ValueError(

@@ -38,6 +38,25 @@ class FitThresholds:
     accuracy_margin: float = 0.02
 
 
+@dataclass(frozen=True)
+class FitWords:
+    """How the advice names a family's steps and settings (Keras epochs by default)."""
+
+    step: str = "epoch"
+    budget: str = "training.epochs"
+    regularise: str = "add regularisation (training.l2, training.dropout) or data"
+    larger: str = "use a larger model, better features or a higher learning rate"
+
+
+# Gradient-boosted trees (mlops/trees.py): a step is a boosting stage.
+GBT_WORDS = FitWords(
+    step="stage",
+    budget="training.gbt.n_estimators",
+    regularise="lower training.gbt.max_depth or learning_rate, raise min_samples_leaf, or add data",
+    larger="raise training.gbt.max_depth, or use better features",
+)
+
+
 def prior_baseline(label_ids: Sequence[int], num_classes: int) -> dict[str, float]:
     """Loss (cross-entropy) and accuracy of predicting the train label frequencies for every row:
     the level a model that learned nothing reaches."""
@@ -55,10 +74,12 @@ def diagnose_fit(
     epochs_configured: int,
     baseline: dict[str, float],
     thresholds: FitThresholds = FitThresholds(),
+    words: FitWords = FitWords(),
 ) -> dict[str, Any]:
     """{"verdict": "overfitting" | "underfitting" | "good fit" | "still improving",
     "text": one sentence with the numbers, "numbers": {...}} from Keras history curves
-    (`loss`, `val_loss`, optionally `sparse_categorical_accuracy`)."""
+    (`loss`, `val_loss`, optionally `sparse_categorical_accuracy`); `words` name the steps
+    (epochs, boosting stages) and settings the advice points to."""
     for key in ("loss", "val_loss"):
         if not curves.get(key):
             raise ValueError(
@@ -98,9 +119,9 @@ def diagnose_fit(
     ):
         return _verdict(
             "overfitting",
-            f"eval loss rose from its best {best_val:.4f} (epoch {best + 1}) to {val[-1]:.4f} "
-            f"while train loss fell from {train[best]:.4f} to {train[-1]:.4f}: add "
-            "regularisation (training.l2, training.dropout) or data",
+            f"eval loss rose from its best {best_val:.4f} ({words.step} {best + 1}) to "
+            f"{val[-1]:.4f} while train loss fell from {train[best]:.4f} to {train[-1]:.4f}: "
+            f"{words.regularise}",
             numbers,
         )
     if (
@@ -109,8 +130,8 @@ def diagnose_fit(
     ):
         return _verdict(
             "overfitting",
-            f"eval loss {best_val:.4f} at its best epoch {best + 1} is {gap:.4f} above the train "
-            f"loss {train[best]:.4f}: add regularisation (training.l2, training.dropout) or data",
+            f"eval loss {best_val:.4f} at its best {words.step} {best + 1} is {gap:.4f} above "
+            f"the train loss {train[best]:.4f}: {words.regularise}",
             numbers,
         )
 
@@ -127,8 +148,9 @@ def diagnose_fit(
         ):
             return _verdict(
                 "still improving",
-                f"eval loss was still falling at the last of {epochs} epochs ({before:.4f} -> "
-                f"{val[-1]:.4f}, {drop:.1%} over {window} epochs): raise training.epochs",
+                f"eval loss was still falling at the last of {epochs} {words.step}s "
+                f"({before:.4f} -> {val[-1]:.4f}, {drop:.1%} over {window} {words.step}s): "
+                f"raise {words.budget}",
                 numbers,
             )
 
@@ -138,20 +160,19 @@ def diagnose_fit(
         return _verdict(
             "underfitting",
             f"best eval loss {best_val:.4f} is {kept:.0%} of the {baseline['loss']:.4f} a model "
-            "predicting only the class frequencies reaches: use a larger model, better features "
-            "or a higher learning rate",
+            f"predicting only the class frequencies reaches: {words.larger}",
             numbers,
         )
     if accuracy and float(accuracy[-1]) <= baseline["accuracy"] + thresholds.accuracy_margin:
         return _verdict(
             "underfitting",
             f"train accuracy {float(accuracy[-1]):.4f} is no better than always predicting the "
-            f"majority class ({baseline['accuracy']:.4f}): use a larger model or better features",
+            f"majority class ({baseline['accuracy']:.4f}): {words.larger}",
             numbers,
         )
     return _verdict(
         "good fit",
-        f"best eval loss {best_val:.4f} at epoch {best + 1} of {epochs} (train loss there "
+        f"best eval loss {best_val:.4f} at {words.step} {best + 1} of {epochs} (train loss there "
         f"{train[best]:.4f}), {kept:.0%} of the class-prior loss {baseline['loss']:.4f}",
         numbers,
     )

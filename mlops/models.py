@@ -10,6 +10,9 @@ exported serving signature, evaluation, explanation and batch prediction do not 
 
 `training.l2` puts an L2 penalty on every dense kernel; `training.dropout` follows each hidden
 layer.
+
+The fourth family, `gbt` (gradient-boosted trees), is fitted by scikit-learn and compiled into a
+Keras model of TensorFlow ops with the same inputs and outputs: see `mlops/trees.py`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from mlops.config import TrainingConfig
 
-MODEL_FAMILIES = ("linear", "dnn", "wide_deep")
+MODEL_FAMILIES = ("linear", "dnn", "wide_deep")  # the Keras families build_model builds
 
 
 def _kernel_regularizer(training: TrainingConfig) -> Any:
@@ -108,6 +111,12 @@ def build_model(
     `transformed_spec`; `sizes` gives the number of ids of each integer feature."""
     import keras
 
+    if family == "gbt":
+        raise ValueError(
+            "the gbt family is fitted by scikit-learn and compiled afterwards "
+            "(mlops.trees.train_gbt); build_model builds the Keras families "
+            f"{list(MODEL_FAMILIES)}"
+        )
     if family not in MODEL_FAMILIES:
         raise ValueError(f"training.model is {family!r}; expected one of {list(MODEL_FAMILIES)}")
     inputs, numbers, embedded = _inputs(transformed_spec, sizes, training, family != "linear")

@@ -94,8 +94,12 @@ def pseudo_label_rounds(
     make_model: Callable[[], Any],
     make_dataset: Callable[[Any, Any, bool], Any],
     class_weights: Callable[[np.ndarray], Any],
+    fit_round: Callable[[Any, Any], tuple[Any, float, float]] | None = None,
 ) -> tuple[tuple[Any, np.ndarray], dict[str, Any]]:
     """Fit rounds 0 .. max_rounds-1, each labelling the unlabeled rows anew with its model.
+
+    Each round is a Keras fit of `make_model()` unless `fit_round` ((train, eval) -> (model with
+    a Keras `predict`, eval loss, eval accuracy)) fits it another way, as the gbt family does.
 
     Returns the train set for the last round (labelled rows plus the last pseudo-labels) and
     the record so far: per round, the pseudo-labels it trained on (per class) and its eval
@@ -120,8 +124,10 @@ def pseudo_label_rounds(
     current = train
     added: dict[str, int] = dict.fromkeys(classes, 0)
     for round_number in range(settings.max_rounds):
-        model, loss, accuracy = _fit_round(
-            make_model, make_dataset, current, evaluation, config, class_weights
+        model, loss, accuracy = (
+            fit_round(current, evaluation)
+            if fit_round is not None
+            else _fit_round(make_model, make_dataset, current, evaluation, config, class_weights)
         )
         record["rounds"].append(
             {
