@@ -683,6 +683,10 @@ class PipelineConfig(_Strict):
                 f"features.image needs training.model: cnn (got {sorted(families)}): the other "
                 "families read tabular features"
             )
+        if image is not None and (self.tuning.enabled or self.training.self_training.enabled):
+            raise ValueError(
+                "features.image does not support tuning.enabled or training.self_training yet"
+            )
         if image is None and "cnn" in families:
             raise ValueError("training.model cnn needs features.image (an image column)")
         for name in self.evaluation.slices:

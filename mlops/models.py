@@ -108,6 +108,10 @@ def build_model(
     `transformed_spec`; `sizes` gives the number of ids of each integer feature."""
     import keras
 
+    if family == "cnn":  # image models (features.image): mlops/image_models.py
+        from mlops.image_models import build_cnn
+
+        return build_cnn(transformed_spec, num_classes, training)
     if family not in MODEL_FAMILIES:
         raise ValueError(f"training.model is {family!r}; expected one of {list(MODEL_FAMILIES)}")
     inputs, numbers, embedded = _inputs(transformed_spec, sizes, training, family != "linear")
