@@ -30,6 +30,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _MODES = {1: ("L",), 3: ("RGB",)}
 
 
+# Why image models get no feature attributions (explain step, the server's explain route).
+IMAGE_EXPLAIN_NOTE = (
+    "no attributions for image models: sampled Shapley over raw features gives the whole image "
+    "one number; pixel or region attributions are not implemented yet"
+)
+
+
 class ImageError(ValueError):
     """An image cannot be used; the message names the file (or instance) and what was expected."""
 
@@ -48,9 +55,18 @@ def encode_png(pixels: Any) -> bytes:
     return buffer.getvalue()
 
 
-def check_image(data: bytes, image: ImageConfig, where: str) -> None:
-    """Raise ImageError naming `where` unless `data` decodes to a height x width image with the
-    configured channels."""
+def blank_png(image: ImageConfig) -> bytes:
+    """A black PNG of the configured size (the server's warm-up request)."""
+    import numpy as np
+
+    shape = (image.height, image.width) + ((3,) if image.channels == 3 else ())
+    return encode_png(np.zeros(shape, np.uint8))
+
+
+def check_image(data: bytes, image: ImageConfig, where: str, exact: bool = True) -> None:
+    """Raise ImageError naming `where` unless `data` decodes to a PNG/JPEG image and (when
+    `exact`: training data) is height x width with the configured channels. Served images may
+    differ in size and colour: the model's graph converts and resizes them."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -61,6 +77,8 @@ def check_image(data: bytes, image: ImageConfig, where: str) -> None:
         raise ImageError(f"{where}: not a decodable PNG or JPEG image ({exc})") from None
     if fmt not in ("PNG", "JPEG"):
         raise ImageError(f"{where}: a {fmt} image; expected PNG or JPEG")
+    if not exact:
+        return
     if mode not in _MODES[image.channels]:
         raise ImageError(
             f"{where}: image mode {mode} does not have features.image.channels "
@@ -153,6 +171,21 @@ def content_keys(frame: pd.DataFrame) -> pd.DataFrame:
                 lambda v: hashlib.sha256(v).hexdigest() if isinstance(v, bytes) else v
             )
     return out
+
+
+def pixel_matrix(values: Any, image: ImageConfig) -> Any:
+    """Images (encoded bytes) as a float [n, H*W*C] matrix in [0, 1], decoded with Pillow (no
+    TensorFlow): the raw features of the linear baseline."""
+    import numpy as np
+    from PIL import Image
+
+    mode = _MODES[image.channels][0]
+    rows = []
+    for data in values:
+        with Image.open(io.BytesIO(data)) as opened:
+            pixels = opened.convert(mode).resize((image.width, image.height))
+            rows.append(np.asarray(pixels, dtype=np.float64).reshape(-1) / 255.0)
+    return np.stack(rows)
 
 
 def decode_b64(value: Any, where: str) -> bytes:
