@@ -425,6 +425,7 @@ def run_train(
             "numeric": config.features.numeric,
             "categorical": config.features.categorical,
             "categorical_types": raw_types,
+            **({"image": config.features.image.model_dump()} if config.features.image else {}),
         },
         # each raw feature's key in the SavedModel signatures (the server maps requests keyed
         # by the names as written onto them)

@@ -188,6 +188,23 @@ def pixel_matrix(values: Any, image: ImageConfig) -> Any:
     return np.stack(rows)
 
 
+def image_values(column: pd.Series) -> pd.Series:
+    """Serving data's image column as bytes: request logs keep instances as received
+    ({"b64": ...}), batch files hold bytes; anything else (missing) becomes None."""
+
+    def one(value: Any) -> bytes | None:
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, dict) and isinstance(value.get("b64"), str):
+            try:
+                return base64.b64decode(value["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                return None
+        return None
+
+    return column.map(one).astype(object)
+
+
 def decode_b64(value: Any, where: str) -> bytes:
     """Image bytes from Vertex's JSON convention for binary data, {"b64": "<base64>"}."""
     if not isinstance(value, dict) or set(value) != {"b64"} or not isinstance(value["b64"], str):
