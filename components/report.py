@@ -297,31 +297,34 @@ def build_report(
     importance = explanations["importance"]
     ordered = sorted(importance["overall"], key=importance["overall"].get, reverse=True)
     parts.append("<h2>Feature attributions</h2>")
-    if explanations.get("skipped"):
+    if explanations.get("skipped"):  # image models (mlops/images.py)
         parts.append(f"<p>Skipped: {html.escape(explanations['skipped'])}.</p>")
-    parts.append(
-        f"<p>Sampled Shapley on raw features ({explanations['paths']} paths, "
-        f"{explanations['rows']} test rows): mean absolute attribution to the predicted class's "
-        "probability, overall and per slice.</p>"
-    )
-    groups = [g for g in importance if g != "overall"]
-    parts.append(
-        figure_grid(
-            [
-                bar_chart_html(
-                    "overall",
-                    ordered,
-                    {"mean |attribution|": [importance["overall"][f] for f in ordered]},
-                )
-            ]
-            + [
-                bar_chart_html(
-                    group, ordered, {"mean |attribution|": [importance[group][f] for f in ordered]}
-                )
-                for group in groups[:8]
-            ]
+    else:
+        parts.append(
+            f"<p>Sampled Shapley on raw features ({explanations['paths']} paths, "
+            f"{explanations['rows']} test rows): mean absolute attribution to the predicted class's "
+            "probability, overall and per slice.</p>"
         )
-    )
+        groups = [g for g in importance if g != "overall"]
+        parts.append(
+            figure_grid(
+                [
+                    bar_chart_html(
+                        "overall",
+                        ordered,
+                        {"mean |attribution|": [importance["overall"][f] for f in ordered]},
+                    )
+                ]
+                + [
+                    bar_chart_html(
+                        group,
+                        ordered,
+                        {"mean |attribution|": [importance[group][f] for f in ordered]},
+                    )
+                    for group in groups[:8]
+                ]
+            )
+        )
 
     parts.append("<h2>Evaluation (test split, TFMA)</h2>")
     metrics = evaluation["metrics"]

@@ -280,3 +280,35 @@ def test_digits_compiles_for_vertex_with_the_custom_training_job(tmp_path: Path)
     assert "register-vertex" in spec["components"][f"comp-{condition}"]["dag"]["tasks"]
     default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
     assert PipelineConfig.from_json(default).features.image.column == "image"
+
+
+@pytest.mark.slow
+def test_monitoring_compares_served_images_by_content(digits_chain) -> None:
+    import pandas as pd
+
+    from mlops.artifacts import SCHEMA_FILE, STATS_FILE
+    from mlops.monitoring import run_monitoring
+
+    config, tmp, *_ = digits_chain
+    test = pd.read_parquet(tmp / "data" / "test.parquet")
+
+    def monitor(images: list[bytes], labels: list[int], name: str) -> dict:
+        # as the request log keeps them: instances as received, here with the true label
+        logged = pd.DataFrame(
+            {"image": [{"b64": base64.b64encode(b).decode()} for b in images], "digit": labels}
+        )
+        return run_monitoring(
+            config,
+            training_statistics=str(tmp / "stats" / STATS_FILE),
+            schema=str(tmp / "schema" / SCHEMA_FILE),
+            current=logged,
+            model_dir=str(tmp / "model"),
+            output_dir=str(tmp / name),
+        )
+
+    normal = monitor(list(test["image"]), list(test["digit"]), "normal")
+    assert not [f for f in normal["findings"] if f["feature"] == "image"]
+    assert normal["quality"]["accuracy"] >= 0.95  # the model read the logged images
+    repeated = monitor([test["image"][0]] * 60, [test["digit"][0]] * 60, "repeated")
+    (skew,) = [r for r in repeated["skew"] if r["feature"] == "image"]
+    assert skew["value"] > 0.9  # one image sent over and over: L-infinity of content hashes
