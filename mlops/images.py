@@ -73,7 +73,9 @@ def check_image(data: bytes, image: ImageConfig, where: str, exact: bool = True)
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
             size, mode, fmt = opened.size, opened.mode, opened.format
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        raise ImageError(f"{where}: not a decodable PNG or JPEG image") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # a truncated or corrupt image
         raise ImageError(f"{where}: not a decodable PNG or JPEG image ({exc})") from None
     if fmt not in ("PNG", "JPEG"):
         raise ImageError(f"{where}: a {fmt} image; expected PNG or JPEG")
