@@ -93,13 +93,13 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
             f"are {columns}{spelling_hints(missing_features, columns)}"
         )
     frame = frame.drop(columns=[c for c in data.exclude_columns if c in frame.columns])
+    # Image bytes are no text to scan for personal data: held out of the checks, put back after.
+    images = frame.pop(config.features.image.column) if is_image_source(config) else None
     found_by_dlp = {}
     if config.privacy.dlp.enabled:
         from mlops.dlp import dlp_findings
 
         found_by_dlp = dlp_findings(frame, config.privacy.dlp, config.vertex.project)
-    # Image bytes are no text to scan for personal data: held out of the check, put back after.
-    images = frame.pop(config.features.image.column) if is_image_source(config) else None
     try:
         frame, privacy = apply_privacy(frame, config.privacy, data.source, data.label, found_by_dlp)
     except PersonalDataError as exc:
