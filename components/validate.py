@@ -113,7 +113,9 @@ def run_data_validation(
     # the data may outgrow one machine; here in-process, on the frames the readiness checks below
     # read whole anyway, which saves a local Beam pipeline's start-up (seconds per run).
     with atomic_dir(statistics_dir) as out:
-        if _on_dataflow(config.beam_args):
+        # Image splits are summarised in-process, on their content hashes (a binary column
+        # has no statistics of its own in the sketches).
+        if _on_dataflow(config.beam_args) and config.features.image is None:
             stats = statistics_of_parquet(
                 {split: Path(dataset_dir) / f"{split}.parquet" for split in SPLITS},
                 out / STATS_FILE,

@@ -312,3 +312,17 @@ def test_monitoring_compares_served_images_by_content(digits_chain) -> None:
     repeated = monitor([test["image"][0]] * 60, [test["digit"][0]] * 60, "repeated")
     (skew,) = [r for r in repeated["skew"] if r["feature"] == "image"]
     assert skew["value"] > 0.9  # one image sent over and over: L-infinity of content hashes
+
+
+@pytest.mark.slow
+def test_validation_of_images_on_dataflow_settings_summarises_in_process(digits_chain) -> None:
+    from components.validate import run_data_validation
+
+    config, tmp, *_ = digits_chain
+    # the Beam statistics have no binary column type: image splits never go there
+    on_dataflow = config.with_overrides(
+        beam_args=["--runner=DataflowRunner", "--project=p", "--temp_location=gs://b/t"]
+    )
+    out = tmp / "dataflow-validation"
+    summary = run_data_validation(on_dataflow, tmp / "data", out / "s", out / "sc", out / "a")
+    assert summary["blocking"] == [] and summary["readiness"]["missing_rate"] == {"image": 0.0}
