@@ -85,6 +85,10 @@ def write_examples(
                     feature[internal[name]] = tf.train.Feature(
                         bytes_list=tf.train.BytesList(value=[text.encode()])
                     )
+            if features.image is not None and row.get(features.image.column):
+                feature[internal[features.image.column]] = tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[row[features.image.column]])
+                )
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             writer.write(example.SerializeToString())
             count += 1

@@ -18,6 +18,8 @@ from mlops.io import atomic_dir, json_value, write_json_atomic
 def run_explain(
     config: PipelineConfig, dataset_dir: str | Path, model_dir: str | Path, output_dir: str | Path
 ) -> dict[str, Any]:
+    if config.features.image is not None:  # said in explanations.json and the report
+        return _skip_images(output_dir)
     from mlops.serving.server import load_model
 
     settings, features = config.explain, config.features
@@ -62,3 +64,20 @@ def run_explain(
     with atomic_dir(output_dir) as out:
         write_json_atomic(out / EXPLANATIONS_FILE, summary)
     return {k: summary[k] for k in ("method", "rows", "top_features")}
+
+
+def _skip_images(output_dir: str | Path) -> dict[str, Any]:
+    from mlops.images import IMAGE_EXPLAIN_NOTE
+
+    summary = {
+        "method": "none",
+        "skipped": IMAGE_EXPLAIN_NOTE,
+        "paths": 0,
+        "rows": 0,
+        "importance": {"overall": {}},
+        "top_features": [],
+        "examples": [],
+    }
+    with atomic_dir(output_dir) as out:
+        write_json_atomic(out / EXPLANATIONS_FILE, summary)
+    return {k: summary[k] for k in ("method", "rows", "top_features", "skipped")}

@@ -12,6 +12,7 @@ import pandas as pd
 
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
 from mlops.config import DataConfig, PipelineConfig
+from mlops.images import is_image_source, read_images
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.privacy import PersonalDataError, apply_privacy
 from mlops.tabular import (
@@ -57,7 +58,9 @@ def assign_splits(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
     missing = [k for k in keys if k not in frame.columns]
     if missing:
         raise IngestError(f"data.split.key_columns {missing} are not columns of the data")
-    joined = frame[keys].astype("string").fillna("<NA>").agg("\x1f".join, axis=1)
+    from mlops.images import content_keys  # image bytes are keyed by their SHA-256
+
+    joined = content_keys(frame[keys]).astype("string").fillna("<NA>").agg("\x1f".join, axis=1)
     fraction = joined.map(lambda text: int(hashlib.md5(text.encode()).hexdigest()[:8], 16) / 2**32)
     labels = np.where(
         fraction < split.test_fraction,
@@ -74,7 +77,7 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
     Returns a summary (rows per split, dropped rows, column types), also written as ingest.json.
     """
     data = config.data
-    frame, bad = read_source(data)
+    frame, bad = read_images(config) if is_image_source(config) else read_source(data)
     if frame.empty or len(frame.columns) == 0:
         raise IngestError(f"{data.source}: no rows to ingest")
     columns = list(frame.columns)
@@ -90,6 +93,8 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
             f"are {columns}{spelling_hints(missing_features, columns)}"
         )
     frame = frame.drop(columns=[c for c in data.exclude_columns if c in frame.columns])
+    # Image bytes are no text to scan for personal data: held out of the checks, put back after.
+    images = frame.pop(config.features.image.column) if is_image_source(config) else None
     found_by_dlp = {}
     if config.privacy.dlp.enabled:
         from mlops.dlp import dlp_findings
@@ -99,8 +104,14 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
         frame, privacy = apply_privacy(frame, config.privacy, data.source, data.label, found_by_dlp)
     except PersonalDataError as exc:
         raise IngestError(str(exc)) from exc
+    if images is not None:
+        frame.insert(0, images.name, images)
     read_rows = len(frame) + len(bad)
-    is_csv = data.source != PACKAGED_PENGUINS and detect_format(data.source, data.format) == "csv"
+    is_csv = (
+        data.source != PACKAGED_PENGUINS
+        and not is_image_source(config)
+        and detect_format(data.source, data.format) == "csv"
+    )
     line_offset = 2 if is_csv else 1  # CSV line 1 is the header
 
     frame, typing_bad = type_columns(frame, config, line_offset)

@@ -115,6 +115,9 @@ def modelling_html(info: dict[str, Any]) -> str:
             f'<p>Fit diagnosis: <span class="{css}">{html.escape(diagnosis["verdict"])}</span>'
             f" — {html.escape(diagnosis['text'])}</p>"
         )
+    transfer = info.get("transfer")
+    if transfer and transfer.get("source_task"):  # image models (mlops/image_models.py)
+        parts.append(_transfer_html(transfer))
     warm = info.get("warm_start")
     if warm:
         parts.append(f"<p>Warm start: {html.escape(warm['note'])}.</p>")
@@ -155,6 +158,34 @@ def modelling_html(info: dict[str, Any]) -> str:
             )
         )
     return "\n".join(parts)
+
+
+def _transfer_html(transfer: dict[str, Any]) -> str:
+    """Transfer learning: the source task, then the fine-tuned net against the same net trained
+    from scratch for the same epochs (eval split)."""
+    source = transfer["source_task"]
+    rows = [
+        [
+            f"source task: {source['task']} ({source['description']})",
+            source["epochs"],
+            source["eval_accuracy"],
+        ],
+        ["fine-tuned on the label", "", transfer["fine_tuned_eval_accuracy"]],
+    ]
+    scratch = transfer.get("scratch")
+    if scratch:
+        rows.append(["same net from scratch", scratch["epochs_run"], scratch["eval_accuracy"]])
+    note = (
+        f" Gain of transfer over scratch: {transfer['gain_over_scratch']:+.4f}."
+        if scratch
+        else " (no from-scratch comparison: pretrain.compare_with_scratch is off)"
+    )
+    return (
+        f"<p>Transfer learning: conv base pretrained on the source task (chance accuracy "
+        f"{source['chance_accuracy']:.2f}), then {transfer['frozen_epochs']} epochs with it frozen "
+        f"and the rest at learning rate {transfer['fine_tune_learning_rate']:g}.{note}</p>"
+        + html_table(["model", "epochs", "eval accuracy"], rows)
+    )
 
 
 def _self_training_html(record: dict[str, Any]) -> str:
@@ -266,29 +297,34 @@ def build_report(
     importance = explanations["importance"]
     ordered = sorted(importance["overall"], key=importance["overall"].get, reverse=True)
     parts.append("<h2>Feature attributions</h2>")
-    parts.append(
-        f"<p>Sampled Shapley on raw features ({explanations['paths']} paths, "
-        f"{explanations['rows']} test rows): mean absolute attribution to the predicted class's "
-        "probability, overall and per slice.</p>"
-    )
-    groups = [g for g in importance if g != "overall"]
-    parts.append(
-        figure_grid(
-            [
-                bar_chart_html(
-                    "overall",
-                    ordered,
-                    {"mean |attribution|": [importance["overall"][f] for f in ordered]},
-                )
-            ]
-            + [
-                bar_chart_html(
-                    group, ordered, {"mean |attribution|": [importance[group][f] for f in ordered]}
-                )
-                for group in groups[:8]
-            ]
+    if explanations.get("skipped"):  # image models (mlops/images.py)
+        parts.append(f"<p>Skipped: {html.escape(explanations['skipped'])}.</p>")
+    else:
+        parts.append(
+            f"<p>Sampled Shapley on raw features ({explanations['paths']} paths, "
+            f"{explanations['rows']} test rows): mean absolute attribution to the predicted class's "
+            "probability, overall and per slice.</p>"
         )
-    )
+        groups = [g for g in importance if g != "overall"]
+        parts.append(
+            figure_grid(
+                [
+                    bar_chart_html(
+                        "overall",
+                        ordered,
+                        {"mean |attribution|": [importance["overall"][f] for f in ordered]},
+                    )
+                ]
+                + [
+                    bar_chart_html(
+                        group,
+                        ordered,
+                        {"mean |attribution|": [importance[group][f] for f in ordered]},
+                    )
+                    for group in groups[:8]
+                ]
+            )
+        )
 
     parts.append("<h2>Evaluation (test split, TFMA)</h2>")
     metrics = evaluation["metrics"]

@@ -390,6 +390,20 @@ def run_train(
         # has (same weights, same model); the next ones restart from the same seed.
         if reseed:
             keras.utils.set_random_seed(training.seed)
+        if family == "cnn":  # images: pretrain on a source task, fine-tune (mlops/image_models)
+            from mlops.image_models import fit_cnn
+
+            return fit_cnn(
+                splits["train"],
+                splits["eval"],
+                len(classes),
+                config.features.image,
+                training,
+                dataset,
+                callbacks,
+                weights,
+                strategy.scope,
+            )
         with strategy.scope():
             model = build_model(family, splits["train"][0], sizes, len(classes), training)
         fitted: dict[str, Any] = {"model": model}
@@ -438,6 +452,7 @@ def run_train(
             "numeric": config.features.numeric,
             "categorical": config.features.categorical,
             "categorical_types": raw_types,
+            **({"image": config.features.image.model_dump()} if config.features.image else {}),
         },
         # each raw feature's key in the SavedModel signatures (the server maps requests keyed
         # by the names as written onto them)
@@ -472,6 +487,8 @@ def run_train(
             }
             for family in families
         ]
+    if "transfer" in best:
+        info["transfer"] = best["transfer"]
     if "warm_start" in best:
         info["warm_start"] = best["warm_start"]
     if self_training is not None:

@@ -53,6 +53,10 @@ def cross_name(cross: list[str]) -> str:
     return "cross_" + "_x_".join(cross)
 
 
+def pixels_name(feature: str) -> str:
+    return f"{feature}_pixels"
+
+
 def transformed_names(features: FeatureConfig) -> dict[str, list[str]]:
     """{output of the transform: the raw columns (as written) it comes from}, checked unique.
     Outputs are named after the columns' internal names, so a column named like another's output
@@ -66,6 +70,8 @@ def transformed_names(features: FeatureConfig) -> dict[str, list[str]]:
             outputs.append((bucket_name(names[column]), [column]))
     outputs += [(id_name(names[column]), [column]) for column in features.categorical]
     outputs += [(cross_name([names[c] for c in cross]), list(cross)) for cross in features.crosses]
+    if features.image is not None:
+        outputs.append((pixels_name(names[features.image.column]), [features.image.column]))
     sources: dict[str, list[str]] = {}
     for output, columns in outputs:
         if output in sources:
@@ -85,7 +91,8 @@ def _raw_model_inputs(
 
 
 def build_preprocessing_fn(features: FeatureConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """TFT preprocessing from config: impute + z-score, bucketize, vocabularies, hashed crosses.
+    """TFT preprocessing from config: impute + z-score, bucketize, vocabularies, hashed crosses,
+    and images decoded, resized and scaled to float [H, W, C] (`mlops.images.decode_images`).
 
     Every analyzer reads raw inputs, so TFT runs a single analysis phase. Numeric statistics skip
     missing values (z-scoring the present values and filling the gaps with 0 is mean imputation)
@@ -128,6 +135,11 @@ def build_preprocessing_fn(features: FeatureConfig) -> Callable[[dict[str, Any]]
                 vocab_filename=name,
             )
             crossable[column_name] = inputs[name]
+        if features.image is not None:  # decode + resize + scale to [0, 1]: no analyzer
+            from mlops.images import decode_images
+
+            name = names[features.image.column]
+            outputs[pixels_name(name)] = decode_images(inputs[name], features.image)
         for cross in features.crosses:
             joined = tf.strings.join([crossable[name] for name in cross], separator=CROSS_SEPARATOR)
             outputs[cross_name([names[name] for name in cross])] = tf.strings.to_hash_bucket_fast(
@@ -203,6 +215,8 @@ def run_transform(
     raw_spec.update(
         {names[name]: tf.io.FixedLenFeature([], tf.string) for name in features.categorical}
     )
+    if features.image is not None:
+        raw_spec[names[features.image.column]] = tf.io.FixedLenFeature([], tf.string)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
     # Beam (on Dataflow: its workers) reads and writes /gcs/ paths as gs:// URIs.
     train_path = to_beam_uri(join_uri(dataset_dir, "train.parquet"))

@@ -102,11 +102,20 @@ def run_data_validation(
     (`Split-<name>/SchemaDiff.pb`, `Skew/SchemaDiff.pb`); raise DataValidationError on blocking
     anomalies when `validation.fail_on_anomalies` (after writing everything, for inspection)."""
     frames = {split: read_split(dataset_dir, split) for split in SPLITS}
+    if config.features.image is not None:
+        from mlops.images import content_keys
+
+        # Image bytes are validated as their SHA-256 text: missing images, duplicates across
+        # splits (test rows in train) and skew of repeated images are checked; pixel
+        # statistics are not computed.
+        frames = {split: content_keys(frame) for split, frame in frames.items()}
     # The same sketches either way: streamed on Beam when Beam runs on Dataflow (Vertex), where
     # the data may outgrow one machine; here in-process, on the frames the readiness checks below
     # read whole anyway, which saves a local Beam pipeline's start-up (seconds per run).
     with atomic_dir(statistics_dir) as out:
-        if _on_dataflow(config.beam_args):
+        # Image splits are summarised in-process, on their content hashes (a binary column
+        # has no statistics of its own in the sketches).
+        if _on_dataflow(config.beam_args) and config.features.image is None:
             stats = statistics_of_parquet(
                 {split: Path(dataset_dir) / f"{split}.parquet" for split in SPLITS},
                 out / STATS_FILE,

@@ -66,9 +66,21 @@ class _Design:
             name: list(frame[name].map(category_text).value_counts().index[:_TOP_CATEGORIES])
             for name in features.categorical
         }
+        if features.image is not None:  # images: z-scored pixels (mlops/images.py)
+            pixels = self._pixels(frame)
+            self.pixel_stats = (pixels.mean(axis=0), pixels.std(axis=0) + 1e-6)
+
+    def _pixels(self, frame: pd.DataFrame) -> np.ndarray:
+        from mlops.images import pixel_matrix
+
+        image = self.features.image
+        return pixel_matrix(frame[image.column], image)
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
         columns = [np.ones(len(frame))]
+        if self.features.image is not None:
+            mean, std = self.pixel_stats
+            columns += list(((self._pixels(frame) - mean) / std).T)
         for name, (mean, std) in self.stats.items():
             values = pd.to_numeric(frame[name], errors="coerce").astype("float64").to_numpy()
             missing = np.isnan(values)

@@ -53,7 +53,9 @@ class SplitConfig(_Strict):
 
 class DataConfig(_Strict):
     # A path or URI (file, gs://) to CSV, JSON Lines or Parquet, or "palmerpenguins" for the
-    # dataset that ships in the palmerpenguins package.
+    # dataset that ships in the palmerpenguins package. With features.image: a local folder of
+    # images with one sub-folder per class (PNG/JPEG; the label is the folder's name), or
+    # "sklearn-digits" for the 8x8 digit images that ship in scikit-learn (mlops/images.py).
     source: str
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     label: str
@@ -71,8 +73,49 @@ class DataConfig(_Strict):
     split: SplitConfig = SplitConfig()
 
 
+class AugmentConfig(_Strict):
+    """Random Keras preprocessing layers applied to training batches only (never at eval or
+    serving): rotation as a fraction of a full turn, translation and zoom as fractions of the
+    image's size (0 turns one off). No flips: they change what many images mean (digits)."""
+
+    rotation: Annotated[float, Field(ge=0, lt=0.5)] = 0.05
+    translation: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+    zoom: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+
+
+class PretrainConfig(_Strict):
+    """Transfer learning without downloaded weights: the conv base is first trained on a source
+    task built from the train images themselves (`rotation`: which of 4 quarter turns was
+    applied, a self-supervised pretext task), then fine-tuned on the label: `frozen_epochs` with
+    the base frozen, then the whole net at `fine_tune_lr_factor` times the learning rate."""
+
+    task: Literal["rotation", "none"] = "rotation"
+    epochs: Annotated[int, Field(ge=1)] = 5
+    frozen_epochs: Annotated[int, Field(ge=0)] = 2
+    fine_tune_lr_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # Also train the same net from scratch for the same epochs and record both accuracies.
+    compare_with_scratch: bool = True
+
+
+class ImageConfig(_Strict):
+    """One image feature: a column of encoded image bytes (PNG/JPEG), decoded, resized to
+    height x width x channels and scaled to [0, 1] inside the TFT graph, so the served model
+    takes the raw bytes."""
+
+    column: Annotated[str, Field(min_length=1)] = "image"
+    height: Annotated[int, Field(ge=4, le=1024)]
+    width: Annotated[int, Field(ge=4, le=1024)]
+    channels: Literal[1, 3] = 1
+    augment: AugmentConfig = AugmentConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+
+
 class FeatureConfig(_Strict):
     """Feature engineering, applied by TensorFlow Transform (train and serving alike)."""
+
+    # An image feature (see ImageConfig); it is the model's only input (numeric and categorical
+    # features beside it are refused).
+    image: ImageConfig | None = None
 
     numeric: list[str] = []
     categorical: list[str] = []
@@ -87,8 +130,18 @@ class FeatureConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
+        if self.image is not None:
+            if self.numeric or self.categorical or self.bucketize or self.crosses:
+                raise ValueError(
+                    f"features.image ({self.image.column!r}) is the only input of an image "
+                    "model; remove features.numeric, categorical, bucketize and crosses (images "
+                    "beside tabular features are not supported)"
+                )
+            return self
         if not self.numeric and not self.categorical:
-            raise ValueError("features needs at least one numeric or categorical feature")
+            raise ValueError(
+                "features needs at least one numeric or categorical feature (or features.image)"
+            )
         overlap = set(self.numeric) & set(self.categorical)
         if overlap:
             raise ValueError(f"features {sorted(overlap)} are both numeric and categorical")
@@ -113,7 +166,7 @@ class FeatureConfig(_Strict):
 
     @property
     def raw_features(self) -> list[str]:
-        return [*self.numeric, *self.categorical]
+        return [*self.numeric, *self.categorical, *([self.image.column] if self.image else [])]
 
 
 class ComparatorConfig(_Strict):
@@ -151,9 +204,10 @@ class ValidationConfig(_Strict):
     max_shared_row_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
 
 
-# Model families over the TFT-transformed features: Keras (mlops/models.py) and gradient-boosted
-# trees fitted by scikit-learn and compiled into TensorFlow ops (mlops/trees.py).
-ModelFamily = Literal["linear", "dnn", "wide_deep", "gbt"]
+# Model families over the TFT-transformed features: Keras (mlops/models.py; `cnn` for images,
+# mlops/image_models.py) and gradient-boosted trees fitted by scikit-learn and compiled into
+# TensorFlow ops (mlops/trees.py).
+ModelFamily = Literal["linear", "dnn", "wide_deep", "gbt", "cnn"]
 
 
 class SelfTrainingConfig(_Strict):
@@ -687,7 +741,22 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 "privacy.dlp.enabled needs vertex.project: the project Cloud DLP inspects in"
             )
+        image = self.features.image
+        families = {self.training.model, *self.training.compare_families}
+        if image is not None and families != {"cnn"}:
+            raise ValueError(
+                f"features.image needs training.model: cnn (got {sorted(families)}): the other "
+                "families read tabular features"
+            )
+        if image is not None and (self.tuning.enabled or self.training.self_training.enabled):
+            raise ValueError(
+                "features.image does not support tuning.enabled or training.self_training yet"
+            )
+        if image is None and "cnn" in families:
+            raise ValueError("training.model cnn needs features.image (an image column)")
         for name in self.evaluation.slices:
+            if image is not None and name == image.column:
+                raise ValueError(f"evaluation.slices names the image column {name!r}")
             if name not in self.features.raw_features:
                 raise ValueError(
                     f"evaluation.slices names '{name}'; allowed: raw features "
@@ -744,10 +813,14 @@ def load_config(path: str | Path) -> PipelineConfig:
     return config
 
 
+# Data sources that ship in an installed package (mlops/tabular.py, mlops/images.py).
+PACKAGED_SOURCES = ("palmerpenguins", "sklearn-digits")
+
+
 def local_path(value: str) -> str:
     """Where a path from a config is on this machine: a relative path is relative to the repo
     root (the config keeps the string as written, so specs compiled from it carry no path of the
     machine that compiled them); URIs, absolute paths and "palmerpenguins" are returned as is."""
-    if "://" in value or value == "palmerpenguins" or Path(value).is_absolute():
+    if "://" in value or value in PACKAGED_SOURCES or Path(value).is_absolute():
         return value
     return str(REPO_ROOT / value)

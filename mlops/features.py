@@ -62,6 +62,8 @@ def coerce_record(record: Mapping[str, Any], features: FeatureConfig) -> dict[st
         row[name] = np.float32(numeric_value(record.get(name)))
     for name in features.categorical:
         row[name] = category_text(record.get(name))
+    if features.image is not None:  # encoded image bytes, b"" when absent
+        row[features.image.column] = record.get(features.image.column) or b""
     return row
 
 
@@ -78,6 +80,9 @@ def frame_to_arrays(frame: pd.DataFrame, features: FeatureConfig) -> dict[str, n
         )
     for name in features.categorical:
         arrays[name] = category_texts(frame[name]).to_numpy()
+    if features.image is not None:
+        column = features.image.column
+        arrays[column] = np.array([v or b"" for v in frame[column]], dtype=object)
     return arrays
 
 
@@ -119,6 +124,10 @@ def tf_input_signature(features: FeatureConfig) -> dict[str, Any]:
             for name in features.categorical
         }
     )
+    if features.image is not None:  # encoded PNG/JPEG bytes
+        spec[names[features.image.column]] = tf.TensorSpec(
+            [None], tf.string, name=names[features.image.column]
+        )
     return spec
 
 
@@ -138,6 +147,8 @@ def tf_example_spec(features: FeatureConfig) -> dict[str, Any]:
             for name in features.categorical
         }
     )
+    if features.image is not None:
+        spec[names[features.image.column]] = tf.io.FixedLenFeature([], tf.string, default_value="")
     return spec
 
 

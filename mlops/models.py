@@ -117,6 +117,10 @@ def build_model(
             "(mlops.trees.train_gbt); build_model builds the Keras families "
             f"{list(MODEL_FAMILIES)}"
         )
+    if family == "cnn":  # image models (features.image): mlops/image_models.py
+        from mlops.image_models import build_cnn
+
+        return build_cnn(transformed_spec, num_classes, training)
     if family not in MODEL_FAMILIES:
         raise ValueError(f"training.model is {family!r}; expected one of {list(MODEL_FAMILIES)}")
     inputs, numbers, embedded = _inputs(transformed_spec, sizes, training, family != "linear")

@@ -91,6 +91,11 @@ def _type_frame(frame: pd.DataFrame, features: FeatureConfig) -> pd.DataFrame:
         if _is_meta(name):
             typed[name] = column
             continue
+        if features.image is not None and name == features.image.column:
+            from mlops.images import image_values
+
+            typed[name] = image_values(column)  # bytes; compared by content hash below
+            continue
         if column.dtype == object or isinstance(column.dtype, pd.StringDtype):
             # An empty category is a missing value (request logs write "" for it, CSV cells too).
             column = column.mask(column.astype("string").eq("").fillna(False).astype(bool))
@@ -377,7 +382,9 @@ def _model_outputs(model_dir: str, frame: pd.DataFrame) -> tuple[list[str], np.n
     info = read_model_info(model_dir)
     raw = info.get("raw_features", {})
     model_features = FeatureConfig(
-        numeric=raw.get("numeric", []), categorical=raw.get("categorical", [])
+        numeric=raw.get("numeric", []),
+        categorical=raw.get("categorical", []),
+        image=raw.get("image"),
     )
     rows = frame.copy()
     for name in model_features.raw_features:
@@ -655,6 +662,12 @@ def run_monitoring(
     data_frames = {
         name: frame[[c for c in frame.columns if not _is_meta(c)]] for name, frame in frames.items()
     }
+    if config.features.image is not None:
+        from mlops.images import content_keys
+
+        # Images are compared as their SHA-256, as validation computed training's statistics:
+        # missing images and repeated images show; pixel distributions are not monitored.
+        data_frames = {name: content_keys(frame) for name, frame in data_frames.items()}
     has_label = any(label in frame.columns for frame in data_frames.values())
     stats = dv.compute_statistics(data_frames, label=label if has_label else None)
     current_stats = dv.split_statistics(stats, CURRENT)

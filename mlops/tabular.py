@@ -264,9 +264,12 @@ def type_columns(
     integer-coded categorical features stay integers (the model reads categories as text)."""
     bad: list[BadRow] = []
     typed: dict[str, pd.Series] = {}
+    image = config.features.image
     for name in frame.columns:
         column = frame[name]
-        if name in config.features.numeric:
+        if image is not None and name == image.column:
+            typed[name] = column  # encoded image bytes (mlops/images.py), kept as they are
+        elif name in config.features.numeric:
             typed[name] = narrow_integers(_to_numeric(column, name, bad, line_offset))
         elif pd.api.types.is_numeric_dtype(column) or looks_numeric(column):
             values = pd.to_numeric(column, errors="coerce").astype("float64")

@@ -10,12 +10,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlops.config import PLACEHOLDER_IMAGE, ConfigError, PipelineConfig
+from mlops.config import PACKAGED_SOURCES, PLACEHOLDER_IMAGE, ConfigError, PipelineConfig
 
 # Where data may come from when steps run on Google Cloud (the packaged dataset ships in the
 # image); a relative or absolute path is a file on the machine that compiled the spec.
 CLOUD_DATA_PREFIXES = ("gs://",)
-PACKAGED_DATA = "palmerpenguins"
+PACKAGED_DATA = PACKAGED_SOURCES
 
 
 def check_vertex_ready(config: PipelineConfig) -> None:
@@ -83,7 +83,7 @@ def check_cloud_inputs(config: PipelineConfig, kind: str, parameters: dict[str, 
     data comes from Cloud Storage (or, for Vertex Model Monitoring's training data, BigQuery)."""
 
     def local(value: str, allowed: tuple[str, ...] = CLOUD_DATA_PREFIXES) -> bool:
-        return bool(value) and value != PACKAGED_DATA and not value.startswith(allowed)
+        return bool(value) and value not in PACKAGED_DATA and not value.startswith(allowed)
 
     checks: list[tuple[str, str, tuple[str, ...]]] = []
     if kind == "training":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.config import CONFIG_DIR, load_config, local_path
+from mlops.config import CONFIG_DIR, PACKAGED_SOURCES, load_config, local_path
 from tests.conftest import REPO
 
 # package -> the project packages it must never import
@@ -76,7 +76,7 @@ def test_nothing_reads_outside_the_repository() -> None:
 def test_every_shipped_config_reads_files_inside_the_repository(name: str) -> None:
     config = load_config(CONFIG_DIR / f"{name}.yaml")
     for value in (config.data.source, config.validation.schema_path, config.serving.batch_input):
-        if not value or value == "palmerpenguins" or "://" in value:
+        if not value or value in PACKAGED_SOURCES or "://" in value:
             continue
         path = Path(local_path(value))
         assert path.is_file(), f"{name}.yaml names {value}, which does not exist"

@@ -177,6 +177,7 @@ class RequestSchema:
         self.expected_set = frozenset(self.expected)
         types = dict(categorical_types or {})
         self.text_only = frozenset(name for name in self.categorical if types.get(name) == "string")
+        self.image = features.image
 
 
 def request_schema(
@@ -219,6 +220,21 @@ def check_instance(instance: Any, index: int, features: FeatureConfig | RequestS
         _numeric(instance[name], f"{where}.{name}")
     for name in features.categorical:
         _categorical(instance[name], f"{where}.{name}", name in schema.text_only)
+    if features.image is not None:
+        image_bytes(instance[features.image.column], f"{where}.{features.image.column}", features)
+
+
+def image_bytes(value: Any, where: str, features: FeatureConfig) -> bytes:
+    """An image sent as {"b64": "<base64 of PNG/JPEG bytes>"} (Vertex's binary convention),
+    decoded and checked to be an image, or a 400 naming the instance and field."""
+    from mlops.images import ImageError, check_image, decode_b64
+
+    try:
+        data = decode_b64(value, where)
+        check_image(data, features.image, where, exact=False)
+    except ImageError as exc:
+        raise RequestError(400, str(exc)) from None
+    return data
 
 
 def parse_request(
@@ -281,6 +297,8 @@ def _columns(instances: list[Any], schema: RequestSchema) -> dict[str, np.ndarra
     """The arrays `instances_to_arrays` would build, a column at a time; None unless every
     instance is valid (the caller then finds the error). No per-value Python work beyond
     gathering each column and checking the set of its value types."""
+    if schema.image is not None:  # images are decoded and checked one by one
+        return None
     expected = schema.expected_set
     for instance in instances:
         if type(instance) is not dict or instance.keys() != expected:
@@ -324,4 +342,13 @@ def instances_to_arrays(
         arrays[name] = np.array([row[name] for row in rows], dtype=np.float32)
     for name in features.categorical:
         arrays[name] = np.array([row[name] for row in rows], dtype=object)
+    if features.image is not None:
+        name = features.image.column
+        arrays[name] = np.array(
+            [
+                image_bytes(instance[name], f"instances[{i}].{name}", features)
+                for i, instance in enumerate(instances)
+            ],
+            dtype=object,
+        )
     return arrays

@@ -47,6 +47,7 @@ import numpy as np
 import orjson
 
 from mlops.config import FeatureConfig, PipelineConfig, load_config
+from mlops.images import IMAGE_EXPLAIN_NOTE
 from mlops.privacy import LogRedactor
 from mlops.serving.request import RequestError, RequestSchema, parse_request
 
@@ -159,6 +160,8 @@ class LoadedModel:
 
         expected = {name: tf.float32 for name in features.numeric}
         expected.update({name: tf.string for name in features.categorical})
+        if features.image is not None:  # encoded image bytes
+            expected[features.image.column] = tf.string
         actual = {name: spec.dtype for name, spec in self.input_specs.items()}
         if actual != expected:
             show = lambda specs: {k: v.name for k, v in sorted(specs.items())}  # noqa: E731
@@ -388,6 +391,10 @@ def _warm_up(model: LoadedModel, features: FeatureConfig) -> None:
         name: np.full(1, np.nan, np.float32) for name in features.numeric
     }
     arrays.update({name: np.array([""], dtype=object) for name in features.categorical})
+    if features.image is not None:  # a blank image: "" does not decode
+        from mlops.images import blank_png
+
+        arrays[features.image.column] = np.array([blank_png(features.image)], dtype=object)
     model.predict(arrays)
 
 
@@ -651,6 +658,8 @@ class PredictionService:
             )
         except RequestError as exc:
             return Reply(exc.status, {"error": exc.message})
+        if self.config.features.image is not None:
+            return Reply(501, {"error": IMAGE_EXPLAIN_NOTE})
         version = self.choose_version()
         model = self._loaded[version]
         info = read_model_info(model.model_dir)
