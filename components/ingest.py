@@ -451,11 +451,11 @@ def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict
                 else:
                     arrays.append(typed[name].typed(values))
             table = pa.Table.from_arrays(arrays, schema=schema)
-            keep = ~np.isin(rows, dropped_rows, assume_unique=True)
+            keep = ~np.isin(rows, dropped_rows, assume_unique=True) if len(dropped_rows) else None
             if keep_unlabeled:
-                aside = np.isin(rows, unlabeled_rows, assume_unique=True)
+                aside = np.isin(rows, unlabeled_rows, assume_unique=True)  # none: 0-row table
                 writers[UNLABELED].write(table.filter(pa.array(aside)))
-            table = table.filter(pa.array(keep))
+            table = table.filter(pa.array(keep)) if keep is not None else table
             if time_codes is not None:
                 codes = time_codes[done : done + table.num_rows]
             else:

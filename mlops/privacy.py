@@ -59,6 +59,8 @@ def _card(text: str) -> bool:
 
 
 def _ip(text: str) -> bool:
+    if ":" not in text and text.count(".") != 3:
+        return False  # neither IPv6 nor dotted IPv4: skip the (slow) parse
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -166,9 +166,7 @@ def _csv_batches(source: str, bad: list[BadRow], na_values: list[str]) -> Iterat
         )
 
 
-def _json_records(
-    source: str, bad: list[BadRow], chunk: int = JSON_CHUNK_LINES
-) -> Iterator[list[dict[str, Any]]]:
+def _json_records(source: str, bad: list[BadRow]) -> Iterator[list[dict[str, Any]]]:
     """Lists of records from JSON Lines (one object per line, read line by line) or from one
     JSON array of objects (read whole); lines that are not JSON objects go to `bad`."""
     with _open_decompressed(source) as raw:
@@ -199,7 +197,7 @@ def _json_records(
                 bad.append(BadRow(line=number, reason=reason))
                 continue
             records.append(record)
-            if len(records) >= chunk:
+            if len(records) >= JSON_CHUNK_LINES:
                 yield records
                 records = []
         if records:
@@ -384,17 +382,22 @@ def is_number_type(kind: pa.DataType) -> bool:
 
 def _read_alike(text: pa.Array) -> np.ndarray:
     """Per value, whether pyarrow and pandas read it to the same number for certain: at most
-    15 digits and no exponent (whether it is a number at all is decided by the reader)."""
+    15 digits and no exponent (whether it is a number at all is decided by the reader). Checked
+    on the whole buffer first: numbers as CSV files write them are short and have no "e"."""
     import pyarrow.compute as pc
 
-    alike = pc.invert(pc.match_substring(text, "e", ignore_case=True))
-    alike = pc.fill_null(alike, True).to_numpy(zero_copy_only=False).copy()
-    long_at = np.flatnonzero(
-        pc.fill_null(pc.greater(pc.utf8_length(text), _EXACT_DIGITS), False).to_numpy(
-            zero_copy_only=False
-        )
-        & alike
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)
+    offsets = offsets[text.offset : text.offset + len(text) + 1]
+    data = text.buffers()[2]
+    chars = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data else b""
+    short = len(text) == 0 or int(np.diff(offsets).max()) <= _EXACT_DIGITS
+    if short and not (np.isin(chars, (ord("e"), ord("E"))).any() if len(chars) else False):
+        return np.ones(len(text), dtype=bool)
+    alike = ~(
+        pc.fill_null(pc.match_substring(text, "e"), False).to_numpy(zero_copy_only=False)
+        | pc.fill_null(pc.match_substring(text, "E"), False).to_numpy(zero_copy_only=False)
     )
+    long_at = np.flatnonzero((np.diff(offsets) > _EXACT_DIGITS) & alike)
     if len(long_at):
         digits = pc.count_substring_regex(text.take(long_at), "[0-9]").to_numpy()
         alike[long_at[digits > _EXACT_DIGITS]] = False
