@@ -114,16 +114,36 @@ PARQUET_BATCH_ROWS = 65_536
 PACKAGED_SOURCES = frozenset({PACKAGED_PENGUINS})
 
 
+class _Prefixed(io.RawIOBase):
+    """A readable stream of `head` followed by the rest of `stream` (whose head was read)."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self.head, self.stream = head, stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.head:
+            size = min(len(buffer), len(self.head))
+            buffer[:size], self.head = self.head[:size], self.head[size:]
+            return size
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 @contextlib.contextmanager
 def _open_decompressed(source: str) -> Iterator[IO[bytes]]:
     """The source's bytes, gzip-decompressed on the fly when they start with the gzip magic."""
     with open_uri(source) as handle:
-        buffered = handle if hasattr(handle, "peek") else io.BufferedReader(handle)
-        if buffered.peek(2)[:2] == _GZIP_MAGIC:
-            with gzip.GzipFile(fileobj=buffered) as unzipped:
+        head = handle.read(2)
+        stream = io.BufferedReader(_Prefixed(head, handle), buffer_size=1 << 20)
+        if head == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=stream) as unzipped:
                 yield unzipped
         else:
-            yield buffered
+            yield stream
 
 
 def _csv_header(source: str) -> list[str]:
@@ -245,9 +265,10 @@ def _parquet_batches(source: str) -> Iterator[pa.RecordBatch]:
 
     with open_uri(source) as handle:
         raw: IO[bytes] = handle
-        if handle.read(2) == _GZIP_MAGIC:
-            handle.seek(0)
-            raw = io.BytesIO(_decompress(handle.read(), source))
+        seekable = getattr(handle, "seekable", lambda: False)()
+        head = handle.read(2)
+        if head == _GZIP_MAGIC or not seekable:  # Parquet needs random access: read it whole
+            raw = io.BytesIO(_decompress(head + handle.read(), source))
         else:
             handle.seek(0)
         try:
