@@ -130,7 +130,7 @@ class ColumnScan:
 
     name: str
     numeric_feature: bool  # config features.numeric: every value must be a finite number
-    scan_numbers: bool  # whether its numbers are needed (feature, label, time, or may be numeric)
+    scan_numbers: bool  # read every batch's numbers (numeric features, the time column)
     native_number: bool | None = None  # every batch held it as numbers (Parquet), not text
     parses: bool = True  # every present value parses as a number
     present: int = 0
@@ -251,7 +251,7 @@ def scan_source(config: PipelineConfig, spill: Path, bad: list[BadRow]) -> Sourc
     data = config.data
     scan = SourceScan(spill=spill)
     excluded = set(data.exclude_columns)
-    numbers_needed = {data.label, data.split.time_column if data.split.method == "time" else None}
+    numbers_needed = {data.split.time_column if data.split.method == "time" else None}
     head_rows = config.privacy.dlp.sample_rows if config.privacy.dlp.enabled else 0
     for batch in iter_source_batches(data, bad):
         if batch.num_rows == 0:
@@ -276,7 +276,8 @@ def scan_source(config: PipelineConfig, spill: Path, bad: list[BadRow]) -> Sourc
             if name == data.label:
                 null = first + np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))
                 scan.label_null.append(null)
-                scan.label_infinite.append(first + np.flatnonzero(np.isinf(numbers)))
+                if numbers is not None:  # (None: text, so an infinity there is no number)
+                    scan.label_infinite.append(first + np.flatnonzero(np.isinf(numbers)))
             if data.split.method == "time" and name == data.split.time_column:
                 scan.time_parts.append((first, numbers))
         if data.label not in batch.schema.names:  # a JSON key first seen in a later batch
