@@ -248,6 +248,8 @@ class SourceScan:
 
 
 def scan_source(config: PipelineConfig, spill: Path, bad: list[BadRow]) -> SourceScan:
+    """The first pass: read the source once, spill each raw batch to `spill`, and learn per
+    column what typing needs (rows the source reader could not parse go to `bad`)."""
     data = config.data
     scan = SourceScan(spill=spill)
     excluded = set(data.exclude_columns)
