@@ -5,10 +5,12 @@
 Builds a taxi CSV of --rows rows in a temporary directory by repeating data/chicago_taxi rows
 (each copy shifted later in time and its fares by a cent, so copies are distinct rows that the
 time split keeps together), then times, each in a fresh process so that neither pays the other's
-imports or memory: `pyarrow.csv.read_csv` of the file; our ingest (`run_ingest`); our statistics
-and validation (`run_data_validation`, statistics on Beam with `beam_args` from the config).
-Prints each figure, the ratio to the pyarrow read, the goal (<= 3x), and each process's peak RSS.
-Import time is not counted. The figures depend on the machine and its load.
+imports or memory: `pyarrow.csv.read_csv` of the file; our ingest (`run_ingest`, streaming the
+CSV in record batches); our statistics and validation (`run_data_validation`: the sketches
+in-process locally, on Beam when the config's runner is Dataflow, plus the readiness checks).
+Prints each figure, the ratio to the pyarrow read, the goal (<= 3x), each process's peak RSS and
+the machine's load average. Import time is not counted. The figures depend on the machine and
+its load.
 """
 
 from __future__ import annotations
@@ -125,7 +127,9 @@ def main() -> None:
             f"{args.rows} taxi rows, {size / 1e6:.0f} MB CSV, {os.cpu_count()} CPUs "
             "(on a shared machine the figures are noisy)"
         )
+        before = os.getloadavg()[0]
         results = {name: run_phase(name, source, tmp) for name in ("pyarrow", "ingest", "validate")}
+        print(f"  load average (1 min) {before:.1f} before, {os.getloadavg()[0]:.1f} after")
     base = results["pyarrow"]["seconds"]
     for name, label in (
         ("pyarrow", "pyarrow.csv.read_csv"),

@@ -1,73 +1,384 @@
-"""Ingest: read CSV / JSON Lines / Parquet (or the packaged penguins set), type the columns and
-split the rows deterministically into train/eval/test Parquet files."""
+"""Ingest: stream CSV / JSON Lines / Parquet (or the packaged penguins set) in record batches, type
+the columns over the whole data and split the rows deterministically into train/eval/test Parquet
+files.
+
+Two passes with memory bounded by a record batch (plus a few bytes per row for the split plan):
+the first reads the source once, spills its raw batches to local Arrow files and learns what
+typing needs (does every value of a column parse as a number, are they all integers, which rows
+hold bad values, the time column for a time split, samples for the personal-data checks); the
+second types each spilled batch the same way, assigns splits and appends to one Parquet writer
+per split.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
 from mlops.config import DataConfig, PipelineConfig
 from mlops.images import is_image_source, read_images
 from mlops.io import atomic_dir, write_json_atomic
-from mlops.privacy import PersonalDataError, apply_privacy
+from mlops.privacy import PersonalDataError, apply_privacy, hash_salt, hash_token
 from mlops.tabular import (
     PACKAGED_PENGUINS,
     BadRow,
     IngestError,
+    as_text,
     detect_format,
-    read_source,
+    is_number_type,
+    iter_source_batches,
+    parse_numbers,
     spelling_hints,
-    type_columns,
 )
 
+EXAMPLES_PER_COLUMN = 1000  # bad values listed per column and kind
+PRIVACY_SAMPLE = 1000  # values per column the personal-data detector sees (mlops.privacy._SAMPLE)
+ROW_GROUP_ROWS = 131_072  # rows buffered per split before a Parquet row group is written
+SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 
-def _categorical_text(value: Any) -> str:
-    # Integer-coded categories (e.g. community area 8) must read "8", never "8.0".
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+
+def split_fractions(texts: list[str], data: DataConfig) -> np.ndarray:
+    """Split code per row from the row's key text: the first 8 hex digits of its MD5 as a
+    fraction of 2**32, test below test_fraction, then eval, then train."""
+    split = data.split
+    fraction = (
+        np.fromiter(
+            (int.from_bytes(hashlib.md5(text.encode()).digest()[:4], "big") for text in texts),
+            dtype=np.float64,
+            count=len(texts),
+        )
+        / 2**32
+    )
+    return np.where(
+        fraction < split.test_fraction,
+        SPLIT_CODES["test"],
+        np.where(
+            fraction < split.test_fraction + split.eval_fraction,
+            SPLIT_CODES["eval"],
+            SPLIT_CODES["train"],
+        ),
+    ).astype(np.uint8)
+
+
+def time_split_codes(times: np.ndarray, data: DataConfig) -> np.ndarray:
+    """Split code per row by its rank in time: ties broken by the rows' order, so equal
+    timestamps never straddle randomly; the oldest go to train, the newest to test."""
+    split = data.split
+    rank = np.empty(len(times), dtype=np.float64)
+    rank[np.argsort(times, kind="stable")] = np.arange(1, len(times) + 1)
+    position = rank / len(times)
+    train_end = 1 - split.eval_fraction - split.test_fraction
+    return np.where(
+        position <= train_end,
+        SPLIT_CODES["train"],
+        np.where(position <= 1 - split.test_fraction, SPLIT_CODES["eval"], SPLIT_CODES["test"]),
+    ).astype(np.uint8)
 
 
 def assign_splits(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
-    """Deterministic split per row: by hash of key columns or by position in time."""
+    """Deterministic split per row of a typed frame: by hash of key columns or by position in
+    time (the same rule ingest applies batch by batch)."""
     split = data.split
     if split.method == "time":
         column = split.time_column
         if column not in frame.columns:
             raise IngestError(f"data.split.time_column {column!r} is not a column of the data")
-        times = pd.to_numeric(frame[column], errors="coerce")
-        if times.isna().any():
+        times = pd.to_numeric(frame[column], errors="coerce").astype("float64").to_numpy()
+        if np.isnan(times).any():
             raise IngestError(
                 f"data.split.time_column {column!r} has missing or non-numeric values"
             )
-        # Rank with ties broken by original order, so equal timestamps never straddle randomly.
-        position = times.rank(method="first").to_numpy() / len(frame)
-        train_end = 1 - split.eval_fraction - split.test_fraction
-        labels = np.where(
-            position <= train_end,
-            "train",
-            np.where(position <= 1 - split.test_fraction, "eval", "test"),
-        )
-        return pd.Series(labels, index=frame.index)
-    keys = split.key_columns or list(frame.columns)
-    missing = [k for k in keys if k not in frame.columns]
-    if missing:
-        raise IngestError(f"data.split.key_columns {missing} are not columns of the data")
-    from mlops.images import content_keys  # image bytes are keyed by their SHA-256
+        codes = time_split_codes(times, data)
+    else:
+        keys = split.key_columns or list(frame.columns)
+        missing = [k for k in keys if k not in frame.columns]
+        if missing:
+            raise IngestError(f"data.split.key_columns {missing} are not columns of the data")
+        table = pa.Table.from_pandas(frame[keys], preserve_index=False)
+        texts = key_texts([table.column(k).combine_chunks() for k in keys])
+        codes = split_fractions(texts, data)
+    return pd.Series(np.asarray(SPLITS)[codes], index=frame.index)
 
-    joined = content_keys(frame[keys]).astype("string").fillna("<NA>").agg("\x1f".join, axis=1)
-    fraction = joined.map(lambda text: int(hashlib.md5(text.encode()).hexdigest()[:8], 16) / 2**32)
-    labels = np.where(
-        fraction < split.test_fraction,
-        "test",
-        np.where(fraction < split.test_fraction + split.eval_fraction, "eval", "train"),
-    )
-    return pd.Series(labels, index=frame.index)
+
+def key_texts(columns: list[pa.Array]) -> list[str]:
+    """Per row, its typed key values as text joined by \\x1f: what pandas'
+    `astype("string").fillna("<NA>")` writes (integers without ".0", floats as Python's repr)."""
+    import pyarrow.compute as pc
+
+    texts = []
+    for values in columns:
+        if pa.types.is_floating(values.type):
+            rendered = pd.Series(values.to_numpy(zero_copy_only=False)).astype("string")
+            text = pa.array(rendered.fillna("<NA>"), pa.string())
+        elif pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+            # Image bytes are keyed by their SHA-256 (as mlops.images.content_keys does).
+            digests = [
+                None if v is None else hashlib.sha256(v).hexdigest() for v in values.to_pylist()
+            ]
+            text = pc.fill_null(pa.array(digests, pa.string()), "<NA>")
+        else:
+            text = pc.fill_null(as_text(values), "<NA>")
+        texts.append(text)
+    return pc.binary_join_element_wise(*texts, "\x1f").to_pylist()
+
+
+@dataclass
+class ColumnScan:
+    """What the first pass learns about one raw column."""
+
+    name: str
+    numeric_feature: bool  # config features.numeric: every value must be a finite number
+    scan_numbers: bool  # read every batch's numbers (numeric features, the time column)
+    native_number: bool | None = None  # every batch held it as numbers (Parquet), not text
+    parses: bool = True  # every present value parses as a number
+    present: int = 0
+    integral: bool = True
+    max_abs: float = 0.0
+    unparsed: list[tuple[int, str]] = field(default_factory=list)  # (row, value as written)
+    infinite: list[tuple[int, str]] = field(default_factory=list)
+    bad_rows: list[np.ndarray] = field(default_factory=list)  # rows whose value is unusable
+    sample: list[Any] = field(default_factory=list)  # for the personal-data detector
+
+    @property
+    def numeric(self) -> bool:
+        return (
+            self.numeric_feature or bool(self.native_number) or (self.present > 0 and self.parses)
+        )
+
+    @property
+    def dtype(self) -> str:
+        if not self.numeric:
+            return "string"
+        return "Int64" if self.present and self.integral and self.max_abs < 2**53 else "float64"
+
+    def observe(self, values: pa.Array, first_row: int) -> np.ndarray | None:
+        """Learn from one batch; returns its values as numbers when they were parsed."""
+        native = is_number_type(values.type)
+        self.native_number = native if self.native_number is None else self.native_number and native
+        if not native and len(self.sample) < PRIVACY_SAMPLE:
+            for value in as_text(values).drop_null().slice(0, 4 * PRIVACY_SAMPLE).to_pylist():
+                if value.strip():
+                    self.sample.append(value.strip())
+                    if len(self.sample) == PRIVACY_SAMPLE:
+                        break
+        if not (self.scan_numbers or native or self.parses):
+            return None  # text that is known not to be numeric: nothing more to learn
+        numbers = parse_numbers(values)
+        valid = values.is_valid().to_numpy(zero_copy_only=False)
+        unparsed = np.isnan(numbers) & valid
+        infinite = np.isinf(numbers)
+        self.present += int(valid.sum())
+        self.parses = self.parses and not unparsed.any()
+        finite = numbers[np.isfinite(numbers)]
+        if len(finite):
+            self.integral = self.integral and bool((np.mod(finite, 1) == 0).all())
+            self.max_abs = max(self.max_abs, float(np.abs(finite).max()))
+        if self.numeric_feature and (unparsed.any() or infinite.any()):
+            for kind, where in ((self.unparsed, unparsed), (self.infinite, infinite)):
+                for row in np.flatnonzero(where)[: EXAMPLES_PER_COLUMN - len(kind)]:
+                    kind.append((first_row + int(row), values[int(row)].as_py()))
+            self.bad_rows.append(first_row + np.flatnonzero(unparsed | infinite))
+        return numbers
+
+    def typing_bad(self, line_offset: int) -> list[BadRow]:
+        return [
+            BadRow(
+                line=row + line_offset, reason=f"column {self.name!r}: {value!r} is not a number"
+            )
+            for row, value in self.unparsed
+        ] + [
+            BadRow(
+                line=row + line_offset,
+                reason=f"column {self.name!r}: {value!r} is not a finite number",
+            )
+            for row, value in self.infinite
+        ]
+
+    def sample_series(self) -> pd.Series:
+        if self.native_number:
+            return pd.Series([], dtype="float64")
+        return pd.Series(self.sample, dtype=object)
+
+    def typed(self, values: pa.Array) -> pa.Array:
+        """One batch of this column typed as the whole column is: nullable integers when every
+        value is integral, float64 otherwise (infinities missing), or text."""
+        dtype = self.dtype
+        if dtype == "string":
+            return as_text(values)
+        numbers = parse_numbers(values)
+        missing = ~np.isfinite(numbers)
+        if dtype == "Int64":
+            return pa.array(np.where(missing, 0, numbers).astype(np.int64), mask=missing)
+        return pa.array(np.where(missing, np.nan, numbers), pa.float64(), from_pandas=True)
+
+
+@dataclass
+class SourceScan:
+    """The first pass over a source: its batches spilled to `spill` and what typing needs."""
+
+    spill: Path
+    batches: int = 0
+    rows: int = 0
+    columns: dict[str, ColumnScan] = field(default_factory=dict)
+    head: list[pa.RecordBatch] = field(default_factory=list)  # first rows, for Cloud DLP
+    label_null: list[np.ndarray] = field(default_factory=list)
+    label_infinite: list[np.ndarray] = field(default_factory=list)
+    time_parts: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+    def times(self) -> np.ndarray:
+        """The time column as numbers for every row (NaN where missing or not a number)."""
+        values = np.full(self.rows, np.nan)
+        for first, part in self.time_parts:
+            values[first : first + len(part)] = part
+        return values
+
+    def batch_path(self, number: int) -> Path:
+        return self.spill / f"{number:06d}.arrow"
+
+    def spilled(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """(first row, batch) for each spilled batch, in order."""
+        first = 0
+        for number in range(self.batches):
+            with pa.memory_map(str(self.batch_path(number))) as source:
+                batch = pa.ipc.open_file(source).get_batch(0)
+                yield first, batch
+                first += batch.num_rows
+
+
+def scan_source(config: PipelineConfig, spill: Path, bad: list[BadRow]) -> SourceScan:
+    """The first pass: read the source once, spill each raw batch to `spill`, and learn per
+    column what typing needs (rows the source reader could not parse go to `bad`)."""
+    data = config.data
+    scan = SourceScan(spill=spill)
+    # Image bytes are kept as they are: nothing to type or to scan for personal data.
+    excluded = set(data.exclude_columns) | {image_column(config)}
+    numbers_needed = {data.split.time_column if data.split.method == "time" else None}
+    head_rows = config.privacy.dlp.sample_rows if config.privacy.dlp.enabled else 0
+    for batch in _source_batches(config, bad):
+        if batch.num_rows == 0:
+            continue
+        path = str(scan.batch_path(scan.batches))
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        scan.batches += 1
+        first = scan.rows
+        scan.rows += batch.num_rows
+        for name, values in zip(batch.schema.names, batch.columns, strict=True):
+            column = scan.columns.get(name)
+            if column is None:
+                numeric_feature = name in config.features.numeric
+                column = ColumnScan(
+                    name, numeric_feature, numeric_feature or name in numbers_needed
+                )
+                scan.columns[name] = column
+            if name in excluded:
+                continue
+            numbers = column.observe(values, first)
+            if name == data.label:
+                null = first + np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))
+                scan.label_null.append(null)
+                if numbers is not None:  # (None: text, so an infinity there is no number)
+                    scan.label_infinite.append(first + np.flatnonzero(np.isinf(numbers)))
+            if data.split.method == "time" and name == data.split.time_column:
+                scan.time_parts.append((first, numbers))
+        if data.label not in batch.schema.names:  # a JSON key first seen in a later batch
+            scan.label_null.append(np.arange(first, scan.rows))
+        if sum(b.num_rows for b in scan.head) < head_rows:
+            scan.head.append(batch.slice(0, head_rows))
+    return scan
+
+
+def image_column(config: PipelineConfig) -> str | None:
+    return config.features.image.column if config.features.image is not None else None
+
+
+def _source_batches(config: PipelineConfig, bad: list[BadRow]) -> Iterator[pa.RecordBatch]:
+    """The source's record batches; an image source (mlops/images.py) is read whole, as rows of
+    encoded image bytes and their label (a bad image stops ingest, naming the file)."""
+    if not is_image_source(config):
+        yield from iter_source_batches(config.data, bad)
+        return
+    frame, image_bad = read_images(config)
+    bad.extend(image_bad)
+    image = image_column(config)
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    schema = schema.set(schema.get_field_index(image), pa.field(image, pa.binary()))
+    yield from pa.Table.from_pandas(frame, schema=schema, preserve_index=False).to_batches()
+
+
+def _rows(parts: list[np.ndarray]) -> np.ndarray:
+    return np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+
+
+def _head_frame(scan: SourceScan, columns: list[str], rows: int) -> pd.DataFrame:
+    frames = [pa.Table.from_batches([b]).to_pandas() for b in scan.head]
+    head = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return head.reindex(columns=columns).head(rows)
+
+
+def _privacy(
+    config: PipelineConfig, scan: SourceScan, columns: list[str]
+) -> tuple[set[str], dict[str, str], dict[str, str]]:
+    """(columns to drop, {column: salt} to hash, {column: what was done}) from the
+    personal-data checks on the first values of each column."""
+    data = config.data
+    found_by_dlp = {}
+    if config.privacy.dlp.enabled:
+        from mlops.dlp import dlp_findings
+
+        head = _head_frame(scan, columns, config.privacy.dlp.sample_rows)
+        found_by_dlp = dlp_findings(head, config.privacy.dlp, config.vertex.project)
+    sample = pd.DataFrame({name: scan.columns[name].sample_series() for name in columns})
+    try:
+        kept, actions = apply_privacy(sample, config.privacy, data.source, data.label, found_by_dlp)
+        hashed = {
+            name: hash_salt(config.privacy, name)
+            for name, action in actions.items()
+            if action.startswith("hash")
+        }
+    except PersonalDataError as exc:
+        raise IngestError(str(exc)) from exc
+    return set(columns) - set(kept.columns), hashed, actions
+
+
+class SplitWriter:
+    """Appends typed rows to `<name>.parquet` in row groups of about ROW_GROUP_ROWS rows."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        import pyarrow.parquet as pq
+
+        self.schema = schema
+        self.writer = pq.ParquetWriter(path, schema)
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self.pending_rows >= ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending), row_group_size=ROW_GROUP_ROWS)
+        self.pending, self.pending_rows = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
 
 
 def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]:
@@ -76,37 +387,34 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
 
     Returns a summary (rows per split, dropped rows, column types), also written as ingest.json.
     """
+    with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as spill:
+        return _ingest(config, output_dir, Path(spill))
+
+
+def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict[str, Any]:
     data = config.data
-    frame, bad = read_images(config) if is_image_source(config) else read_source(data)
-    if frame.empty or len(frame.columns) == 0:
+    bad: list[BadRow] = []
+    scan = scan_source(config, spill, bad)
+    if scan.rows == 0 or not scan.columns:
         raise IngestError(f"{data.source}: no rows to ingest")
-    columns = list(frame.columns)
-    if data.label not in frame.columns:
+    columns = list(scan.columns)
+    if data.label not in scan.columns:
         raise IngestError(
             f"{data.source}: label column {data.label!r} (data.label) is missing; columns are "
             f"{columns}{spelling_hints([data.label], columns)}"
         )
-    missing_features = [f for f in config.features.raw_features if f not in frame.columns]
+    missing_features = [f for f in config.features.raw_features if f not in scan.columns]
     if missing_features:
         raise IngestError(
             f"{data.source}: feature columns {missing_features} (features.*) are missing; columns "
             f"are {columns}{spelling_hints(missing_features, columns)}"
         )
-    frame = frame.drop(columns=[c for c in data.exclude_columns if c in frame.columns])
-    # Image bytes are no text to scan for personal data: held out of the checks, put back after.
-    images = frame.pop(config.features.image.column) if is_image_source(config) else None
-    found_by_dlp = {}
-    if config.privacy.dlp.enabled:
-        from mlops.dlp import dlp_findings
-
-        found_by_dlp = dlp_findings(frame, config.privacy.dlp, config.vertex.project)
-    try:
-        frame, privacy = apply_privacy(frame, config.privacy, data.source, data.label, found_by_dlp)
-    except PersonalDataError as exc:
-        raise IngestError(str(exc)) from exc
-    if images is not None:
-        frame.insert(0, images.name, images)
-    read_rows = len(frame) + len(bad)
+    columns = [c for c in columns if c not in data.exclude_columns]
+    image = image_column(config)
+    dropped_columns, hashed, privacy = _privacy(config, scan, [c for c in columns if c != image])
+    columns = [c for c in columns if c not in dropped_columns]
+    reading_bad = len(bad)
+    read_rows = scan.rows + reading_bad
     is_csv = (
         data.source != PACKAGED_PENGUINS
         and not is_image_source(config)
@@ -114,57 +422,138 @@ def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]
     )
     line_offset = 2 if is_csv else 1  # CSV line 1 is the header
 
-    frame, typing_bad = type_columns(frame, config, line_offset)
-    bad.extend(typing_bad)
-    label_missing = frame[data.label].isna()
-    typing_lines = {b.line - line_offset for b in typing_bad}
+    typed = {name: scan.columns[name] for name in columns if name not in hashed and name != image}
+    for column in typed.values():
+        bad.extend(column.typing_bad(line_offset))
+    typing_rows = _rows([rows for column in typed.values() for rows in column.bad_rows])
+    label = typed.get(data.label)
+    label_parts = list(scan.label_null)
+    if label is not None and label.numeric:
+        label_parts += scan.label_infinite  # an infinite label is a missing one
+    label_missing = _rows(label_parts)
     # data.unlabeled keep: rows without a label are set aside for self-training, not bad rows.
     keep_unlabeled = data.unlabeled == "keep"
-    unlabeled_lines = set(np.flatnonzero(label_missing.to_numpy())) - typing_lines
-    unlabeled = frame.iloc[sorted(unlabeled_lines) if keep_unlabeled else []]
-    for index in [] if keep_unlabeled else np.flatnonzero(label_missing.to_numpy())[:1000]:
-        bad.append(BadRow(line=int(index) + line_offset, reason=f"label {data.label!r} is empty"))
-    bad_lines = typing_lines | set(np.flatnonzero(label_missing.to_numpy()))
-    if bad_lines:
-        frame = frame.drop(index=frame.index[sorted(bad_lines)])
-    bad_fraction = len(bad) / max(read_rows, 1)
+    unlabeled_rows = (
+        np.setdiff1d(label_missing, typing_rows) if keep_unlabeled else label_missing[:0]
+    )
+    for row in [] if keep_unlabeled else label_missing[:EXAMPLES_PER_COLUMN]:
+        bad.append(BadRow(line=int(row) + line_offset, reason=f"label {data.label!r} is empty"))
+    dropped_rows = np.union1d(typing_rows, label_missing)
+    unusable = reading_bad + len(
+        np.union1d(typing_rows, label_missing[:0] if keep_unlabeled else label_missing)
+    )
+    bad_fraction = unusable / max(read_rows, 1)
     if bad and bad_fraction > data.max_bad_row_fraction:
         shown = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:5])
         raise IngestError(
-            f"{data.source}: {len(bad)} of {read_rows} rows cannot be used ({bad_fraction:.1%}, "
+            f"{data.source}: {unusable} of {read_rows} rows cannot be used ({bad_fraction:.1%}, "
             f"data.max_bad_row_fraction is {data.max_bad_row_fraction:.1%}): {shown}"
         )
-    if frame.empty:
+    usable = scan.rows - len(dropped_rows)
+    if usable == 0:
         raise IngestError(f"{data.source}: no usable rows left after dropping bad rows")
-    frame = frame.reset_index(drop=True)
-    splits = assign_splits(frame, data)
+    time_codes = _time_codes(data, scan, columns, typed, dropped_rows)
+    keys = data.split.key_columns or columns
+    missing = [k for k in keys if k not in columns]
+    if time_codes is None and missing:
+        raise IngestError(f"data.split.key_columns {missing} are not columns of the data")
+
+    dtypes = {
+        name: typed[name].dtype if name in typed else "binary" if name == image else "string"
+        for name in columns
+    }
+    empty = pd.DataFrame(
+        {
+            name: pd.Series([], dtype=object if dtype == "binary" else dtype)
+            for name, dtype in dtypes.items()
+        }
+    )
+    schema = pa.Schema.from_pandas(empty, preserve_index=False)
+    if image is not None:
+        schema = schema.set(schema.get_field_index(image), pa.field(image, pa.binary()))
     summary: dict[str, Any] = {
         "source": data.source,
         "rows_read": read_rows,
-        "rows_dropped": len(bad),
+        "rows_dropped": unusable,
         "dropped_examples": [f"line {b.line}: {b.reason}" for b in bad[:20]],
-        "columns": {name: str(dtype) for name, dtype in frame.dtypes.items()},
+        "columns": dtypes,
         "personal_data": privacy,
         "rows": {},
     }
     with atomic_dir(output_dir) as tmp:
+        written = list(SPLITS) + ([UNLABELED] if keep_unlabeled else [])
+        writers = {name: SplitWriter(tmp / f"{name}.parquet", schema) for name in written}
+        done = 0  # usable rows written so far (the time split's plan is indexed by them)
+        for first, batch in scan.spilled():
+            rows = np.arange(first, first + batch.num_rows)
+            arrays = []
+            for name in columns:
+                values = _column(batch, name)
+                if name in hashed:
+                    tokens = [hash_token(v, hashed[name]) for v in values.to_pylist()]
+                    arrays.append(pa.array(tokens, pa.string()))
+                elif name == image:
+                    arrays.append(values.cast(pa.binary()))
+                else:
+                    arrays.append(typed[name].typed(values))
+            table = pa.Table.from_arrays(arrays, schema=schema)
+            keep = ~np.isin(rows, dropped_rows, assume_unique=True) if len(dropped_rows) else None
+            if keep_unlabeled:
+                aside = np.isin(rows, unlabeled_rows, assume_unique=True)  # none: 0-row table
+                writers[UNLABELED].write(table.filter(pa.array(aside)))
+            table = table.filter(pa.array(keep)) if keep is not None else table
+            if time_codes is not None:
+                codes = time_codes[done : done + table.num_rows]
+            else:
+                codes = split_fractions(
+                    key_texts([table.column(k).combine_chunks() for k in keys]), data
+                )
+            done += table.num_rows
+            for name in SPLITS:
+                writers[name].write(table.filter(pa.array(codes == SPLIT_CODES[name])))
+        for writer in writers.values():
+            writer.close()
         for name in SPLITS:
-            part = frame[splits == name].reset_index(drop=True)
-            if part.empty:
+            if writers[name].rows == 0:
                 raise IngestError(
-                    f"{data.source}: split {name!r} is empty ({len(frame)} rows); give more data or "
+                    f"{data.source}: split {name!r} is empty ({usable} rows); give more data or "
                     "larger data.split fractions"
                 )
-            part.to_parquet(tmp / f"{name}.parquet", index=False)
-            summary["rows"][name] = len(part)
-        written = list(SPLITS)
+            summary["rows"][name] = writers[name].rows
         if keep_unlabeled:
-            unlabeled.reset_index(drop=True).to_parquet(tmp / f"{UNLABELED}.parquet", index=False)
-            summary["rows_unlabeled"] = len(unlabeled)
-            written.append(UNLABELED)
+            summary["rows_unlabeled"] = writers[UNLABELED].rows
         digest = hashlib.sha256()
         for name in written:
             digest.update((tmp / f"{name}.parquet").read_bytes())
         summary["fingerprint"] = "sha256:" + digest.hexdigest()
         write_json_atomic(tmp / INGEST_SUMMARY_FILE, summary)
     return summary
+
+
+def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
+    index = batch.schema.get_field_index(name)
+    return batch.column(index) if index >= 0 else pa.nulls(batch.num_rows, pa.string())
+
+
+def _time_codes(
+    data: DataConfig,
+    scan: SourceScan,
+    columns: list[str],
+    typed: dict[str, ColumnScan],
+    dropped_rows: np.ndarray,
+) -> np.ndarray | None:
+    """Split code per usable row for a time split (None for a hash split)."""
+    if data.split.method != "time":
+        return None
+    column = data.split.time_column
+    if column not in columns:
+        raise IngestError(f"data.split.time_column {column!r} is not a column of the data")
+    times = np.delete(scan.times(), dropped_rows)
+    scanned = typed.get(column)
+    if scanned is None:
+        times = np.full(len(times), np.nan)  # hashed: no longer a number
+    elif scanned.numeric:
+        times = np.where(np.isinf(times), np.nan, times)  # a typed column holds no infinities
+    if np.isnan(times).any():
+        raise IngestError(f"data.split.time_column {column!r} has missing or non-numeric values")
+    return time_split_codes(times, data)

@@ -59,6 +59,8 @@ def _card(text: str) -> bool:
 
 
 def _ip(text: str) -> bool:
+    if ":" not in text and text.count(".") != 3:
+        return False  # neither IPv6 nor dotted IPv4: skip the (slow) parse
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -130,6 +132,17 @@ def salted_hash(values: pd.Series, salt: str) -> pd.Series:
     return values.map(lambda value: hash_token(value, salt))
 
 
+def hash_salt(settings: PrivacyConfig, column: str) -> str:
+    """The salt for hashing `column` (read from the environment when ingest runs)."""
+    salt = os.environ.get(settings.hash_salt_env, "")
+    if not salt:
+        raise PersonalDataError(
+            f"privacy.columns.{column} is 'hash' but ${settings.hash_salt_env} is empty: "
+            "set it to a secret salt (the same one for training and serving)"
+        )
+    return salt
+
+
 def apply_privacy(
     frame: pd.DataFrame,
     settings: PrivacyConfig,
@@ -158,12 +171,7 @@ def apply_privacy(
         if policy == "drop":
             frame = frame.drop(columns=[column])
         elif policy == "hash":
-            salt = os.environ.get(settings.hash_salt_env, "")
-            if not salt:
-                raise PersonalDataError(
-                    f"privacy.columns.{column} is 'hash' but ${settings.hash_salt_env} is empty: "
-                    "set it to a secret salt (the same one for training and serving)"
-                )
+            salt = hash_salt(settings, column)
             frame = frame.assign(**{column: salted_hash(frame[column], salt)})
         actions[column] = f"{policy} ({kind})"
     return frame, actions

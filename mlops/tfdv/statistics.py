@@ -79,6 +79,8 @@ def _column_to_arrow(series: pd.Series) -> pa.Array:
         return pa.array(series, from_pandas=True)
     if kind == _FNS.FLOAT:
         return pa.array(series.to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
+    if isinstance(series.dtype, pd.StringDtype):  # text already (ingest writes these): no copy
+        return pa.array(series, type=pa.string(), from_pandas=True)
     missing = series.isna().to_numpy()
     present = series[~missing]
     if present.dtype == object:
