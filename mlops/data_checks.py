@@ -43,18 +43,31 @@ def single_feature_auc(
     quantile bin for numbers) learned on train, scored as AUC on `other`; one-vs-rest averaged over
     classes for multi-class labels, the positive class for binary ones. 0.5 is no signal, 1.0
     means the feature alone determines the label."""
-    train_labels = category_texts(train[label])
-    other_labels = category_texts(other[label])
+    labels = category_texts(train[label]), category_texts(other[label])
+    return _feature_auc(labels, _codes(train[feature], other[feature], numeric))
+
+
+def _feature_auc(
+    labels: tuple[pd.Series, pd.Series], keys: tuple[pd.Series, pd.Series]
+) -> float | None:
+    """`single_feature_auc` from the label texts and group keys of (train, other)."""
+    train_labels, other_labels = labels
     classes = sorted(set(train_labels) - {""})
     if len(classes) < 2:
         return None
-    keys_train, keys_other = _codes(train[feature], other[feature], numeric)
+    # Integer group ids shared by both splits: the per-group label rate is then a bincount.
+    groups, _ = pd.factorize(pd.concat([keys[0], keys[1]], ignore_index=True))
+    train_groups, other_groups = groups[: len(keys[0])], groups[len(keys[0]) :]
+    sizes = np.bincount(train_groups, minlength=groups.max() + 1)
+    seen = sizes[other_groups] > 0
+    train_text, other_text = train_labels.to_numpy(), other_labels.to_numpy()
     aucs = []
     for positive in classes[1:] if len(classes) == 2 else classes:
-        is_positive = (train_labels == positive).astype("float64")
-        rate = is_positive.groupby(keys_train).mean()
-        scores = keys_other.map(rate).fillna(is_positive.mean()).to_numpy()
-        auc = binary_auc(scores, (other_labels == positive).to_numpy())
+        is_positive = (train_text == positive).astype("float64")
+        positives = np.bincount(train_groups, weights=is_positive, minlength=len(sizes))
+        rate = positives[other_groups] / np.maximum(sizes[other_groups], 1)
+        scores = np.where(seen, rate, is_positive.mean())
+        auc = binary_auc(scores, other_text == positive)
         if auc is not None:
             aucs.append(auc)
     return float(np.mean(aucs)) if aucs else None
@@ -90,9 +103,10 @@ def leakage_table(
     other = frames.get("eval")
     other = other if other is not None and len(other) else train
     table: dict[str, Any] = {}
+    labels = category_texts(train[label]), category_texts(other[label])  # once, not per feature
     for feature in features:
         if feature in train.columns:
-            auc = single_feature_auc(train, other, feature, label, feature in numeric)
+            auc = _feature_auc(labels, _codes(train[feature], other[feature], feature in numeric))
             if auc is not None:
                 table[feature] = round(auc, 4)
     return table
