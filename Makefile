@@ -36,11 +36,13 @@ $(LINT_STAMP): requirements-lint.lock | $(STAMP)
 run: $(STAMP) ## run the training pipeline locally (CONFIG=configs/penguins.yaml)
 	$(BIN)/mlops run --config $(CONFIG)
 
+# Two pytest workers (pytest-xdist), a test file per worker at a time: most tests wait on one
+# single-threaded process (a step, TFT's Beam job, a TensorFlow import), so two cores run two.
 test: $(STAMP) ## run the test suite (unit, component, pipeline, Vertex contract; the image: make test-image)
-	$(BIN)/pytest -q -m "not image"
+	$(BIN)/pytest -q -m "not image" -n 2 --dist loadfile
 
 test-fast: $(STAMP) ## unit and contract tests only (skips whole-pipeline runs)
-	$(BIN)/pytest -q -m "not slow and not image"
+	$(BIN)/pytest -q -m "not slow and not image" -n 2 --dist loadfile
 
 image: ## build the image (Docker, else buildah + a local Debian base; installs them as root)
 	scripts/image.sh build

@@ -136,8 +136,9 @@ def test_transform_reads_and_writes_gs_like_a_local_run(gcs, penguins_chain, tmp
     from_gs = _transformed(output, config, rows)
     from_disk = _transformed(str(paths["transform"]), config, rows)
     assert sorted(from_gs) == sorted(from_disk)
+    # Float32 statistics from two Beam runs may differ in the last bit (summation order).
     for name, values in from_disk.items():
-        np.testing.assert_allclose(from_gs[name], values, err_msg=name)
+        np.testing.assert_allclose(from_gs[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_transform_refuses_a_gs_dataset_without_its_marker(gcs, penguins_chain, tmp_path) -> None:

@@ -207,7 +207,7 @@ def digits_chain(tmp_path_factory):
 @pytest.mark.slow
 def test_digits_reach_the_success_criterion_with_transfer_learning(digits_chain) -> None:
     config, tmp, ingest, validation, train, evaluation, explain = digits_chain
-    assert sum(ingest["rows"].values()) == 1797 and ingest["columns"]["image"] == "object"
+    assert sum(ingest["rows"].values()) == 1797 and ingest["columns"]["image"] == "binary"
     assert validation["blocking"] == [] and validation["readiness"]["test_rows_in_train"] == 0
     assert train["model_family"] == "cnn"
     transfer = train["transfer"]

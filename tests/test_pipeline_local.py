@@ -50,6 +50,7 @@ def penguin_runs(tmp_path_factory):
     return config, first, second
 
 
+@pytest.mark.timeout(2400)  # the fixture's two whole runs (one tuning), on a busy machine
 def test_first_run_leaves_manifest_artifacts_and_champion(penguin_runs) -> None:
     import tensorflow_model_analysis as tfma
     from tensorflow_metadata.proto.v0 import statistics_pb2
