@@ -296,6 +296,17 @@ def overall_confusion_matrix(eval_result: Any, num_classes: int) -> list[list[in
     return matrix
 
 
+def log_evaluation(summary: dict[str, Any], evaluation: Any, metrics: Any, confusion: Any) -> None:
+    """What an evaluate step shows in the KFP / Vertex UI: its overall metrics and blessing as
+    metrics, the test split's confusion matrix, and `blessed` on the evaluation artifact."""
+    for name, value in summary["metrics"].get("overall", {}).items():
+        metrics.log_metric(name, value)
+    metrics.log_metric("blessed", float(summary["blessed"]))
+    classes, matrix = confusion_matrix(evaluation.path)
+    confusion.log_confusion_matrix(classes, matrix)
+    evaluation.metadata["blessed"] = summary["blessed"]
+
+
 def confusion_matrix(evaluation_dir: str | Path) -> tuple[list[str], list[list[int]]]:
     summary = json.loads((Path(evaluation_dir) / METRICS_FILE).read_text())
     return summary["classes"], summary["confusion_matrix"]

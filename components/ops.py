@@ -178,7 +178,7 @@ def evaluate(
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool)]):
     from collections import namedtuple
 
-    from components.evaluate import confusion_matrix, run_evaluate
+    from components.evaluate import log_evaluation, run_evaluate
     from mlops.config import PipelineConfig
     from mlops.steps import exit_without_teardown, run_step
 
@@ -193,12 +193,7 @@ def evaluate(
         evaluation.path,
         baseline_model_uri or None,
     )
-    for name, value in summary["metrics"].get("overall", {}).items():
-        metrics.log_metric(name, value)
-    metrics.log_metric("blessed", float(summary["blessed"]))
-    classes, matrix = confusion_matrix(evaluation.path)
-    confusion.log_confusion_matrix(classes, matrix)
-    evaluation.metadata["blessed"] = summary["blessed"]
+    log_evaluation(summary, evaluation, metrics, confusion)
     exit_without_teardown()
     return namedtuple("EvaluateOutputs", ["blessed"])(bool(summary["blessed"]))
 
@@ -598,7 +593,7 @@ def evaluate_challenger(
     from collections import namedtuple
 
     from components.automl import run_evaluate_challenger
-    from components.evaluate import confusion_matrix
+    from components.evaluate import log_evaluation
     from mlops.config import PipelineConfig
     from mlops.steps import exit_without_teardown, run_step
 
@@ -613,12 +608,7 @@ def evaluate_challenger(
         predictions.path,
         evaluation.path,
     )
-    for name, value in summary["metrics"].get("overall", {}).items():
-        metrics.log_metric(name, value)
-    metrics.log_metric("blessed", float(summary["blessed"]))
-    classes, matrix = confusion_matrix(evaluation.path)
-    confusion.log_confusion_matrix(classes, matrix)
-    evaluation.metadata["blessed"] = summary["blessed"]
+    log_evaluation(summary, evaluation, metrics, confusion)
     exit_without_teardown()
     return namedtuple("ChallengerOutputs", ["blessed"])(bool(summary["blessed"]))
 
