@@ -44,23 +44,25 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# What a step's process imports, in the order the train step imports it (`keras` before
-# `tensorflow_transform`, which otherwise switches tf.keras to Keras 2), then every step module.
+# What the steps' processes import: kfp's executor (every task), the first steps' modules (they
+# start while the rest is imported: LIGHT_STEPS), then TensorFlow & co. in the order the train
+# step imports them (`keras` before `tensorflow_transform`, which otherwise switches tf.keras to
+# Keras 2), then every other step module.
 PRELOAD = (
+    "kfp.dsl.executor_main",
+    "components.ingest",
+    "components.find_champion",
+    "apache_beam",
+    "components.validate",
+    "google_cloud_pipeline_components.types.artifact_types",
     "keras",
     "tensorflow",
     "tensorflow_transform",
     "tensorflow_transform.beam",
     "tensorflow_model_analysis",
-    "apache_beam",
-    "kfp.dsl.executor_main",
-    "google_cloud_pipeline_components.types.artifact_types",
-    "components.ingest",
-    "components.validate",
     "components.transform",
     "components.tune",
     "components.train",
-    "components.find_champion",
     "components.evaluate",
     "components.explain",
     "components.register",
@@ -70,7 +72,7 @@ PRELOAD = (
     "components.monitor",
     "components.launch_training",
 )
-# How long the first task waits for the worker's imports before running as a subprocess.
+# How long a task waits for the worker to start it (its imports) before running as a subprocess.
 READY_TIMEOUT_S = 600.0
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 _READY = b"R"
@@ -195,7 +197,9 @@ class WarmWorker:
             ours.sendall(json.dumps(request).encode())
             ours.shutdown(socket.SHUT_WR)
             answer = ours.makefile("rb")
+            ours.settimeout(READY_TIMEOUT_S)  # a task waits for the imports it needs
             started = answer.readline()
+            ours.settimeout(None)
             if not started.startswith(b"P"):
                 raise WorkerUnavailable(
                     "it did not start the task"
@@ -304,25 +308,65 @@ def warm_tasks(
 
 # ---- the worker process -------------------------------------------------------------------
 
+# Steps that need only the start of PRELOAD (up to and including this module): they fork as soon
+# as it is imported, while the worker goes on importing TensorFlow & co. for the later steps,
+# so on 2 cores the first steps run beside those imports. Any other task waits for the whole
+# list (a fork before that would import TensorFlow again, beside the worker).
+LIGHT_STEPS = {
+    "ingest": "components.ingest",
+    "find_champion_local": "components.find_champion",
+    "validate_data": "components.validate",
+}
 
-def _preload(modules: Sequence[str]) -> dict[str, str | None]:
-    """Import `modules`; what the imports did to the environment (a fresh step process gets
-    the same changes from the same imports), as {name: value, or None for removed}. The root
-    logger is left as it was, so a task's executor configures logging as in a fresh process."""
-    import importlib
-    import logging
 
-    before = dict(os.environ)
-    handlers, level = list(logging.root.handlers), logging.root.level
-    for name in modules:
-        importlib.import_module(name)
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
-    changes: dict[str, str | None] = {
-        key: value for key, value in os.environ.items() if before.get(key) != value
-    }
-    changes.update({key: None for key in before if key not in os.environ})
-    return changes
+def _needed(request: dict[str, Any], preload: Sequence[str]) -> int:
+    """How many of `preload` must be imported before this task forks."""
+    arguments = request["arguments"]
+    function = ""
+    if "--function_to_execute" in arguments[:-1]:
+        function = arguments[arguments.index("--function_to_execute") + 1]
+    module = LIGHT_STEPS.get(function)
+    return preload.index(module) + 1 if module in preload else len(preload)
+
+
+class _Imports:
+    """The worker's imports, one module at a time between requests; what they did to the
+    environment (a fresh step process gets the same changes from the same imports) and the root
+    logger as it was before them (restored in each task, so its executor configures logging as
+    in a fresh process)."""
+
+    def __init__(self, modules: Sequence[str]) -> None:
+        import logging
+
+        self.modules = list(modules)
+        self.done = 0
+        self.error = ""
+        self._environ = dict(os.environ)
+        self.root_handlers = list(logging.root.handlers)
+        self.root_level = logging.root.level
+
+    @property
+    def finished(self) -> bool:
+        return self.done == len(self.modules) or bool(self.error)
+
+    def next(self) -> None:
+        import importlib
+
+        name = self.modules[self.done]
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # noqa: BLE001 - reported to the run, which falls back
+            self.error = f"import of {name} failed: {type(exc).__name__}: {exc}"
+            return
+        self.done += 1
+
+    def environ_changes(self) -> dict[str, str | None]:
+        """{name: value, or None for removed} since the worker started."""
+        changes: dict[str, str | None] = {
+            key: value for key, value in os.environ.items() if self._environ.get(key) != value
+        }
+        changes.update({key: None for key in self._environ if key not in os.environ})
+        return changes
 
 
 def _read_request(task: socket.socket) -> dict[str, Any]:
@@ -344,15 +388,19 @@ def _task_environment(request_env: dict[str, str], import_changes: dict[str, str
     return env
 
 
-def _run_task(request: dict[str, Any], import_changes: dict[str, str | None]) -> int:
+def _run_task(request: dict[str, Any], imports: _Imports) -> int:
     """In the fork: what kfp's launcher script does, then `python -m kfp.dsl.executor_main`."""
     import atexit
+    import logging
     import runpy
     import tempfile
 
+    logging.root.handlers[:] = imports.root_handlers
+    logging.root.setLevel(imports.root_level)
     os.chdir(request["cwd"])
+    env = _task_environment(request["env"], imports.environ_changes())
     os.environ.clear()
-    os.environ.update(_task_environment(request["env"], import_changes))
+    os.environ.update(env)
     tempfile.tempdir = None  # from the task's TMPDIR
     sys.path[0] = request["cwd"]  # `python -m` puts its working directory first
     if "numpy" in sys.modules:  # a fresh process seeds numpy's global generator from the OS
@@ -385,19 +433,16 @@ def _run_task(request: dict[str, Any], import_changes: dict[str, str | None]) ->
     return code
 
 
-def _fork_task(
-    task: socket.socket, out_fd: int, keep_closed: list[int], import_changes
-) -> int | None:
-    """Fork a task; the child never returns. Returns the child's pid (None if the request was
-    unreadable: the task socket is closed and the launcher falls back)."""
-    try:
-        request = _read_request(task)
-    except (OSError, ValueError) as exc:
-        with contextlib.suppress(OSError):
-            task.sendall(b"E" + str(exc).encode() + b"\n")
-        task.close()
-        os.close(out_fd)
-        return None
+@dataclass
+class _Request:
+    task: socket.socket
+    out_fd: int
+    body: dict[str, Any]
+    needed: int
+
+
+def _fork_task(request: _Request, keep_closed: list[int], imports: _Imports) -> int:
+    """Fork the task (the child never returns) and tell the run its pid."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -407,32 +452,73 @@ def _fork_task(
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            for fd in [*keep_closed, task.fileno()]:
+            for fd in [*keep_closed, request.task.fileno()]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            os.dup2(out_fd, 1)
-            os.dup2(out_fd, 2)
-            os.close(out_fd)
-            code = _run_task(request, import_changes)
+            os.dup2(request.out_fd, 1)
+            os.dup2(request.out_fd, 2)
+            os.close(request.out_fd)
+            code = _run_task(request.body, imports)
         finally:
             with contextlib.suppress(BaseException):
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
-    os.close(out_fd)
-    task.sendall(f"P{pid}\n".encode())
+    os.close(request.out_fd)
+    with contextlib.suppress(OSError):
+        request.task.sendall(f"P{pid}\n".encode())
     return pid
 
 
-def serve(control_fd: int, preload: Sequence[str]) -> int:
-    """The worker: import `preload`, say ready, then fork a task per request until the run
-    closes the control socket (or dies). Tasks still running then are left to finish."""
-    control = socket.socket(fileno=control_fd)
+def _refuse(request: _Request, reason: str) -> None:
+    """The task was not started: the run falls back to a subprocess for it."""
+    with contextlib.suppress(OSError):
+        request.task.sendall(b"E" + reason.encode() + b"\n")
+    request.task.close()
+    os.close(request.out_fd)
+
+
+def _abandoned(request: _Request) -> bool:
+    poller = select.poll()
+    poller.register(request.task, select.POLLHUP)
+    return any(event & select.POLLHUP for _, event in poller.poll(0))
+
+
+def _receive(control: socket.socket, preload: Sequence[str]) -> _Request | None | bool:
+    """The next request on the control socket; False when the run closed it."""
     try:
-        import_changes = _preload(preload)
-    except BaseException as exc:  # noqa: BLE001 - reported to the run, which falls back
+        message, fds, _, _ = socket.recv_fds(control, 16, 2)
+    except OSError:
+        return False
+    if not message:
+        return False
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        return None
+    task = socket.socket(fileno=fds[0])
+    request = _Request(task, fds[1], {}, len(preload))
+    try:
+        request.body = _read_request(task)
+        request.needed = _needed(request.body, preload)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _refuse(request, f"unreadable request: {exc}")
+        return None
+    return request
+
+
+def serve(control_fd: int, preload: Sequence[str]) -> int:
+    """The worker: import `preload` one module at a time, forking each task as soon as the
+    modules it needs are in (`LIGHT_STEPS`; the others wait for all), until the run closes the
+    control socket (or dies). Tasks still running then are left to finish on their own, as
+    orphaned task subprocesses do."""
+    control = socket.socket(fileno=control_fd)
+    imports = _Imports(preload)
+    if preload and preload[0] == EXECUTOR_MODULE:
+        imports.next()  # every task needs it
+    if imports.error:
         with contextlib.suppress(OSError):
-            control.sendall(_FAILED + f"import failed: {type(exc).__name__}: {exc}".encode())
+            control.sendall(_FAILED + imports.error.encode())
         return 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the tasks and the run
     wake_reader, wake_writer = os.pipe()
@@ -441,31 +527,37 @@ def serve(control_fd: int, preload: Sequence[str]) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     control.sendall(_READY)
     running: dict[int, socket.socket] = {}
+    waiting: list[_Request] = []
     while True:
-        ready, _, _ = select.select([control, wake_reader], [], [], 5.0)
+        timeout = 5.0 if imports.finished else 0.0
+        ready, _, _ = select.select([control, wake_reader], [], [], timeout)
         if control in ready:
-            try:
-                message, fds, _, _ = socket.recv_fds(control, 16, 2)
-            except OSError:
-                message, fds = b"", []
-            if not message:
-                # The run is over, or its process is gone: tasks still running are left to
-                # finish on their own, as orphaned task subprocesses do.
+            request = _receive(control, preload)
+            if request is False:
                 break
-            if len(fds) == 2:
-                task = socket.socket(fileno=fds[0])
-                internal = [control.fileno(), wake_reader, wake_writer]
-                others = [s.fileno() for s in running.values()]
-                pid = _fork_task(task, fds[1], internal + others, import_changes)
-                if pid is not None:
-                    running[pid] = task
-            else:
-                for fd in fds:
-                    os.close(fd)
+            if request:
+                waiting.append(request)
         if wake_reader in ready:
-            with contextlib.suppress(BlockingIOError, OSError):
+            with contextlib.suppress(OSError):
                 os.read(wake_reader, 4096)
         _reap(running)
+        for request in list(waiting):
+            if imports.error:
+                _refuse(request, imports.error)
+            elif _abandoned(request):  # the run gave up waiting and ran it as a subprocess
+                request.task.close()
+                os.close(request.out_fd)
+            elif request.needed <= imports.done:
+                internal = [control.fileno(), wake_reader, wake_writer]
+                others = [s.fileno() for s in running.values()]
+                others += [r.task.fileno() for r in waiting if r is not request]
+                others += [r.out_fd for r in waiting if r is not request]
+                running[_fork_task(request, internal + others, imports)] = request.task
+            else:
+                continue
+            waiting.remove(request)
+        if not imports.finished:
+            imports.next()
     return 0
 
 
