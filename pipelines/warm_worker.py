@@ -220,7 +220,8 @@ class WarmWorker:
             finished = answer.readline()
         if not finished.startswith(b"S"):
             # The task ran, but its status was lost with the worker: it must not count as done.
-            print(f"[mlops] warm worker lost during the task (pid {started[1:].strip()!r})")
+            pid = started[1:].decode(errors="replace").strip()
+            print(f"[mlops] warm worker lost during the task (its process {pid}): the task fails")
             return 1
         return _exit_code(int(finished[1:]))
 

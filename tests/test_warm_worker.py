@@ -145,3 +145,30 @@ def test_only_kfps_own_launcher_is_run_in_the_worker() -> None:
     changed = [*ours[:2], ours[2].replace("mktemp -d", "mktemp -d -p /x"), *ours[3:]]
     assert parse_task_command(changed, "/venv/bin/python") is None
     assert parse_task_command(["python", "-c", "print(1)", "x"], "/venv/bin/python") is None
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def kill_worker() -> str:
+    import os
+    import signal
+
+    os.kill(os.getppid(), signal.SIGKILL)  # the worker this task was forked from
+    return "done"
+
+
+def test_a_worker_lost_mid_task_fails_that_task_and_later_ones_run_as_subprocesses(
+    tmp_path: Path, capfd
+) -> None:
+    """The task's exit status died with the worker: it must not count as succeeded (its step
+    cache entry would be written); the next task cannot be started there and runs as kfp's
+    own subprocess."""
+    _init(tmp_path)
+    with warm_tasks(preload=LIGHT_PRELOAD) as launcher:
+        with pytest.raises(RuntimeError, match="kill-worker.*FAILURE"):
+            kill_worker()
+        after = json.loads(facts(text="after").outputs["Output"])
+    assert launcher.forked_tasks == 1 and launcher.worker is None  # only the lost one forked
+    assert not after["preloaded"]
+    out = capfd.readouterr().out
+    assert "warm worker lost during the task" in out
+    assert len([line for line in out.splitlines() if "warm worker unavailable" in line]) == 1
