@@ -20,8 +20,10 @@ does with a subprocess's output; its exit status (a signal included) is the task
 
 The worker only imports: it runs no TensorFlow op and starts no Beam pipeline or gRPC channel, so
 a fork starts with no TensorFlow or gRPC state to inherit (fork after running them is not safe).
-A command that is not kfp's lightweight launcher, a worker that did not start (an import error, a
-crash), or one lost mid-run, is handled by kfp's own subprocess launch, with one line saying so.
+A command that is not kfp's lightweight launcher runs through kfp's own subprocess launch; so does
+every task once the worker is found unavailable (an import error, a crash), with one line saying
+so. A task whose worker died while it ran fails (its exit status is lost, so it must not count as
+done).
 
 Signals behave as for subprocesses: the worker and its forks stay in the run's process group
 (a SIGKILL to the group ends them all); Ctrl-C reaches the running task (the worker itself
