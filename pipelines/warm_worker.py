@@ -46,29 +46,30 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# What the steps' processes import: kfp's executor (every task), the first steps' modules (they
-# start while the rest is imported: LIGHT_STEPS), then TensorFlow & co. in the order the train
-# step imports them (`keras` before `tensorflow_transform`, which otherwise switches tf.keras to
-# Keras 2), then every other step module.
+# What the steps' processes import, in the order the steps need it: kfp's executor (every task),
+# the first steps' modules, then TensorFlow, Keras and TFT (`keras` before `tensorflow_transform`,
+# as the train step imports them: TFT otherwise switches tf.keras to Keras 2) for transform and
+# train, then TFMA for evaluate, then the other step modules. A step forks as soon as what it
+# needs is imported (STEP_NEEDS), while the worker goes on importing for the later steps.
 PRELOAD = (
     "kfp.dsl.executor_main",
     "components.ingest",
     "components.find_champion",
     "apache_beam",
     "components.validate",
-    "google_cloud_pipeline_components.types.artifact_types",
     "keras",
     "tensorflow",
     "tensorflow_transform",
     "tensorflow_transform.beam",
-    "tensorflow_model_analysis",
     "components.transform",
-    "components.tune",
     "components.train",
+    "tensorflow_model_analysis",
     "components.evaluate",
     "components.explain",
     "components.register",
     "components.report",
+    "google_cloud_pipeline_components.types.artifact_types",
+    "components.tune",
     "components.deploy",
     "components.batch_predict",
     "components.monitor",
@@ -311,14 +312,20 @@ def warm_tasks(
 
 # ---- the worker process -------------------------------------------------------------------
 
-# Steps that need only the start of PRELOAD (up to and including this module): they fork as soon
-# as it is imported, while the worker goes on importing TensorFlow & co. for the later steps,
-# so on 2 cores the first steps run beside those imports. Any other task waits for the whole
-# list (a fork before that would import TensorFlow again, beside the worker).
-LIGHT_STEPS = {
+# The last module of PRELOAD each step (its KFP function in components/ops.py) needs: it forks as
+# soon as that one is imported, beside the worker's later imports, so on 2 cores the first steps
+# run while TensorFlow is imported and transform while TFMA is. Any other task waits for the
+# whole list (a fork before that might import TensorFlow again, beside the worker).
+STEP_NEEDS = {
     "ingest": "components.ingest",
     "find_champion_local": "components.find_champion",
     "validate_data": "components.validate",
+    "transform": "components.transform",
+    "train": "components.train",
+    "evaluate": "components.evaluate",
+    "explain": "components.explain",
+    "register_local": "components.register",
+    "report": "components.report",
 }
 
 
@@ -328,7 +335,7 @@ def _needed(request: dict[str, Any], preload: Sequence[str]) -> int:
     function = ""
     if "--function_to_execute" in arguments[:-1]:
         function = arguments[arguments.index("--function_to_execute") + 1]
-    module = LIGHT_STEPS.get(function)
+    module = STEP_NEEDS.get(function)
     return preload.index(module) + 1 if module in preload else len(preload)
 
 
@@ -512,7 +519,7 @@ def _receive(control: socket.socket, preload: Sequence[str]) -> _Request | None 
 
 def serve(control_fd: int, preload: Sequence[str]) -> int:
     """The worker: import `preload` one module at a time, forking each task as soon as the
-    modules it needs are in (`LIGHT_STEPS`; the others wait for all), until the run closes the
+    modules it needs are in (`STEP_NEEDS`; the others wait for all), until the run closes the
     control socket (or dies). Tasks still running then are left to finish on their own, as
     orphaned task subprocesses do."""
     control = socket.socket(fileno=control_fd)
