@@ -459,7 +459,6 @@ def _fork_task(request: _Request, keep_closed: list[int], imports: _Imports) -> 
     if pid == 0:
         code = 1
         try:
-            signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             for fd in [*keep_closed, request.task.fileno()]:
@@ -531,26 +530,22 @@ def serve(control_fd: int, preload: Sequence[str]) -> int:
             control.sendall(_FAILED + imports.error.encode())
         return 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the tasks and the run
-    wake_reader, wake_writer = os.pipe()
-    os.set_blocking(wake_writer, False)
-    signal.set_wakeup_fd(wake_writer)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children = _Children()
+    # A task's status goes to the run as soon as it ends, also while a long import runs (Python
+    # calls the handler between bytecodes); no system call is cut short by it (SA_RESTART).
+    signal.signal(signal.SIGCHLD, lambda *_: children.reap())
+    signal.siginterrupt(signal.SIGCHLD, False)
     control.sendall(_READY)
-    running: dict[int, socket.socket] = {}
     waiting: list[_Request] = []
     while True:
         timeout = 5.0 if imports.finished else 0.0
-        ready, _, _ = select.select([control, wake_reader], [], [], timeout)
-        if control in ready:
+        ready, _, _ = select.select([control], [], [], timeout)
+        if ready:
             request = _receive(control, preload)
             if request is False:
                 break
             if request:
                 waiting.append(request)
-        if wake_reader in ready:
-            with contextlib.suppress(OSError):
-                os.read(wake_reader, 4096)
-        _reap(running)
         for request in list(waiting):
             if imports.error:
                 _refuse(request, imports.error)
@@ -558,11 +553,10 @@ def serve(control_fd: int, preload: Sequence[str]) -> int:
                 request.task.close()
                 os.close(request.out_fd)
             elif request.needed <= imports.done:
-                internal = [control.fileno(), wake_reader, wake_writer]
-                others = [s.fileno() for s in running.values()]
+                others = [control.fileno(), *children.fds()]
                 others += [r.task.fileno() for r in waiting if r is not request]
                 others += [r.out_fd for r in waiting if r is not request]
-                running[_fork_task(request, internal + others, imports)] = request.task
+                children.add(_fork_task(request, others, imports), request.task)
             else:
                 continue
             waiting.remove(request)
@@ -571,16 +565,35 @@ def serve(control_fd: int, preload: Sequence[str]) -> int:
     return 0
 
 
-def _reap(running: dict[int, socket.socket]) -> None:
-    while running:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        task = running.pop(pid, None)
-        if task is not None:
+class _Children:
+    """The tasks forked and the run's socket for each; `reap` (the SIGCHLD handler, which may
+    run in the middle of `add` or of itself) sends each ended task's wait status."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, socket.socket] = {}
+        self.ended: dict[int, int] = {}  # reaped before `add` registered them
+
+    def add(self, pid: int, task: socket.socket) -> None:
+        self.tasks[pid] = task
+        self.reap()
+
+    def fds(self) -> list[int]:
+        return [task.fileno() for task in list(self.tasks.values())]
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            self.ended[pid] = status
+        for pid in list(self.ended):
+            task = self.tasks.pop(pid, None)
+            status = self.ended.pop(pid, None) if task is not None else None
+            if task is None or status is None:
+                continue
             with contextlib.suppress(OSError):
                 task.sendall(f"S{status}\n".encode())
             task.close()
