@@ -153,7 +153,8 @@ class WarmWorker:
         return cls(process, ours)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Block until the worker finished its imports; WorkerUnavailable if it failed."""
+        """Block until the worker is up (kfp's executor imported; the rest follows while tasks
+        run); WorkerUnavailable if it failed."""
         with self._lock:
             if self._ready is None:
                 self._ready, self._error = self._read_ready(timeout)
