@@ -601,4 +601,7 @@ class _Children:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(int(sys.argv[1]), sys.argv[2:]))
+    status = serve(int(sys.argv[1]), sys.argv[2:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # skip the native teardown of what it imported (TensorFlow & co.)
