@@ -27,6 +27,7 @@ from mlops.steps import read_step_log
 from pipelines.builders import build_pipeline
 from pipelines.progress import quiet_output, strip_ansi
 from pipelines.step_cache import CACHED, step_cache
+from pipelines.warm_worker import warm_tasks
 
 STEP_ORDERS = {
     "training": [
@@ -101,11 +102,17 @@ def _run_temp_dir(path: Path) -> Iterator[None]:
 
 
 def run_training_locally(
-    config: PipelineConfig, run_id: str | None = None, verbose: bool = True, cache: bool = True
+    config: PipelineConfig,
+    run_id: str | None = None,
+    verbose: bool = True,
+    cache: bool = True,
+    warm_worker: bool = True,
 ) -> RunResult:
     """Run the training pipeline locally; never raises for a failed step (the manifest says).
     Steps that completed before for the same inputs are reused unless `cache` is False."""
-    return run_locally(config, "training", run_id=run_id, verbose=verbose, cache=cache)
+    return run_locally(
+        config, "training", run_id=run_id, verbose=verbose, cache=cache, warm_worker=warm_worker
+    )
 
 
 # Set aside when a run starts and freed just before its final run.json is written, so a disk
@@ -161,13 +168,17 @@ def run_locally(
     run_id: str | None = None,
     verbose: bool = True,
     cache: bool = True,
+    warm_worker: bool = True,
     **parameters,
 ) -> RunResult:
     """Run one of the pipelines with kfp.local; a failed step is reported in the manifest.
     Unless `verbose`, task output goes to <run dir>/pipeline.log and the terminal shows a line
     per step. The training pipeline reuses steps completed before for the same inputs
     (`pipelines.step_cache`); `cache=False` recomputes them (and records the new results).
-    Other pipelines deploy or read changing state (request logs), so they always run."""
+    Other pipelines deploy or read changing state (request logs), so they always run.
+    With `warm_worker` each task runs in a fork of one process that imported TensorFlow, TFT,
+    TFMA, Beam and the steps once for the run (`pipelines.warm_worker`); without it (or when
+    that process cannot start) each task is its own subprocess, as kfp.local runs it."""
     from kfp import local
 
     _use_verbatim_task_arguments()
@@ -217,7 +228,12 @@ def run_locally(
     )
     error = error_traceback = None
     log_path = run_dir / PIPELINE_LOG_FILE
-    with quiet_output(log_path, verbose), _run_temp_dir(run_dir / "tmp"), caching:
+    with (
+        quiet_output(log_path, verbose),
+        _run_temp_dir(run_dir / "tmp"),
+        caching,
+        warm_tasks(enabled=warm_worker),
+    ):
         try:
             pipeline(config_json=config.to_json(), step_log=str(step_log), **parameters)
         except Exception as exc:  # kfp.local raises RuntimeError naming the failed task

@@ -17,6 +17,8 @@ _STEP_LINE = re.compile(
     r"\[mlops\] step (\w+): "
     r"(started|done in ([\d.]+)s|FAILED after ([\d.]+)s|cached from run (\S+))"
 )
+# Said once per run when steps cannot run in forks of the warm worker (pipelines/warm_worker.py).
+_WARM_WORKER_LINE = re.compile(r"\[mlops\] (warm worker .*)")
 
 
 def strip_ansi(text: str) -> str:
@@ -61,9 +63,12 @@ def quiet_output(log_path: Path, verbose: bool = False) -> Iterator[None]:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
-                match = _STEP_LINE.search(strip_ansi(line.decode("utf-8", "replace")))
+                text = strip_ansi(line.decode("utf-8", "replace"))
+                match = _STEP_LINE.search(text)
                 if match:
                     os.write(terminal, (_progress_line(match) + "\n").encode())
+                elif warm := _WARM_WORKER_LINE.search(text):
+                    os.write(terminal, f"  ({warm.group(1)})\n".encode())
 
     copier = threading.Thread(target=copy, daemon=True)
     copier.start()
