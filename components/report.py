@@ -31,7 +31,8 @@ from mlops.report_html import (
 )
 
 
-def _curves_html(curves: dict[str, list[float]]) -> str:
+def _curves_html(curves: dict[str, list[float]], step: str = "epoch") -> str:
+    """Train and eval loss and accuracy per `step` (epochs; boosting stages for gbt)."""
     figures = []
     for metric in ("loss", "sparse_categorical_accuracy"):
         if metric not in curves:
@@ -42,7 +43,7 @@ def _curves_html(curves: dict[str, list[float]]) -> str:
         if f"val_{metric}" in curves:
             ax.plot(curves[f"val_{metric}"], label="eval")
         ax.set_title(metric.replace("sparse_categorical_", ""), fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_xlabel(step, fontsize=8)
         ax.legend(fontsize=7)
         figures.append(figure_to_img(fig, f"training {metric}"))
     return figure_grid(figures)
@@ -84,11 +85,20 @@ def modelling_html(info: dict[str, Any]) -> str:
     diagnosis, the warm start and the TFLite export, from `model_info.json`."""
     parts = []
     regularisation = info.get("regularisation") or {}
-    parts.append(
-        f"<p>Model family: <b>{html.escape(info.get('model_family', 'dnn'))}</b>; L2 "
-        f"{cell_text(regularisation.get('l2', 0.0))}, dropout "
-        f"{cell_text(regularisation.get('dropout', 0.0))}.</p>"
-    )
+    family = info.get("model_family", "dnn")
+    trees = info.get("gbt") if family == "gbt" else None
+    if trees:  # boosted trees have no L2 or dropout: say what the trees are
+        detail = (
+            f"{trees['stages']} boosting stages kept of {trees['stages_fitted']} fitted, "
+            f"{trees['trees']} trees, {trees['nodes']} nodes, depth up to {trees['max_depth']}, "
+            f"learning rate {cell_text(trees['learning_rate'])}"
+        )
+    else:
+        detail = (
+            f"L2 {cell_text(regularisation.get('l2', 0.0))}, "
+            f"dropout {cell_text(regularisation.get('dropout', 0.0))}"
+        )
+    parts.append(f"<p>Model family: <b>{html.escape(family)}</b>; {detail}.</p>")
     comparison = info.get("family_comparison")
     if comparison:
         parts.append("<p>Families compared on the eval split (the best is exported):</p>")
@@ -361,7 +371,8 @@ def build_report(
             [[info["epochs_run"], info["eval_accuracy"], info["eval_loss"], info["strategy"]]],
         )
     )
-    parts.append(_curves_html(info.get("curves", {})))
+    step = "boosting stage" if info.get("model_family") == "gbt" else "epoch"
+    parts.append(_curves_html(info.get("curves", {}), step))
     parts.append(modelling_html(info))
     if info.get("self_training"):
         parts.append(_self_training_html(info["self_training"]))

@@ -77,3 +77,25 @@ def test_run_summary_has_the_fit_line() -> None:
         "run_dir": "/tmp/r1",
     }
     assert "fit:          overfitting: eval loss rose" in summarize(manifest)
+
+
+def test_gbt_section_says_what_the_trees_are_not_l2_and_dropout() -> None:
+    info = {
+        "model_family": "gbt",
+        "regularisation": {"l2": 0.0, "dropout": 0.0},
+        "epochs_run": 124,
+        "eval_accuracy": 1.0,
+        "eval_loss": 0.02,
+        "gbt": {
+            "stages": 124,
+            "stages_fitted": 144,
+            "trees": 372,
+            "nodes": 5246,
+            "max_depth": 3,
+            "learning_rate": 0.1,
+        },
+        "curves": {"loss": [0.9, 0.5], "val_loss": [0.95, 0.6]},
+    }
+    section = modelling_html(info)
+    assert "<b>gbt</b>; 124 boosting stages kept of 144 fitted, 372 trees, 5246 nodes" in section
+    assert "dropout" not in section
