@@ -326,3 +326,24 @@ def test_validation_of_images_on_dataflow_settings_summarises_in_process(digits_
     out = tmp / "dataflow-validation"
     summary = run_data_validation(on_dataflow, tmp / "data", out / "s", out / "sc", out / "a")
     assert summary["blocking"] == [] and summary["readiness"]["missing_rate"] == {"image": 0.0}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # a whole run, on a busy machine
+def test_digits_run_through_the_local_pipeline(tmp_path: Path) -> None:
+    """The one pipeline definition on images through kfp.local (the steps as KFP tasks, warm
+    worker and all), with the config's own epochs: blessed, registered, explain skipped with its
+    reason, the transfer-learning record in the report."""
+    from pipelines.local import run_training_locally
+    from tests.conftest import config_in
+
+    result = run_training_locally(config_in(tmp_path, "digits"))
+    manifest = result.manifest
+    assert manifest["status"] == "SUCCEEDED", manifest
+    assert manifest["metrics"]["accuracy"] >= 0.95 and manifest["blessed"] is True
+    assert manifest["registered_version"] == 1
+    assert sum(manifest["data"].values()) == 1797
+    (explanations,) = result.run_dir.rglob("explanations.json")
+    assert "image models" in json.loads(explanations.read_text())["skipped"]
+    report = Path(manifest["report"]).read_text()
+    assert "Transfer learning" in report and "Gain of transfer over scratch" in report
