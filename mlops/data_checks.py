@@ -108,15 +108,27 @@ def shared_rows(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> 
     """Test rows that appear in train with the same values in `columns`."""
     if test.empty:
         return 0
+    train_part, test_part = train[columns].copy(deep=False), test[columns].copy(deep=False)
+    for column in columns:
+        if _arrow_text(train[column]) or _arrow_text(test[column]):
+            # Arrow-backed text hashes through Python strings; its codes in one factorization
+            # of both splits (equal texts, equal codes; missing -1 in both) hash as integers.
+            both = pd.concat([train[column], test[column]], ignore_index=True)
+            codes, _ = pd.factorize(both)
+            train_part[column], test_part[column] = codes[: len(train)], codes[len(train) :]
 
     def keys(frame: pd.DataFrame) -> np.ndarray:
         # A 64-bit hash of each row's values (vectorised; a collision among a million rows has
         # odds of about 1e-8). Splits of one ingest share their column types, so equal values
         # are equal rows.
-        return pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+        return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
     # A hash-table lookup (pandas' isin) rather than numpy's sort-based one.
-    return int(pd.Series(keys(test)).isin(pd.Series(keys(train))).sum())
+    return int(pd.Series(keys(test_part)).isin(pd.Series(keys(train_part))).sum())
+
+
+def _arrow_text(column: pd.Series) -> bool:
+    return isinstance(column.dtype, pd.StringDtype) and column.dtype.storage == "pyarrow"
 
 
 def leakage_table(

@@ -187,3 +187,33 @@ def test_leakage_table_matches_a_per_row_reference(classes) -> None:
     }
     assert table == expected
     assert table["hint"] > 0.7 and abs(table["amount"] - 0.5) < 0.1
+
+
+def test_arrow_text_frames_give_the_same_statistics_and_row_checks(
+    penguins_config, tmp_path: Path
+) -> None:
+    """Validation reads text as Arrow-backed strings; statistics and every row check equal those
+    of the frames `pandas.read_parquet` gives (Python strings)."""
+    from mlops import tfdv as dv
+    from mlops.artifacts import SPLITS, read_split
+    from mlops.data_checks import identifier_like, leakage_table, shared_rows
+
+    run_ingest(penguins_config, tmp_path / "data")
+    plain = {s: read_split(tmp_path / "data", s) for s in SPLITS}
+    arrow = {s: read_split(tmp_path / "data", s, arrow_strings=True) for s in SPLITS}
+    assert arrow["train"]["island"].dtype.storage == "pyarrow"
+    assert plain["train"]["island"].dtype.storage == "python"
+    label, features = penguins_config.data.label, penguins_config.features
+    stats = [dv.compute_statistics(f, label=label).SerializeToString() for f in (plain, arrow)]
+    assert stats[0] == stats[1]
+    checks = [
+        (
+            leakage_table(f, features.raw_features, set(features.numeric), label),
+            shared_rows(f["train"], f["test"], [*features.raw_features, label]),
+            shared_rows(f["train"], f["train"].iloc[:40], ["island", "sex"]),
+            [identifier_like(f["train"], c, min_rows=5) for c in f["train"].columns],
+        )
+        for f in (plain, arrow)
+    ]
+    assert checks[0] == checks[1]
+    assert checks[0][2] == 40 and checks[0][0]
