@@ -101,7 +101,8 @@ def run_data_validation(
     """Write statistics (`FeatureStats.pb`), the schema (`schema.pbtxt`) and anomalies
     (`Split-<name>/SchemaDiff.pb`, `Skew/SchemaDiff.pb`); raise DataValidationError on blocking
     anomalies when `validation.fail_on_anomalies` (after writing everything, for inspection)."""
-    frames = {split: read_split(dataset_dir, split) for split in SPLITS}
+    # Text stays in Arrow buffers: every check below compares, counts or hashes it.
+    frames = {split: read_split(dataset_dir, split, arrow_strings=True) for split in SPLITS}
     if config.features.image is not None:
         from mlops.images import content_keys
 

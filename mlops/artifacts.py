@@ -55,14 +55,24 @@ STEP_LOG_FILE = "steps.jsonl"
 PIPELINE_LOG_FILE = "pipeline.log"
 
 
-def read_split(dataset_dir: str | Path, split: str):
-    """One split of an ingested dataset as a pandas frame."""
+def read_split(dataset_dir: str | Path, split: str, *, arrow_strings: bool = False):
+    """One split of an ingested dataset as a pandas frame. With `arrow_strings`, text columns
+    keep their Arrow buffers (`string[pyarrow]`) instead of becoming a Python string per value
+    (the same values, read 2-5x faster; for code that only compares, counts and hashes them)."""
     import pandas as pd
 
     path = require_complete(dataset_dir) / f"{split}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"split {split!r} not found at {path}")
-    return pd.read_parquet(path)
+    if not arrow_strings:
+        return pd.read_parquet(path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = pd.StringDtype("pyarrow")
+    return pq.read_table(path).to_pandas(
+        types_mapper={pa.string(): text, pa.large_string(): text}.get
+    )
 
 
 def model_extra_path(model_dir: str | Path, name: str) -> Path:

@@ -80,7 +80,9 @@ def _column_to_arrow(series: pd.Series) -> pa.Array:
     if kind == _FNS.FLOAT:
         return pa.array(series.to_numpy(dtype="float64", na_value=np.nan), from_pandas=True)
     if isinstance(series.dtype, pd.StringDtype):  # text already (ingest writes these): no copy
-        return pa.array(series, type=pa.string(), from_pandas=True)
+        array = pa.array(series, type=pa.string(), from_pandas=True)
+        # Arrow-backed text may come in chunks; the sketches get one array, as for other text.
+        return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     missing = series.isna().to_numpy()
     present = series[~missing]
     if present.dtype == object:
