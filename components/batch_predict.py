@@ -123,28 +123,59 @@ class PredictChunks(beam.DoFn):
         arrays = frame_to_arrays(frame, self._features)
         _check_numbers(frame, arrays, self._features, ids)
         size = self._batch_size
-        blocks: list[str] = []
-        for start in range(0, len(ids), size):
-            out = self._model.predict_raw(
+        outputs = [
+            self._model.predict_raw(
                 {name: values[start : start + size] for name, values in arrays.items()}
             )
-            blocks.append(
-                prediction_text(
-                    self._id_column,
-                    ids[start : start + size],
-                    [label.decode("utf-8") for label in out["predicted_label"].tolist()],
-                    [name.decode("utf-8") for name in out["classes"][0].tolist()],
-                    out["probabilities"],
-                )
+            for start in range(0, len(ids), size)
+        ]
+        if outputs:
+            yield chunk_text(self._id_column, ids, outputs)
+
+
+def chunk_text(id_column: str, ids: np.ndarray, outputs: list[dict[str, np.ndarray]]) -> str:
+    """The JSON Lines of one chunk from the model's outputs for its consecutive slices: one
+    `prediction_text` over the whole chunk when every slice would take its column-wise path
+    (the lines are the same, a call per slice costs more), else one per slice as before."""
+    class_names = [name.decode("utf-8") for name in outputs[0]["classes"][0].tolist()]
+    probabilities = [out["probabilities"] for out in outputs]
+    if _json_id_column(ids) is not None and all(np.isfinite(p).all() for p in probabilities):
+        return prediction_text(
+            id_column,
+            ids,
+            _decoded(np.concatenate([out["predicted_label"] for out in outputs])),
+            class_names,
+            np.concatenate(probabilities),
+        )
+    blocks: list[str] = []
+    start = 0
+    for out in outputs:
+        stop = start + len(out["probabilities"])
+        blocks.append(
+            prediction_text(
+                id_column,
+                ids[start:stop],
+                _decoded(out["predicted_label"]),
+                [name.decode("utf-8") for name in out["classes"][0].tolist()],
+                out["probabilities"],
             )
-        if blocks:
-            yield "\n".join(blocks)
+        )
+        start = stop
+    return "\n".join(blocks)
+
+
+def _decoded(labels: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes labels as an object array of str, decoded once per distinct label."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(labels)
+    return np.array([u.decode("utf-8") for u in uniques], dtype=object)[codes]
 
 
 def prediction_text(
     id_column: str,
     ids: np.ndarray,
-    labels: list[str],
+    labels: list[str] | np.ndarray,
     class_names: list[str],
     probabilities: np.ndarray,
 ) -> str:
@@ -161,7 +192,9 @@ def prediction_text(
         return "\n".join(
             _prediction_lines(id_column, ids.tolist(), labels, class_names, probabilities)
         )
-    unique, inverse = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    import pandas as pd
+
+    inverse, unique = pd.factorize(np.asarray(labels, dtype=object))
     label_text = pc.take(pa.array([json.dumps(str(u)) for u in unique]), pa.array(inverse))
     order = sorted(range(len(class_names)), key=class_names.__getitem__)
     inner: list[Any] = []
