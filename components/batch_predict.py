@@ -290,8 +290,9 @@ def run_batch_predict(
     chunk_rows: int = 16384,
 ) -> dict[str, Any]:
     """Predict every row of `source` (a file or a glob of files) into
-    `output_dir/predictions-*.jsonl` (Beam, runner from `config.beam_args`); returns {rows,
-    files, model_dir}. Rows travel in chunks of `chunk_rows` and reach the model `batch_size` at
+    `output_dir/predictions-*.jsonl` (Beam, runner from `config.beam_args`; Beam's local
+    runners on one worker run the same DoFns in this process, see `_runs_in_process`); returns
+    {rows, files, model_dir}. Rows travel in chunks of `chunk_rows` and reach the model `batch_size` at
     a time, so the only per-row work is writing the JSON line. Beam gets /gcs/ paths as gs://
     URIs, which Dataflow workers can open."""
     from apache_beam.io.filesystems import FileSystems
@@ -313,23 +314,13 @@ def run_batch_predict(
     if not pattern:
         _check_header(source, fmt, id_column, features)
     options = beam.options.pipeline_options.PipelineOptions(config.beam_args)
+    reader = ReadChunks(fmt, chunk_rows, [id_column, *features.raw_features])
+    predictor = PredictChunks(to_beam_uri(model_dir), features, id_column, batch_size)
     with atomic_dir(output_dir) as out, _unwrapped_errors():
-        with beam.Pipeline(options=options) as pipeline:
-            _ = (
-                pipeline
-                | "Files" >> beam.Create(files)
-                | "ReadChunks"
-                >> beam.ParDo(ReadChunks(fmt, chunk_rows, [id_column, *features.raw_features]))
-                | "Spread" >> beam.Reshuffle()  # one big file's chunks over every worker
-                | "Predict"
-                >> beam.ParDo(
-                    PredictChunks(to_beam_uri(model_dir), features, id_column, batch_size)
-                )
-                | "Write"
-                >> beam.io.WriteToText(
-                    to_beam_uri(out / PREDICTIONS_PREFIX), file_name_suffix=".jsonl"
-                )
-            )
+        if _runs_in_process(options):
+            _predict_in_process(files, reader, predictor, out / _SINGLE_SHARD)
+        else:
+            _predict_on_beam(options, files, reader, predictor, out)
         names = sorted(p.name for p in out.glob(f"{PREDICTIONS_PREFIX}*.jsonl"))
         summary = {
             "rows": sum(_count_lines(out / name) for name in names),
@@ -339,6 +330,89 @@ def run_batch_predict(
         }
         write_json_atomic(out / BATCH_SUMMARY_FILE, summary)
     return summary
+
+
+# The one file WriteToText names when it writes a single shard.
+_SINGLE_SHARD = f"{PREDICTIONS_PREFIX}-00000-of-00001.jsonl"
+_IN_PROCESS_RUNNERS = {"DirectRunner", "FnApiRunner", "BundleBasedDirectRunner"}
+
+
+def _runs_in_process(options: Any) -> bool:
+    """True for Beam's local runners on one worker: there the job runs its DoFns itself
+    (`_predict_in_process`) rather than through a runner, whose per-bundle setup, pickled
+    chunks and Reshuffle spread nothing over one worker. Dataflow and any runner asked for more
+    workers get the Beam pipeline."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    workers = options.view_as(DirectOptions).direct_num_workers
+    return name.rsplit(".", 1)[-1] in _IN_PROCESS_RUNNERS and workers in (None, 1)
+
+
+def _predict_in_process(
+    files: list[str], reader: ReadChunks, predictor: PredictChunks, path: Path
+) -> None:
+    """The pipeline's DoFns without a runner, writing what WriteToText writes for one shard
+    (each chunk's text and a newline, in input order). A thread reads chunks (pandas' and
+    Arrow's parsers let go of the GIL) while this one loads the model and then predicts, so
+    reading overlaps the model load and the model calls; at most a few chunks are in memory."""
+    import queue
+    import threading
+
+    from apache_beam.io.filesystems import FileSystems
+
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: Any) -> None:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read() -> None:
+        try:
+            for name in files:
+                for frame in reader.process(name):
+                    if stop.is_set():
+                        return
+                    put(frame)
+            put(end)
+        except BaseException as exc:  # raised again by the predicting thread
+            put(exc)
+
+    thread = threading.Thread(target=read, name="batch-predict-read", daemon=True)
+    thread.start()
+    try:
+        predictor.setup()
+        with FileSystems.create(to_beam_uri(path)) as handle:
+            while (item := chunks.get()) is not end:
+                if isinstance(item, BaseException):
+                    raise item
+                for text in predictor.process(item):
+                    handle.write(text.encode("utf-8") + b"\n")
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _predict_on_beam(
+    options: Any, files: list[str], reader: ReadChunks, predictor: PredictChunks, out: Path
+) -> None:
+    with beam.Pipeline(options=options) as pipeline:
+        _ = (
+            pipeline
+            | "Files" >> beam.Create(files)
+            | "ReadChunks" >> beam.ParDo(reader)
+            | "Spread" >> beam.Reshuffle()  # one big file's chunks over every worker
+            | "Predict" >> beam.ParDo(predictor)
+            | "Write"
+            >> beam.io.WriteToText(to_beam_uri(out / PREDICTIONS_PREFIX), file_name_suffix=".jsonl")
+        )
 
 
 @contextlib.contextmanager
