@@ -110,7 +110,17 @@ class PredictChunks(beam.DoFn):
 
         self._model = load_model(self._model_dir)
 
+    @property
+    def id_column(self) -> str:
+        return self._id_column
+
     def process(self, frame: Any):
+        predicted = self.predict(*self.prepare(frame))
+        if predicted is not None:
+            yield chunk_text(self._id_column, *predicted)
+
+    def prepare(self, frame: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The frame's ids and model inputs (`frame_to_arrays`), checked."""
         from mlops.features import frame_to_arrays
 
         missing = [c for c in [self._id_column, *self._features.raw_features] if c not in frame]
@@ -122,6 +132,13 @@ class PredictChunks(beam.DoFn):
         ids = frame[self._id_column].to_numpy()
         arrays = frame_to_arrays(frame, self._features)
         _check_numbers(frame, arrays, self._features, ids)
+        return ids, arrays
+
+    def predict(
+        self, ids: np.ndarray, arrays: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]] | None:
+        """The ids and the model's outputs for consecutive `batch_size` slices (None when there
+        are no rows)."""
         size = self._batch_size
         outputs = [
             self._model.predict_raw(
@@ -129,30 +146,39 @@ class PredictChunks(beam.DoFn):
             )
             for start in range(0, len(ids), size)
         ]
-        if outputs:
-            yield chunk_text(self._id_column, ids, outputs)
+        return (ids, outputs) if outputs else None
 
 
 def chunk_text(id_column: str, ids: np.ndarray, outputs: list[dict[str, np.ndarray]]) -> str:
-    """The JSON Lines of one chunk from the model's outputs for its consecutive slices: one
-    `prediction_text` over the whole chunk when every slice would take its column-wise path
-    (the lines are the same, a call per slice costs more), else one per slice as before."""
+    """The JSON Lines of one chunk (no final newline) from the model's outputs for its
+    consecutive slices."""
+    return b"\n".join(chunk_blocks(id_column, ids, outputs)).decode("utf-8")
+
+
+def chunk_blocks(
+    id_column: str, ids: np.ndarray, outputs: list[dict[str, np.ndarray]]
+) -> list[bytes | memoryview]:
+    """`chunk_text` as UTF-8 blocks to join with newlines, left in Arrow's buffer where it built
+    them: one `prediction_bytes` over the whole chunk when every slice would take its
+    column-wise path (the lines are the same, a call per slice costs more), else one per slice."""
     class_names = [name.decode("utf-8") for name in outputs[0]["classes"][0].tolist()]
     probabilities = [out["probabilities"] for out in outputs]
     if _json_id_column(ids) is not None and all(np.isfinite(p).all() for p in probabilities):
-        return prediction_text(
-            id_column,
-            ids,
-            _decoded(np.concatenate([out["predicted_label"] for out in outputs])),
-            class_names,
-            np.concatenate(probabilities),
-        )
-    blocks: list[str] = []
+        return [
+            prediction_bytes(
+                id_column,
+                ids,
+                _decoded(np.concatenate([out["predicted_label"] for out in outputs])),
+                class_names,
+                np.concatenate(probabilities),
+            )
+        ]
+    blocks: list[bytes | memoryview] = []
     start = 0
     for out in outputs:
         stop = start + len(out["probabilities"])
         blocks.append(
-            prediction_text(
+            prediction_bytes(
                 id_column,
                 ids[start:stop],
                 _decoded(out["predicted_label"]),
@@ -161,7 +187,7 @@ def chunk_text(id_column: str, ids: np.ndarray, outputs: list[dict[str, np.ndarr
             )
         )
         start = stop
-    return "\n".join(blocks)
+    return blocks
 
 
 def _decoded(labels: np.ndarray) -> np.ndarray:
@@ -179,6 +205,17 @@ def prediction_text(
     class_names: list[str],
     probabilities: np.ndarray,
 ) -> str:
+    """`prediction_bytes` as text."""
+    return bytes(prediction_bytes(id_column, ids, labels, class_names, probabilities)).decode()
+
+
+def prediction_bytes(
+    id_column: str,
+    ids: np.ndarray,
+    labels: list[str] | np.ndarray,
+    class_names: list[str],
+    probabilities: np.ndarray,
+) -> bytes | memoryview:
     """One JSON object per row and line, `{id_column: id, "label": ..., "probabilities":
     {class: p}}` with sorted keys, as `json.dumps(..., sort_keys=True)` writes it. The lines are
     assembled column-wise by Arrow: serialising a dict per row would cost more than the model
@@ -191,7 +228,7 @@ def prediction_text(
     if id_text is None or not np.isfinite(probabilities).all():
         return "\n".join(
             _prediction_lines(id_column, ids.tolist(), labels, class_names, probabilities)
-        )
+        ).encode("utf-8")
     import pandas as pd
 
     inverse, unique = pd.factorize(np.asarray(labels, dtype=object))
@@ -213,7 +250,7 @@ def prediction_text(
     )
     offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)
     data = joined.buffers()[2]
-    return data.to_pybytes()[offsets[0] : offsets[len(joined)] - 1].decode("utf-8")
+    return memoryview(data)[offsets[0] : offsets[len(joined)] - 1]  # UTF-8, no final newline
 
 
 def _json_id_column(ids: np.ndarray) -> Any:
@@ -393,8 +430,10 @@ def _predict_in_process(
             while (item := chunks.get()) is not end:
                 if isinstance(item, BaseException):
                     raise item
-                for text in predictor.process(item):
-                    handle.write(text.encode("utf-8") + b"\n")
+                predicted = predictor.predict(*predictor.prepare(item))
+                for block in chunk_blocks(predictor.id_column, *predicted) if predicted else []:
+                    handle.write(block)
+                    handle.write(b"\n")
     finally:
         stop.set()
         thread.join()
