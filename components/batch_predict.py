@@ -110,7 +110,17 @@ class PredictChunks(beam.DoFn):
 
         self._model = load_model(self._model_dir)
 
+    @property
+    def id_column(self) -> str:
+        return self._id_column
+
     def process(self, frame: Any):
+        predicted = self.predict(*self.prepare(frame))
+        if predicted is not None:
+            yield chunk_text(self._id_column, *predicted)
+
+    def prepare(self, frame: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The frame's ids and model inputs (`frame_to_arrays`), checked."""
         from mlops.features import frame_to_arrays
 
         missing = [c for c in [self._id_column, *self._features.raw_features] if c not in frame]
@@ -122,32 +132,90 @@ class PredictChunks(beam.DoFn):
         ids = frame[self._id_column].to_numpy()
         arrays = frame_to_arrays(frame, self._features)
         _check_numbers(frame, arrays, self._features, ids)
+        return ids, arrays
+
+    def predict(
+        self, ids: np.ndarray, arrays: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]] | None:
+        """The ids and the model's outputs for consecutive `batch_size` slices (None when there
+        are no rows)."""
         size = self._batch_size
-        blocks: list[str] = []
-        for start in range(0, len(ids), size):
-            out = self._model.predict_raw(
+        outputs = [
+            self._model.predict_raw(
                 {name: values[start : start + size] for name, values in arrays.items()}
             )
-            blocks.append(
-                prediction_text(
-                    self._id_column,
-                    ids[start : start + size],
-                    [label.decode("utf-8") for label in out["predicted_label"].tolist()],
-                    [name.decode("utf-8") for name in out["classes"][0].tolist()],
-                    out["probabilities"],
-                )
+            for start in range(0, len(ids), size)
+        ]
+        return (ids, outputs) if outputs else None
+
+
+def chunk_text(id_column: str, ids: np.ndarray, outputs: list[dict[str, np.ndarray]]) -> str:
+    """The JSON Lines of one chunk (no final newline) from the model's outputs for its
+    consecutive slices."""
+    return b"\n".join(chunk_blocks(id_column, ids, outputs)).decode("utf-8")
+
+
+def chunk_blocks(
+    id_column: str, ids: np.ndarray, outputs: list[dict[str, np.ndarray]]
+) -> list[bytes | memoryview]:
+    """`chunk_text` as UTF-8 blocks to join with newlines, left in Arrow's buffer where it built
+    them: one `prediction_bytes` over the whole chunk when every slice would take its
+    column-wise path (the lines are the same, a call per slice costs more), else one per slice."""
+    class_names = [name.decode("utf-8") for name in outputs[0]["classes"][0].tolist()]
+    probabilities = [out["probabilities"] for out in outputs]
+    if _json_id_column(ids) is not None and all(np.isfinite(p).all() for p in probabilities):
+        return [
+            prediction_bytes(
+                id_column,
+                ids,
+                _decoded(np.concatenate([out["predicted_label"] for out in outputs])),
+                class_names,
+                np.concatenate(probabilities),
             )
-        if blocks:
-            yield "\n".join(blocks)
+        ]
+    blocks: list[bytes | memoryview] = []
+    start = 0
+    for out in outputs:
+        stop = start + len(out["probabilities"])
+        blocks.append(
+            prediction_bytes(
+                id_column,
+                ids[start:stop],
+                _decoded(out["predicted_label"]),
+                [name.decode("utf-8") for name in out["classes"][0].tolist()],
+                out["probabilities"],
+            )
+        )
+        start = stop
+    return blocks
+
+
+def _decoded(labels: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes labels as an object array of str, decoded once per distinct label."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(labels)
+    return np.array([u.decode("utf-8") for u in uniques], dtype=object)[codes]
 
 
 def prediction_text(
     id_column: str,
     ids: np.ndarray,
-    labels: list[str],
+    labels: list[str] | np.ndarray,
     class_names: list[str],
     probabilities: np.ndarray,
 ) -> str:
+    """`prediction_bytes` as text."""
+    return bytes(prediction_bytes(id_column, ids, labels, class_names, probabilities)).decode()
+
+
+def prediction_bytes(
+    id_column: str,
+    ids: np.ndarray,
+    labels: list[str] | np.ndarray,
+    class_names: list[str],
+    probabilities: np.ndarray,
+) -> bytes | memoryview:
     """One JSON object per row and line, `{id_column: id, "label": ..., "probabilities":
     {class: p}}` with sorted keys, as `json.dumps(..., sort_keys=True)` writes it. The lines are
     assembled column-wise by Arrow: serialising a dict per row would cost more than the model
@@ -160,8 +228,10 @@ def prediction_text(
     if id_text is None or not np.isfinite(probabilities).all():
         return "\n".join(
             _prediction_lines(id_column, ids.tolist(), labels, class_names, probabilities)
-        )
-    unique, inverse = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+        ).encode("utf-8")
+    import pandas as pd
+
+    inverse, unique = pd.factorize(np.asarray(labels, dtype=object))
     label_text = pc.take(pa.array([json.dumps(str(u)) for u in unique]), pa.array(inverse))
     order = sorted(range(len(class_names)), key=class_names.__getitem__)
     inner: list[Any] = []
@@ -180,7 +250,7 @@ def prediction_text(
     )
     offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)
     data = joined.buffers()[2]
-    return data.to_pybytes()[offsets[0] : offsets[len(joined)] - 1].decode("utf-8")
+    return memoryview(data)[offsets[0] : offsets[len(joined)] - 1]  # UTF-8, no final newline
 
 
 def _json_id_column(ids: np.ndarray) -> Any:
@@ -257,8 +327,9 @@ def run_batch_predict(
     chunk_rows: int = 16384,
 ) -> dict[str, Any]:
     """Predict every row of `source` (a file or a glob of files) into
-    `output_dir/predictions-*.jsonl` (Beam, runner from `config.beam_args`); returns {rows,
-    files, model_dir}. Rows travel in chunks of `chunk_rows` and reach the model `batch_size` at
+    `output_dir/predictions-*.jsonl` (Beam, runner from `config.beam_args`; Beam's local
+    runners on one worker run the same DoFns in this process, see `_runs_in_process`); returns
+    {rows, files, model_dir}. Rows travel in chunks of `chunk_rows` and reach the model `batch_size` at
     a time, so the only per-row work is writing the JSON line. Beam gets /gcs/ paths as gs://
     URIs, which Dataflow workers can open."""
     from apache_beam.io.filesystems import FileSystems
@@ -280,23 +351,13 @@ def run_batch_predict(
     if not pattern:
         _check_header(source, fmt, id_column, features)
     options = beam.options.pipeline_options.PipelineOptions(config.beam_args)
+    reader = ReadChunks(fmt, chunk_rows, [id_column, *features.raw_features])
+    predictor = PredictChunks(to_beam_uri(model_dir), features, id_column, batch_size)
     with atomic_dir(output_dir) as out, _unwrapped_errors():
-        with beam.Pipeline(options=options) as pipeline:
-            _ = (
-                pipeline
-                | "Files" >> beam.Create(files)
-                | "ReadChunks"
-                >> beam.ParDo(ReadChunks(fmt, chunk_rows, [id_column, *features.raw_features]))
-                | "Spread" >> beam.Reshuffle()  # one big file's chunks over every worker
-                | "Predict"
-                >> beam.ParDo(
-                    PredictChunks(to_beam_uri(model_dir), features, id_column, batch_size)
-                )
-                | "Write"
-                >> beam.io.WriteToText(
-                    to_beam_uri(out / PREDICTIONS_PREFIX), file_name_suffix=".jsonl"
-                )
-            )
+        if _runs_in_process(options):
+            _predict_in_process(files, reader, predictor, out / _SINGLE_SHARD)
+        else:
+            _predict_on_beam(options, files, reader, predictor, out)
         names = sorted(p.name for p in out.glob(f"{PREDICTIONS_PREFIX}*.jsonl"))
         summary = {
             "rows": sum(_count_lines(out / name) for name in names),
@@ -306,6 +367,91 @@ def run_batch_predict(
         }
         write_json_atomic(out / BATCH_SUMMARY_FILE, summary)
     return summary
+
+
+# The one file WriteToText names when it writes a single shard.
+_SINGLE_SHARD = f"{PREDICTIONS_PREFIX}-00000-of-00001.jsonl"
+_IN_PROCESS_RUNNERS = {"DirectRunner", "FnApiRunner", "BundleBasedDirectRunner"}
+
+
+def _runs_in_process(options: Any) -> bool:
+    """True for Beam's local runners on one worker: there the job runs its DoFns itself
+    (`_predict_in_process`) rather than through a runner, whose per-bundle setup, pickled
+    chunks and Reshuffle spread nothing over one worker. Dataflow and any runner asked for more
+    workers get the Beam pipeline."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    workers = options.view_as(DirectOptions).direct_num_workers
+    return name.rsplit(".", 1)[-1] in _IN_PROCESS_RUNNERS and workers in (None, 1)
+
+
+def _predict_in_process(
+    files: list[str], reader: ReadChunks, predictor: PredictChunks, path: Path
+) -> None:
+    """The pipeline's DoFns without a runner, writing what WriteToText writes for one shard
+    (each chunk's text and a newline, in input order). A thread reads chunks (pandas' and
+    Arrow's parsers let go of the GIL) while this one loads the model and then predicts, so
+    reading overlaps the model load and the model calls; at most a few chunks are in memory."""
+    import queue
+    import threading
+
+    from apache_beam.io.filesystems import FileSystems
+
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: Any) -> None:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read() -> None:
+        try:
+            for name in files:
+                for frame in reader.process(name):
+                    if stop.is_set():
+                        return
+                    put(frame)
+            put(end)
+        except BaseException as exc:  # raised again by the predicting thread
+            put(exc)
+
+    thread = threading.Thread(target=read, name="batch-predict-read", daemon=True)
+    thread.start()
+    try:
+        predictor.setup()
+        with FileSystems.create(to_beam_uri(path)) as handle:
+            while (item := chunks.get()) is not end:
+                if isinstance(item, BaseException):
+                    raise item
+                predicted = predictor.predict(*predictor.prepare(item))
+                for block in chunk_blocks(predictor.id_column, *predicted) if predicted else []:
+                    handle.write(block)
+                    handle.write(b"\n")
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _predict_on_beam(
+    options: Any, files: list[str], reader: ReadChunks, predictor: PredictChunks, out: Path
+) -> None:
+    with beam.Pipeline(options=options) as pipeline:
+        _ = (
+            pipeline
+            | "Files" >> beam.Create(files)
+            | "ReadChunks" >> beam.ParDo(reader)
+            | "Spread" >> beam.Reshuffle()  # one big file's chunks over every worker
+            | "Predict" >> beam.ParDo(predictor)
+            | "Write"
+            >> beam.io.WriteToText(to_beam_uri(out / PREDICTIONS_PREFIX), file_name_suffix=".jsonl")
+        )
 
 
 @contextlib.contextmanager

@@ -215,3 +215,78 @@ def test_batch_input_glob_and_gzip(penguins_chain, batch_input, tmp_path: Path) 
     )
     assert summary["rows"] == len(frame)
     assert {r["penguin_id"] for r in read_predictions(tmp_path / "out")} == set(frame["penguin_id"])
+
+
+def test_in_process_job_writes_what_the_beam_pipeline_writes(
+    penguins_chain, batch_input, tmp_path: Path
+) -> None:
+    """The local one-worker job skips the runner; its file is the Beam pipeline's, byte for byte
+    (several chunks of several model calls each, so chunk order and joins are covered)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from components.batch_predict import (
+        PredictChunks,
+        ReadChunks,
+        _predict_on_beam,
+        _runs_in_process,
+    )
+    from mlops.io import to_beam_uri
+
+    config, paths, _ = penguins_chain
+    summary = run_batch_predict(
+        config,
+        paths["model"],
+        str(batch_input),
+        tmp_path / "local",
+        "penguin_id",
+        batch_size=7,
+        chunk_rows=30,
+    )
+    features = config.features
+    reader = ReadChunks("csv", 30, ["penguin_id", *features.raw_features])
+    predictor = PredictChunks(to_beam_uri(paths["model"]), features, "penguin_id", 7)
+    (tmp_path / "beam").mkdir()
+    options = PipelineOptions(["--runner=FnApiRunner"])
+    _predict_on_beam(options, [str(batch_input)], reader, predictor, tmp_path / "beam")
+    assert summary["files"] == ["predictions-00000-of-00001.jsonl"]
+    local = (tmp_path / "local" / summary["files"][0]).read_bytes()
+    beam_lines = (tmp_path / "beam" / summary["files"][0]).read_bytes().splitlines()
+    # Reshuffle may reorder whole chunks; the lines themselves are identical.
+    assert sorted(local.splitlines()) == sorted(beam_lines)
+    assert local.count(b"\n") == len(pd.read_csv(batch_input)) and local.endswith(b"\n")
+
+    assert _runs_in_process(options)
+    assert _runs_in_process(PipelineOptions([]))
+    assert not _runs_in_process(PipelineOptions(["--runner=DataflowRunner"]))
+    assert not _runs_in_process(PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=2"]))
+
+
+def test_chunk_text_equals_the_text_of_each_slice() -> None:
+    from components.batch_predict import chunk_text, prediction_text
+
+    classes = np.array([[b"yes", b"no"]] * 3, dtype=object)
+
+    def out(labels: list[bytes], probabilities: list[list[float]]) -> dict[str, np.ndarray]:
+        return {
+            "predicted_label": np.array(labels, dtype=object),
+            "classes": classes[: len(labels)],
+            "probabilities": np.array(probabilities, dtype=np.float32),
+        }
+
+    for ids, second in [
+        (np.array([4, 5, 6], dtype=np.int64), [[0.5, 0.5]]),  # one column-wise call
+        (np.array([4, 5, 6], dtype=np.int64), [[np.nan, 0.5]]),  # a slice with NaN
+        (np.array(["a", 'b"', "c"], dtype=object), [[0.1, 0.9]]),  # an id to escape
+    ]:
+        outputs = [out([b"yes", b"no"], [[0.75, 0.25], [1e-7, 0.9999999]]), out([b"no"], second)]
+        expected = "\n".join(
+            prediction_text(
+                "id",
+                ids[start:stop],
+                [v.decode() for v in o["predicted_label"]],
+                ["yes", "no"],
+                o["probabilities"],
+            )
+            for (start, stop), o in zip([(0, 2), (2, 3)], outputs, strict=True)
+        )
+        assert chunk_text("id", ids, outputs) == expected
