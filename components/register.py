@@ -75,20 +75,6 @@ def run_register_local(
     blessed = bool(evaluation["blessed"])
     registry = LocalModelRegistry(registry_root(config))
     previous = registry.find(config.name, CHAMPION)
-    # A rerun that reused an earlier run's model (a cached train step) registers nothing new:
-    # that model is a version already, and its champion decision was made when it registered.
-    for number in registry.versions(config.name):
-        known = registry.get(config.name, version=number)
-        if known.metadata.get("source_model_dir") == str(model_dir):
-            return {
-                "model": config.name,
-                "version": known.version,
-                "blessed": bool(known.metadata.get("blessed")),
-                "champion": previous.version if previous else None,
-                "path": str(known.path),
-                "model_card": str(known.path / MODEL_CARD_HTML),
-                "already_registered": True,
-            }
     compared_with = evaluation.get("baseline_model_dir") or None
 
     def champion_unchanged(aliases: dict[str, int]) -> str | None:
@@ -125,7 +111,20 @@ def run_register_local(
         aliases=[CHAMPION] if blessed else [],
         alias_guard=champion_unchanged,
         documents=documents,
+        # A rerun that reused an earlier run's model (a cached train step) registers nothing new:
+        # that model is a version already, and its champion decision was made when it registered.
+        once=True,
     )
+    if version.metadata.get("already_registered"):
+        return {
+            "model": config.name,
+            "version": version.version,
+            "blessed": bool(version.metadata.get("blessed")),
+            "champion": previous.version if previous else None,
+            "path": str(version.path),
+            "model_card": str(version.path / MODEL_CARD_HTML),
+            "already_registered": True,
+        }
     refused = version.metadata.get("aliases_refused")
     champion = registry.find(config.name, CHAMPION)
     return {

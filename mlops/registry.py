@@ -106,14 +106,24 @@ class LocalModelRegistry:
         aliases: list[str] = (),  # type: ignore[assignment]
         alias_guard: Callable[[dict[str, int]], str | None] | None = None,
         documents: Callable[[int], dict[str, str]] | None = None,
+        once: bool = False,
     ) -> ModelVersion:
         """Copy `model_dir` in as the next version; then point `aliases` at it.
+
+        With `once`, a version already registered from the same `model_dir` is returned as it is
+        (its metadata with `already_registered: True`), decided under the lock, so two runs that
+        reuse one cached model never register it twice.
 
         Under the registry's lock, `alias_guard(current aliases)` may refuse the alias move by
         returning the reason (recorded as `aliases_refused`): a candidate compared with a
         champion that another run has replaced since must not become champion. `documents(version)`
         returns extra files (name -> text, e.g. the model card) written with the version."""
         with self._locked(model) as model_root:
+            for number in self.versions(model) if once else []:
+                known = self.get(model, version=number)
+                if known.metadata.get("source_model_dir") == str(model_dir):
+                    metadata = {**known.metadata, "already_registered": True}
+                    return ModelVersion(model, known.version, known.path, metadata)
             version = max(self.versions(model), default=0) + 1
             if alias_guard and aliases:
                 current_path = model_root / "aliases.json"

@@ -46,3 +46,26 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path: Path) -> None:
         thread.join()
     assert registry.versions("m") == [1, 2, 3, 4, 5, 6]
     assert sorted(registry.get("m", version=v).metadata["i"] for v in range(1, 7)) == list(range(6))
+
+
+def test_concurrent_registrations_of_one_model_once_give_one_version(tmp_path: Path) -> None:
+    """Two runs that reuse one cached model register it once: the check is under the lock."""
+    registry = LocalModelRegistry(tmp_path / "registry")
+    source = fake_model(tmp_path, "a")
+    results = []
+
+    def register(i: int) -> None:
+        results.append(registry.register("m", source, {"i": i}, once=True))
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert registry.versions("m") == [1]
+    assert (
+        sorted(r.metadata.get("already_registered", False) for r in results) == [False] + [True] * 5
+    )
+    assert {r.version for r in results} == {1}
+    other = registry.register("m", fake_model(tmp_path, "b"), {}, once=True)
+    assert other.version == 2 and "already_registered" not in other.metadata
