@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
 from mlops.config import DataConfig, PipelineConfig
-from mlops.images import is_image_source, read_images
+from mlops.images import content_key, is_image_source, read_images
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.privacy import PersonalDataError, apply_privacy, hash_salt, hash_token
 from mlops.tabular import (
@@ -120,10 +120,8 @@ def key_texts(columns: list[pa.Array]) -> list[str]:
             rendered = pd.Series(values.to_numpy(zero_copy_only=False)).astype("string")
             text = pa.array(rendered.fillna("<NA>"), pa.string())
         elif pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
-            # Image bytes are keyed by their SHA-256 (as mlops.images.content_keys does).
-            digests = [
-                None if v is None else hashlib.sha256(v).hexdigest() for v in values.to_pylist()
-            ]
+            # Image bytes are keyed by their content, as mlops.images.content_keys does.
+            digests = [None if v is None else content_key(v) for v in values.to_pylist()]
             text = pc.fill_null(pa.array(digests, pa.string()), "<NA>")
         else:
             text = pc.fill_null(as_text(values), "<NA>")
@@ -260,7 +258,8 @@ def scan_source(config: PipelineConfig, spill: Path, bad: list[BadRow]) -> Sourc
     data = config.data
     scan = SourceScan(spill=spill)
     # Image bytes are kept as they are: nothing to type or to scan for personal data.
-    excluded = set(data.exclude_columns) | {image_column(config)}
+    image = image_column(config)
+    excluded = set(data.exclude_columns) | ({image} if image else set())
     numbers_needed = {data.split.time_column if data.split.method == "time" else None}
     head_rows = config.privacy.dlp.sample_rows if config.privacy.dlp.enabled else 0
     for batch in _source_batches(config, bad):

@@ -162,6 +162,11 @@ def read_images(config: PipelineConfig) -> tuple[pd.DataFrame, list[Any]]:
     return read_image_folder(source, config.data.label, image), []
 
 
+def content_key(image: bytes) -> str:
+    """The text an image is keyed by (hash split, shared-row and skew checks): its SHA-256."""
+    return hashlib.sha256(image).hexdigest()
+
+
 def content_keys(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with every column of bytes replaced by the SHA-256 of each value, so the hash
     split keys on image content (text columns are left as they are)."""
@@ -169,9 +174,7 @@ def content_keys(frame: pd.DataFrame) -> pd.DataFrame:
     for name in frame.columns:
         column = frame[name]
         if column.dtype == object and column.map(lambda v: isinstance(v, bytes)).any():
-            out[name] = column.map(
-                lambda v: hashlib.sha256(v).hexdigest() if isinstance(v, bytes) else v
-            )
+            out[name] = column.map(lambda v: content_key(v) if isinstance(v, bytes) else v)
     return out
 
 
