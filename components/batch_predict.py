@@ -182,7 +182,7 @@ def chunk_blocks(
                 id_column,
                 ids[start:stop],
                 _decoded(out["predicted_label"]),
-                [name.decode("utf-8") for name in out["classes"][0].tolist()],
+                class_names,  # one model: every slice has the same classes
                 out["probabilities"],
             )
         )
