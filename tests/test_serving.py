@@ -160,6 +160,152 @@ def test_column_conversion_matches_the_per_instance_conversion() -> None:
             np.testing.assert_array_equal(arrays[name], values)
 
 
+def _json_reference(body: bytes) -> Any:
+    """What the strict json path reads (duplicate keys refused), or the RequestError's text."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({key for key, _ in pairs}) != len(pairs):
+            raise ValueError("duplicate")
+        return dict(pairs)
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        return json.loads(body.decode("utf-8"), object_pairs_hook=unique, parse_constant=refuse)
+    except ValueError:
+        return "error"
+
+
+def test_fast_json_reads_exactly_what_json_reads() -> None:
+    """parse_json reads bodies with orjson only where json would read the same values (ints stay
+    ints, no duplicate key slips through); the rest, errors included, take the json path."""
+    import random
+
+    from mlops.serving.request import _parse_fast, parse_json
+
+    def parsed(body: bytes) -> Any:
+        try:
+            return parse_json(body)
+        except RequestError as exc:
+            return "error" if exc.status == 400 else exc
+
+    rng = random.Random(1)
+    numbers = [repr(rng.uniform(-1e6, 1e6)) for _ in range(200)]
+    numbers += [repr(rng.random() * 10 ** rng.randint(-40, 38)) for _ in range(200)]
+    numbers += [str(rng.randint(-(10**18) + 1, 10**18 - 1)) for _ in range(100)]
+    numbers += [f"{rng.randint(1, 99999)}e{rng.randint(-30, 30)}" for _ in range(100)]
+    numbers += ["-0", "-0.0", "1E+2", "0.1", "999999999999999999", "1.0000000000000000000001"]
+    fast = [f'{{"instances": [{{"a": {n}, "b": "x"}}], "parameters": {{}}}}' for n in numbers]
+    fast += ['{"instances": [{"a": "\\ud83d\\ude00", "b": null}]}', "[1, 2]", '"x"', "3"]
+    # Long runs of digits in floats: both read the same double.
+    fast += ['{"a": 123456789012345678901234567890.5, "b": 1234567890123456789012e-3}']
+    fast += ['{"a": 0.0000000000000000000000001, "b": 1.0000000000000000000001}']
+    slow = [
+        '{"instances": [{"a": 1, "a": 2}]}',  # a duplicate: json's 400
+        '{"instances": [], "instances": [1]}',
+        '{"parameters": {"p": {"q": 1, "q": 2}}, "instances": []}',  # deeper: the json path
+        '{"instances": [{"a": {"b": 1, "b": 2}}]}',
+        '{"instances": [{"a": "10:30"}]}',  # a colon inside a string: the json path, same value
+        '{"instances": [{"a": "4111111111111111111"}]}',  # so are 19 digits in a string
+        '{"instances": [{"a": 18446744073709551616, "b": -9223372036854775809}]}',
+        '{"instances": [{"a": 1000000000000000000}]}',  # 19 digits: the json path, same int
+        '{"instances": [{"a": 1e400, "b": "\\ud800"}]}',
+        '{"instances": [{"a": ' + "9" * 400 + "}]}",
+        '\ufeff{"instances": []}',
+        '{"instances": [{"a": NaN}]}',
+        '{"instances": [1,]}',
+        "   ",
+    ]
+    for text in fast + slow:
+        body = text.encode("utf-8")
+        expected, got = _json_reference(body), parsed(body)
+        assert repr(got) == repr(expected), text  # repr: 1 and 1.0 differ
+        assert _parse_fast(body)[0] == (text in fast), text
+    with pytest.raises(RequestError, match="duplicate key 'a'"):
+        parse_json(slow[0].encode())
+
+
+def test_predictions_are_encoded_column_wise_as_the_per_row_dicts_were() -> None:
+    """encode_predictions writes, byte for byte, what orjson wrote for the per-row dicts of
+    LoadedModel.predict after abstain: labels, class names that need escaping or hold '%',
+    probabilities of 0 and 1, abstentions with and without a fallback, repeated class names."""
+    import random
+
+    import orjson
+
+    from mlops.serving.server import abstain, encode_predictions
+
+    rng = np.random.default_rng(0)
+    pick = random.Random(0)
+    for trial in range(200):
+        rows, width = int(rng.integers(1, 30)), int(rng.integers(1, 5))
+        names = [
+            pick.choice(["Adelie", 'Chin"strap', "Gé%ntoo", "a\\b", "x\u2028"]) + str(i)
+            for i in range(width)
+        ]
+        if trial % 10 == 0:
+            names[0] = names[-1]
+        probabilities = rng.dirichlet(np.ones(width), size=rows).astype(np.float32)
+        probabilities[0, 0] = 1.0 if trial % 3 == 0 else 1e-8
+        labels = [pick.choice(names).encode() for _ in range(rows)]
+        outputs = {
+            "probabilities": probabilities,
+            "predicted_label": np.array(labels, dtype=object),
+            "classes": np.array([[name.encode() for name in names]] * rows, dtype=object),
+        }
+        confidence, fallback = pick.choice([0.0, 0.5, 0.8, 0.99]), pick.choice([None, "ask"])
+        per_row = [
+            {"label": label.decode(), "probabilities": dict(zip(names, row, strict=True))}
+            for label, row in zip(labels, probabilities.tolist(), strict=True)
+        ]
+        expected = orjson.dumps(abstain(per_row, confidence, fallback))
+        assert encode_predictions(outputs, confidence, fallback) == expected
+    outputs["probabilities"] = np.full_like(outputs["probabilities"], np.nan)
+    with pytest.raises(ValueError, match="non-finite"):
+        encode_predictions(outputs, 0.0, None)
+
+
+def test_model_outputs_slice_by_rows() -> None:
+    from mlops.serving.server import ModelOutputs
+
+    outputs = ModelOutputs({"probabilities": np.eye(4), "predicted_label": np.arange(4)})
+    assert len(outputs) == 4
+    part = outputs[1:3]
+    assert len(part) == 2 and part.arrays["predicted_label"].tolist() == [1, 2]
+    np.testing.assert_array_equal(part.arrays["probabilities"], np.eye(4)[1:3])
+
+
+def test_request_log_keeps_instances_as_sent_only_when_redaction_changes_nothing(
+    penguins_config, tmp_path
+) -> None:
+    """A clean request is logged as received without a dict per instance; personal data or a
+    privacy policy on a feature takes the redactor's per-instance path. Either way the log
+    holds exactly what the redactor makes of each instance."""
+    from mlops.privacy import LogRedactor
+    from mlops.serving.server import PredictionService
+
+    features = penguins_config.features
+    clean = [GOOD, ALL_NULL, {**GOOD, "island": "Dream"}]
+    personal = [GOOD, {**GOOD, "island": "call +44 20 7946 0958", "sex": "jo@example.com"}]
+    privacy = penguins_config.privacy.model_copy(update={"columns": {"island": "block"}})
+    for config, rows, as_sent in [
+        (penguins_config, clean, True),
+        (penguins_config, personal, False),
+        (penguins_config.model_copy(update={"privacy": privacy}), clean, False),
+    ]:
+        log = tmp_path / f"log-{len(rows)}-{as_sent}.jsonl"
+        service = PredictionService({"1": "/m"}, {"1": 100}, config, log, seed=0)
+        _, arrays = parse_request(_body(rows), None, features, 10)
+        assert service._redaction_changes_nothing(arrays) is as_sent
+        service._maybe_log("r", "1", rows, b"[]", arrays)
+        service.close()
+        logged = json.loads(log.read_text())["instances"]
+        redactor = LogRedactor(config.privacy, salt="")
+        assert logged == [redactor.instance(row) for row in rows]
+        assert (logged == rows) is as_sent
+
+
 def test_micro_batcher_runs_concurrent_calls_as_one_model_call() -> None:
     from mlops.serving.server import MicroBatcher
 
@@ -1055,7 +1201,7 @@ def test_model_errors_are_a_generic_500(penguins_chain, monkeypatch, tmp_path) -
     def broken(arrays):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(service.model("1"), "predict", broken)
+    monkeypatch.setattr(service.model("1"), "predict_raw", broken)
     reply = service.predict(_body([GOOD]), None, "abc")
     assert reply.status == 500
     assert "internal error" in reply.body["error"] and "secret" not in reply.body["error"]
@@ -1070,15 +1216,15 @@ def test_a_nan_probability_is_a_500_not_a_null(penguins_chain, monkeypatch, tmp_
     service = PredictionService({"1": str(paths["model"])}, {"1": 100}, config, log)
     service.load()
     model = service.model("1")
-    real = model.predict
-    monkeypatch.setattr(
-        model,
-        "predict",
-        lambda arrays: [
-            {**row, "probabilities": {**row["probabilities"], "Adelie": math.nan}}
-            for row in real(arrays)
-        ],
-    )
+    real = model.predict_raw
+
+    def adelie_nan(arrays):
+        out = real(arrays)
+        probabilities = out["probabilities"].copy()
+        probabilities[:, 0] = math.nan  # the first class, Adelie
+        return {**out, "probabilities": probabilities}
+
+    monkeypatch.setattr(model, "predict_raw", adelie_nan)
     reply = service.predict(_body([GOOD]), None, "abc")
     assert reply.status == 500 and "internal error" in reply.body["error"]
     assert not log.exists() or log.read_text() == ""

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlops.config import FeatureConfig
 from mlops.features import coerce_record
@@ -97,8 +99,66 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# An integer of 19 digits or more may not fit in 64 bits: orjson reads it as a float, json as an
+# int. Runs of digits are found by mapping every digit to "0" and searching (a regex takes 100x
+# as long); a run right after "." or before "."/"e" is part of a float, which both read alike.
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGITS = b"0" * 19
+
+
+def _long_integer(body: bytes) -> bool:
+    """Whether `body` may hold an integer of 19 digits or more (also inside a string: then the
+    json path reads it, which costs time, not correctness)."""
+    digits = body.translate(_DIGITS_AS_ZERO)
+    start = digits.find(_LONG_DIGITS)
+    while start != -1:
+        begin, end = start, start + len(_LONG_DIGITS)
+        while begin > 0 and digits[begin - 1] == 0x30:
+            begin -= 1
+        while end < len(digits) and digits[end] == 0x30:
+            end += 1
+        if digits[begin - 1 : begin] != b"." and digits[end : end + 1] not in (b".", b"e", b"E"):
+            return True
+        start = digits.find(_LONG_DIGITS, end)
+    return False
+
+
+def _shallow_keys(value: Any) -> int:
+    """Keys of `value` (a dict), of the dicts among its values and of the dicts in its lists."""
+    if type(value) is not dict:
+        return 0
+    count = len(value)
+    for item in value.values():
+        if type(item) is dict:
+            count += len(item)
+        elif type(item) is list:
+            count += sum([len(x) for x in item if type(x) is dict])
+    return count
+
+
+def _parse_fast(body: bytes) -> tuple[bool, Any]:
+    """(True, the value) when orjson reads `body` exactly as `parse_json`'s json path would,
+    else (False, None). orjson is ~10x faster but keeps the last of duplicate keys, reads
+    integers beyond 64 bits as floats and rejects lone surrogates and numbers beyond a double
+    (which json reads as inf): those bodies take the json path, which also writes every error
+    message. Duplicates are ruled out by counting: each key-value pair in the text has a colon,
+    so a body with no more colons than the keys orjson kept (counted among the dicts of the
+    first two levels; deeper ones only make the count fall short) holds no duplicate and no
+    deeper object."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False, None
+    if body.count(b":") != _shallow_keys(value) or _long_integer(body):
+        return False, None
+    return True, value
+
+
 def parse_json(body: bytes) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity literals, no duplicate keys."""
+    exact, value = _parse_fast(body)
+    if exact:
+        return value
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -175,6 +235,12 @@ class RequestSchema:
         self.categorical = tuple(features.categorical)
         self.expected = list(features.raw_features)
         self.expected_set = frozenset(self.expected)
+        # An instance's values in `expected` order, in one call (a tuple even for one feature).
+        if len(self.expected) == 1:
+            only = self.expected[0]
+            self.getter = lambda instance: (instance[only],)
+        else:
+            self.getter = itemgetter(*self.expected)
         types = dict(categorical_types or {})
         self.text_only = frozenset(name for name in self.categorical if types.get(name) == "string")
         self.image = features.image
@@ -295,17 +361,21 @@ def parse_request(
 
 def _columns(instances: list[Any], schema: RequestSchema) -> dict[str, np.ndarray] | None:
     """The arrays `instances_to_arrays` would build, a column at a time; None unless every
-    instance is valid (the caller then finds the error). No per-value Python work beyond
-    gathering each column and checking the set of its value types."""
-    if schema.image is not None:  # images are decoded and checked one by one
+    instance is valid (the caller then finds the error). Every instance is read in one C call
+    (`itemgetter`), the columns come out of one transpose, and each column's values are checked
+    by the set of their types, by numpy for range, and by one encode for Unicode."""
+    if schema.image is not None or not schema.expected:  # images: decoded one by one
         return None
-    expected = schema.expected_set
-    for instance in instances:
-        if type(instance) is not dict or instance.keys() != expected:
-            return None
+    if set(map(type, instances)) != {dict} or set(map(len, instances)) != {len(schema.expected)}:
+        return None
+    try:  # as many keys as expected, and every expected one: exactly the expected keys
+        rows = list(map(schema.getter, instances))
+    except KeyError:
+        return None
+    columns = dict(zip(schema.expected, zip(*rows, strict=True), strict=True))
     arrays: dict[str, np.ndarray] = {}
     for name in schema.numeric:
-        column = [instance[name] for instance in instances]
+        column = columns[name]
         if not _NUMBER_TYPES.issuperset(map(type, column)):
             return None
         try:
@@ -316,7 +386,7 @@ def _columns(instances: list[Any], schema: RequestSchema) -> dict[str, np.ndarra
             return None
         arrays[name] = values.astype(np.float32)
     for name in schema.categorical:
-        column = [instance[name] for instance in instances]
+        column = columns[name]
         types = set(map(type, column))
         if not (_TEXT_TYPES if name in schema.text_only else _CATEGORY_TYPES).issuperset(types):
             return None

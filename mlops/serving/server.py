@@ -26,7 +26,6 @@ import datetime as dt
 import gc
 import json
 import logging
-import math
 import os
 import random
 import signal
@@ -34,10 +33,9 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
@@ -48,7 +46,7 @@ import orjson
 
 from mlops.config import FeatureConfig, PipelineConfig, load_config
 from mlops.images import IMAGE_EXPLAIN_NOTE
-from mlops.privacy import LogRedactor
+from mlops.privacy import LogRedactor, redact_text
 from mlops.serving.request import RequestError, RequestSchema, parse_request
 
 logger = logging.getLogger(__name__)
@@ -402,14 +400,35 @@ def _warm_up(model: LoadedModel, features: FeatureConfig) -> None:
 # Service: routing, health and request logging, independent of HTTP
 
 
-@dataclass
 class Reply:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-    # `body` as JSON, when it is encoded already (predictions are encoded once, for the response
-    # and the request log alike: for 1000 instances that is a third of the server's work).
-    encoded: bytes | None = None
+    """A response: `status`, the JSON `body` and extra `headers`. `encoded` is the body as JSON
+    bytes when it was encoded already (predictions are encoded once, column-wise, for the
+    response and the request log alike); `body` is then decoded from it only if asked for."""
+
+    __slots__ = ("status", "_body", "headers", "encoded")
+
+    def __init__(
+        self,
+        status: int,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        encoded: bytes | None = None,
+    ) -> None:
+        if body is None and encoded is None:
+            raise ValueError("a Reply needs a body or its encoding")
+        self.status = status
+        self._body = body
+        self.headers = headers if headers is not None else {}
+        self.encoded = encoded
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = json.loads(self.encoded)
+        return self._body
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.body!r}, {self.headers!r})"
 
 
 def _json(value: Any) -> str:
@@ -428,11 +447,80 @@ def _json_bytes(value: Any) -> bytes:
         return _json(value).encode("utf-8")
 
 
-def _check_finite(predictions: list[dict[str, Any]]) -> None:
-    """A NaN or infinite probability is a model bug; JSON has no way to say it."""
-    for prediction in predictions:
-        if not all(map(math.isfinite, prediction["probabilities"].values())):
-            raise ValueError(f"non-finite probability in {prediction['probabilities']}")
+class ModelOutputs:
+    """The serving signature's outputs for some rows (numpy arrays, a row per input row), sliced
+    by rows: what `MicroBatcher` hands each request of a merged model call."""
+
+    __slots__ = ("arrays",)
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self.arrays["probabilities"])
+
+    def __getitem__(self, rows: slice) -> ModelOutputs:
+        return ModelOutputs({name: values[rows] for name, values in self.arrays.items()})
+
+
+def predict_outputs(model: LoadedModel, arrays: Mapping[str, np.ndarray]) -> ModelOutputs:
+    """`model.predict_raw`, checked as `LoadedModel.predict` checks it (a label per row and a
+    probability per row and class), kept as arrays: `encode_predictions` writes them."""
+    out = model.predict_raw(arrays)
+    probabilities, labels = out["probabilities"], out["predicted_label"]
+    if len(probabilities) and probabilities.shape != (len(labels), out["classes"].shape[1]):
+        raise ValueError(
+            f"model outputs disagree: {len(labels)} labels, probabilities "
+            f"{probabilities.shape}, {out['classes'].shape[1]} classes"
+        )
+    return ModelOutputs(out)
+
+
+def encode_predictions(
+    outputs: Mapping[str, np.ndarray], min_confidence: float, fallback: str | None
+) -> bytes:
+    """The predictions as the JSON array `_json_bytes(abstain(model.predict(...), ...))` writes,
+    byte for byte, built a column at a time: orjson writes every probability in one call, and
+    the rows are the join of one object array whose columns are the fixed pieces of text, the
+    labels (each distinct one encoded once) and the probabilities. A dict per row cost more
+    than the model call for a 1000-instance request. Raises ValueError for a NaN or infinite
+    probability (a model bug; JSON cannot say it)."""
+    probabilities = outputs["probabilities"]
+    if len(probabilities) == 0:
+        return b"[]"
+    names = [name.decode("utf-8") for name in outputs["classes"][0].tolist()]
+    labels = outputs["predicted_label"].tolist()
+    # float(p) of each float32 probability, as the per-row dicts held them
+    values = probabilities.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"non-finite probability in the model's outputs: {values.tolist()}")
+    texts = {label: _json_bytes(label.decode("utf-8")) for label in set(labels)}
+    if not names or len(set(names)) != len(names):  # the dicts' own way with such classes
+        predictions = [
+            {"label": label.decode("utf-8"), "probabilities": dict(zip(names, row, strict=True))}
+            for label, row in zip(labels, values.tolist(), strict=True)
+        ]
+        return _json_bytes(abstain(predictions, min_confidence, fallback))
+    rows, classes = values.shape
+    numbers = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+    numbers = numbers.replace(b"[", b"").replace(b"]", b"").split(b",")
+    cells = np.empty((rows, 2 * classes + 3), dtype=object)
+    cells[:, 0] = b',{"label":'
+    cells[0, 0] = b'{"label":'
+    cells[:, 1] = [texts[label] for label in labels]
+    for i, name in enumerate(names):
+        cells[:, 2 + 2 * i] = (b',"probabilities":{' if i == 0 else b",") + _json_bytes(name) + b":"
+    cells[:, 3 : 2 + 2 * classes : 2] = np.array(numbers, dtype=object).reshape(rows, classes)
+    cells[:, -1] = b"}}"
+    if min_confidence > 0:
+        abstained = np.flatnonzero(values.max(axis=1) < min_confidence)
+        if len(abstained):
+            cells[abstained, 1] = _json_bytes(fallback)
+            cells[abstained, -1] = [
+                b'},"model_label":' + texts[labels[i]] + b',"abstained":true}'
+                for i in abstained.tolist()
+            ]
+    return b"".join((b"[", *cells.ravel().tolist(), b"]"))
 
 
 def request_schema_for(features: FeatureConfig, models: Iterable[LoadedModel]) -> RequestSchema:
@@ -499,6 +587,7 @@ class PredictionService:
         self._log_file: IO[bytes] | None = None
         # Personal data never reaches the request log (privacy.columns policies, then detection).
         self._redactor = LogRedactor(config.privacy)
+        self._plain_features: bool | None = None  # see `_redaction_changes_nothing`
         self._loaded: dict[str, LoadedModel] = {}
         self._batchers: dict[str, MicroBatcher] = {}
         self._schema = RequestSchema(config.features)
@@ -536,8 +625,7 @@ class PredictionService:
             max_rows = self.config.serving.max_instances
             self._batchers = {
                 version: MicroBatcher(
-                    lambda arrays, model=model: model.predict(arrays),  # looked up per call
-                    max_rows,
+                    lambda arrays, model=model: predict_outputs(model, arrays), max_rows
                 )
                 for version, model in loaded.items()
             }
@@ -604,22 +692,22 @@ class PredictionService:
             return Reply(exc.status, {"error": exc.message})
         version = self.choose_version()
         try:
-            predictions = self._batchers[version](arrays, len(instances))
+            outputs = self._batchers[version](arrays, len(instances))
         except Exception:
             logger.exception("request %s: model version '%s' failed", request_id, version)
             return Reply(
                 500,
                 {"error": f"internal error while predicting; see the server log ({request_id})"},
             )
-        predictions = abstain(predictions, serving.min_confidence, serving.abstain_label)
         try:
-            _check_finite(predictions)
-            predictions_json = _json_bytes(predictions)
+            predictions_json = encode_predictions(
+                outputs.arrays, serving.min_confidence, serving.abstain_label
+            )
         except ValueError:  # e.g. a NaN probability: a model bug, not the client's
             logger.exception("request %s: predictions are not valid JSON", request_id)
             return Reply(500, {"error": f"internal error; see the server log ({request_id})"})
         try:
-            self._maybe_log(request_id, version, instances, predictions_json)
+            self._maybe_log(request_id, version, instances, predictions_json, arrays)
         except (OSError, ValueError):
             # Monitoring loses this row; the client still gets its prediction.
             logger.exception("request %s: could not write the request log", request_id)
@@ -634,12 +722,7 @@ class PredictionService:
                 b"}",
             )
         )
-        return Reply(
-            200,
-            {"predictions": predictions, "model_version": version, "request_id": request_id},
-            {"X-Model-Version": version},
-            encoded,
-        )
+        return Reply(200, None, {"X-Model-Version": version}, encoded)
 
     def explain(self, body: bytes, content_type: str | None, request_id: str) -> Reply:
         """Sampled Shapley attributions for each instance, in the shape of Vertex AI's `explain`
@@ -719,6 +802,7 @@ class PredictionService:
         version: str,
         instances: list[dict[str, Any]],
         predictions_json: bytes,
+        arrays: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         if self.request_log is None:
             return
@@ -727,11 +811,13 @@ class PredictionService:
             sampled = self._log_rng.random() < rate
         if not sampled:
             return
+        if arrays is None or not self._redaction_changes_nothing(arrays):
+            instances = [self._redactor.instance(instance) for instance in instances]
         record = {
             "request_id": request_id,
             "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
             "model_version": version,
-            "instances": [self._redactor.instance(instance) for instance in instances],
+            "instances": instances,
         }
         # The record with "predictions" last, without encoding them again. Its numbers are
         # the request's, finite once parsed, so orjson writes what json would.
@@ -742,6 +828,26 @@ class PredictionService:
                 self._log_file = open(self.request_log, "ab")  # noqa: SIM115
             self._log_file.write(line)
             self._log_file.flush()
+
+    def _redaction_changes_nothing(self, arrays: Mapping[str, np.ndarray]) -> bool:
+        """True when the redactor would log a valid request's instances exactly as received:
+        no feature has a privacy policy or a name to redact, there is no image, and no text
+        among the request's categories (each distinct one checked once; `arrays` holds every
+        string of the instances as sent) holds personal data. Numbers pass the redactor as
+        they are. Saves a dict per instance."""
+        if self._plain_features is None:
+            features = self.config.features
+            self._plain_features = features.image is None and all(
+                name not in self._redactor.policies and redact_text(name) == name
+                for name in features.raw_features
+            )
+        if not self._plain_features:
+            return False
+        for name in self.config.features.categorical:
+            for text in set(arrays[name].tolist()):
+                if redact_text(text) != text:
+                    return False
+        return True
 
     def close(self) -> None:
         with self._log_lock:
@@ -837,6 +943,10 @@ class PredictionServer(ThreadingHTTPServer):
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
 
+# Request ids: 128 random bits as 32 hex digits, like uuid4().hex, without a system call each.
+_request_ids = random.Random()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "mlops-serving/1"
@@ -869,7 +979,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         self.server.request_started()
-        request_id = uuid.uuid4().hex
+        request_id = f"{_request_ids.getrandbits(128):032x}"
         # Bytes of the request body not read yet (None: unknown, e.g. chunked).
         self._unread: int | None = self._declared_length()
         try:
@@ -975,11 +1085,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._unread -= len(chunk)
 
     def _send(self, reply: Reply, request_id: str) -> None:
-        body = dict(reply.body)
-        if reply.status >= 400:
-            body.setdefault("request_id", request_id)
         try:
-            data = reply.encoded if reply.encoded is not None else _json(body).encode("utf-8")
+            if reply.encoded is not None:
+                data = reply.encoded
+            else:
+                body = dict(reply.body)
+                if reply.status >= 400:
+                    body.setdefault("request_id", request_id)
+                data = _json(body).encode("utf-8")
         except ValueError:  # e.g. a NaN probability: a model bug, not the client's
             logger.exception("request %s: response is not valid JSON", request_id)
             reply = Reply(500, {"error": f"internal error; see the server log ({request_id})"})
@@ -1036,6 +1149,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
         except OSError:
             pass
+
+    _date: tuple[int, str] = (0, "")
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, formatted once per second rather than per response."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        second, text = _Handler._date
+        if second != now:
+            text = super().date_time_string(now)
+            _Handler._date = (now, text)
+        return text
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
         if logger.isEnabledFor(logging.DEBUG):
