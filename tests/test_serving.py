@@ -306,6 +306,36 @@ def test_request_log_keeps_instances_as_sent_only_when_redaction_changes_nothing
         assert (logged == rows) is as_sent
 
 
+def test_request_headers_are_read_as_http_client_reads_them() -> None:
+    """The server reads plain header lines itself; the message it builds holds what
+    http.client.parse_headers (email's parser) makes of the same lines, odd ones included."""
+    import io
+
+    from mlops.serving.server import _read_headers
+
+    blocks = [
+        b"Host: a\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n",
+        b"host:a\nCONTENT-length:  \t 7 \r\nX-Empty:\r\nX-Dup: 1\r\nX-Dup: 2\r\n\n",
+        b"X-Folded: a\r\n  b\r\nHost: h\r\n\r\n",  # folding: email's parser
+        b"X-Odd: a\rb\r\nHost: h\r\n\r\n",  # a stray CR: email's parser
+        b"From someone\r\nHost: h\r\n\r\n",
+        b"Bad Name: x\r\nHost: h\r\n\r\n",
+        b": no name\r\nHost: h\r\n\r\n",
+        b"X-Latin: caf\xe9\r\n\r\n",
+        b"\r\n",
+        b"Host: cut short",
+    ]
+    for block in blocks:
+        ours = _read_headers(io.BytesIO(block), http.client.HTTPMessage)
+        theirs = http.client.parse_headers(io.BytesIO(block))
+        assert ours.items() == theirs.items(), block
+        assert ours.get("content-length") == theirs.get("content-length")
+    with pytest.raises(http.client.HTTPException, match="got more than 100 headers"):
+        _read_headers(io.BytesIO(b"X: 1\r\n" * 101 + b"\r\n"), http.client.HTTPMessage)
+    with pytest.raises(http.client.LineTooLong):
+        _read_headers(io.BytesIO(b"X: " + b"y" * 70000 + b"\r\n\r\n"), http.client.HTTPMessage)
+
+
 def test_micro_batcher_runs_concurrent_calls_as_one_model_call() -> None:
     from mlops.serving.server import MicroBatcher
 
