@@ -132,7 +132,10 @@ def _shallow_keys(value: Any) -> int:
         if type(item) is dict:
             count += len(item)
         elif type(item) is list:
-            count += sum([len(x) for x in item if type(x) is dict])
+            if set(map(type, item)) == {dict}:  # C loops for the common list of instances
+                count += sum(map(len, item))
+            else:
+                count += sum([len(x) for x in item if type(x) is dict])
     return count
 
 
