@@ -16,7 +16,8 @@ appended to a JSON Lines request log that `read_request_log` turns back into raw
 
 The socket is bound first; the models load in a background thread (TensorFlow imported without
 Keras), and health answers 503 until they have. Concurrent requests to one version are merged
-into one model call (`MicroBatcher`).
+into one model call (`MicroBatcher`). A request is converted a column at a time
+(`mlops.serving.request`) and its predictions are written column-wise (`encode_predictions`).
 """
 
 from __future__ import annotations
