@@ -638,7 +638,8 @@ class PrivacyConfig(_Strict):
 
 class RuleConfig(_Strict):
     """A rule baseline: predict `predict` where `when` holds, `otherwise` elsewhere. `when`
-    compares columns with literals, joined by and/or/not: "payment_type == 'Credit Card'"."""
+    compares columns with literals, joined by and/or/not: "payment_type == 'Credit Card'"; a
+    column whose name is not an identifier goes in backticks: "`trip miles` > 2"."""
 
     name: str
     when: str
@@ -648,12 +649,10 @@ class RuleConfig(_Strict):
     @field_validator("when")
     @classmethod
     def _parses(cls, value: str) -> str:
-        import ast
+        # The shape is checked here, the column names once the data is read.
+        from mlops.baselines import parse_rule
 
-        try:
-            ast.parse(value, mode="eval")
-        except SyntaxError as exc:
-            raise ValueError(f"not an expression ({exc.msg}): {value!r}") from exc
+        parse_rule(value, columns=None)
         return value
 
 
