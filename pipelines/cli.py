@@ -256,9 +256,37 @@ def cmd_models(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of runs >= 1, got {text!r}")
+    return value
+
+
 def cmd_runs(args: argparse.Namespace, config: PipelineConfig) -> int:
     from mlops.runs import compare_runs, list_runs
 
+    if args.prune is not None:
+        from mlops.paths import runs_root
+        from mlops.runs import RunInProgress, prune_runs
+        from pipelines.local import mark_interrupted_runs
+
+        if runs_root(config).is_dir():
+            mark_interrupted_runs(runs_root(config))  # a dead RUNNING run may go too
+        try:
+            pruned = prune_runs(config, args.prune)
+        except RunInProgress as exc:
+            raise ConfigError(str(exc)) from exc
+        print(
+            f"removed {len(pruned.removed)} run(s) of {config.name!r} "
+            f"({pruned.bytes_freed / 1e6:.1f} MB) and {pruned.cache_entries_removed} step-cache "
+            f"entr{'y' if pruned.cache_entries_removed == 1 else 'ies'}; kept the newest "
+            f"{len(pruned.kept)}: {', '.join(pruned.kept) or 'none'}"
+        )
+        return 0
     runs = list_runs(config)
     if args.compare:
         by_id = {run["run_id"]: run for run in runs}
@@ -565,10 +593,18 @@ def build_parser() -> argparse.ArgumentParser:
         "runs",
         help="list the local runs with config hash, data fingerprint and metrics, or compare two",
         description="Reads <local.root>/runs/*/run.json. --compare A B prints the config keys, "
-        "data fingerprint and metrics that differ between two runs.",
+        "data fingerprint and metrics that differ between two runs. --prune KEEP deletes older "
+        "runs and their step-cache entries.",
     )
     _add_config(runs)
     runs.add_argument("--compare", nargs=2, metavar="RUN_ID", help="two run ids to compare")
+    runs.add_argument(
+        "--prune",
+        type=_at_least_one,
+        metavar="KEEP",
+        help="delete all but the newest KEEP runs (never a running one) and the step-cache "
+        "entries that pointed into them; registered models are copies and stay",
+    )
     runs.set_defaults(func=cmd_runs)
 
     deploy = commands.add_parser(
