@@ -256,6 +256,16 @@ def cmd_models(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole percent from 0 to 100, got {text!r}")
+    return value
+
+
 def _at_least_one(text: str) -> int:
     try:
         value = int(text)
@@ -617,8 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--version", default="champion", help="version number or alias")
     deploy.add_argument(
         "--canary",
-        type=int,
-        help="percent of traffic for this version (default serving.canary_percent)",
+        type=_percent,
+        help="percent of traffic for this version, 0-100 (default serving.canary_percent)",
     )
     deploy.set_defaults(func=cmd_deploy)
 
@@ -681,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from google.auth.exceptions import DefaultCredentialsError, RefreshError
 
+    from mlops.registry import RegistryError
+
     args = build_parser().parse_args(argv)
     try:
         if args.config_json:
@@ -688,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = load_config(args.config)
         return args.func(args, config)
-    except ConfigError as exc:
+    except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (DefaultCredentialsError, RefreshError):
