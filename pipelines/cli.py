@@ -93,7 +93,13 @@ def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
             output = Path(args.output_dir) / compiled_spec_path(config, kind, args.target).name
         else:
             output = compiled_spec_path(config, kind, args.target)
-        compile_pipeline(config, kind, args.target, output)
+        try:
+            compile_pipeline(config, kind, args.target, output)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the compiled pipeline to {output}: {exc.strerror or exc} "
+                "(choose a writable --output / --output-dir)"
+            ) from exc
         print(f"compiled {config.name} {kind} pipeline for {args.target}: {output}")
     return 0
 
@@ -386,8 +392,15 @@ def cmd_batch_predict(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 def cmd_monitor(args: argparse.Namespace, config: PipelineConfig) -> int:
     from mlops.paths import request_log_dir
+    from mlops.registry import CHAMPION, RegistryError, resolve_version
     from pipelines.local import run_locally, summarize
 
+    try:  # before the pipeline starts: without a model there is nothing to monitor
+        resolve_version(config, args.version or CHAMPION)
+    except RegistryError as exc:
+        raise ConfigError(
+            f"{exc}: train and register a model first (`mlops run`), or pass --version"
+        ) from exc
     source = args.input or str(request_log_dir(config))
     result = run_locally(
         config

@@ -113,3 +113,22 @@ def test_an_unknown_model_version_or_percent_is_one_message(
     result = _cli(*args, "--config", str(config_path))
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["monitor"], "has no alias 'champion' (aliases: none): train and register a model first"),
+        (
+            ["compile", "--target", "local", "--output", "/proc/self/no/spec.json"],
+            "cannot write the compiled pipeline to /proc/self/no/spec.json",
+        ),
+    ],
+)
+def test_nothing_to_monitor_or_nowhere_to_write_is_one_message_at_once(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = _cli(*args, "--config", str(_config(tmp_path, ("", ""))))
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "root" / "runs").exists()  # refused before any run started
