@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mlops.config import DataConfig, local_path
+from mlops.config import DataConfig, database_kind, local_path
 from mlops.io import open_uri, uri_exists
 
 PACKAGED_PENGUINS = "palmerpenguins"
@@ -42,9 +42,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def detect_format(source: str, declared: str) -> str:
     """csv, jsonl or parquet: `declared` unless it is "auto", else from the extension (a `.gz`
-    suffix is looked through: `rows.csv.gz` is CSV)."""
+    suffix is looked through: `rows.csv.gz` is CSV); "bigquery" or "sql" for a database."""
     if declared != "auto":
         return declared
+    kind = database_kind(source)
+    if kind is not None:  # not a file: mlops/databases.py reads it
+        return kind
     name = source.lower()
     for suffix in COMPRESSED_SUFFIXES:
         name = name.removesuffix(suffix)
@@ -68,7 +71,7 @@ def _decompress(raw: bytes, source: str) -> bytes:
         raise IngestError(f"{source}: a gzip file that cannot be decompressed ({exc})") from exc
 
 
-def _check_header(header: list[str], source: str) -> None:
+def check_header(header: list[str], source: str) -> None:
     """Every column needs a name, and a name only once: pandas would silently rename the second
     `fare` to `fare.1` and train on it."""
     unnamed = [i + 1 for i, name in enumerate(header) if not name.strip()]
@@ -153,7 +156,7 @@ def _csv_header(source: str) -> list[str]:
         header = next(csv.reader(text), None)
     if not header:
         raise IngestError(f"{source}: the file is empty")
-    _check_header(header, source)
+    check_header(header, source)
     return header
 
 
@@ -275,7 +278,7 @@ def _parquet_batches(source: str) -> Iterator[pa.RecordBatch]:
             parquet = pq.ParquetFile(raw)
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise IngestError(f"{source}: not a readable Parquet file: {exc}") from exc
-        _check_header(parquet.schema_arrow.names, source)
+        check_header(parquet.schema_arrow.names, source)
         yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
 
 
@@ -314,13 +317,18 @@ def _reading_errors(source: str, fmt: str) -> Iterator[None]:
 def iter_source_batches(data: DataConfig, bad: list[BadRow]) -> Iterator[pa.RecordBatch]:
     """The configured source as Arrow record batches of raw values, read incrementally (memory
     bounded by a batch): CSV and JSON cells as text, null where empty or one of data.na_values;
-    Parquet columns as stored. Rows that cannot be parsed go to `bad`. JSON batches hold the
+    Parquet columns as stored; database columns as typed by the database (text as CSV cells). Rows that cannot be parsed go to `bad`. JSON batches hold the
     keys their records have (a key may first appear in a later batch)."""
     source = local_path(data.source)
     if source in PACKAGED_SOURCES:
         frame, found = read_source(data)
         bad.extend(found)
         yield from pa.Table.from_pandas(frame, preserve_index=False).to_batches()
+        return
+    if database_kind(source) is not None:  # BigQuery or a SQL database (row N is result row N)
+        from mlops.databases import iter_database_batches
+
+        yield from iter_database_batches(data)
         return
     _check_file_source(source)
     fmt = detect_format(source, data.format)
@@ -363,6 +371,10 @@ def read_source(data: DataConfig) -> tuple[pd.DataFrame, list[BadRow]]:
         import palmerpenguins
 
         return palmerpenguins.load_penguins(), []
+    if database_kind(source) is not None:
+        # batches may type a column differently (SQLite): concatenated as frames
+        frames = [batch.to_pandas() for batch in iter_source_batches(data, [])]
+        return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), []
     _check_file_source(source)
     fmt = detect_format(source, data.format)
     bad: list[BadRow] = []
