@@ -117,7 +117,9 @@ class BigQueryReadConfig(_Strict):
     @classmethod
     def _dataset(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(rf"{_BQ_PROJECT}\.\w{{1,1024}}", value):
-            raise ValueError(f"must be PROJECT.DATASET, e.g. my-project.beam_staging (got {value!r})")
+            raise ValueError(
+                f"must be PROJECT.DATASET, e.g. my-project.beam_staging (got {value!r})"
+            )
         return value
 
 

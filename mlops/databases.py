@@ -397,4 +397,3 @@ def beam_database_batches(pipeline: beam.Pipeline, data: DataConfig) -> beam.PCo
         | "ReadSql" >> beam.FlatMap(_ReadSql(data))
         | "Spread" >> beam.Reshuffle()
     )
-
