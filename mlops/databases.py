@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from mlops.config import DataConfig, bigquery_parts, database_kind, local_path
-from mlops.tabular import IngestError, check_header
+from mlops.tabular import IngestError
 
 if TYPE_CHECKING:
     import apache_beam as beam
@@ -115,7 +115,16 @@ def rows_batch(
 
 
 def _check_names(names: Sequence[str], where: str) -> None:
-    check_header([str(name) for name in names], where)
+    """Every result column needs a distinct name (a CSV header gets the same check)."""
+    from collections import Counter
+
+    unnamed = [i + 1 for i, name in enumerate(names) if not str(name).strip()]
+    duplicates = sorted(str(n) for n, count in Counter(map(str, names)).items() if count > 1)
+    if unnamed or duplicates:
+        problem = f"column(s) {unnamed} have no name" if unnamed else f"names {duplicates} twice"
+        raise DatabaseError(
+            f"{where}: the result {problem}; give every column a distinct name (SELECT ... AS name)"
+        )
 
 
 def text_nulls(batch: pa.RecordBatch, na_values: Sequence[str]) -> pa.RecordBatch:

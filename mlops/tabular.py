@@ -71,7 +71,7 @@ def _decompress(raw: bytes, source: str) -> bytes:
         raise IngestError(f"{source}: a gzip file that cannot be decompressed ({exc})") from exc
 
 
-def check_header(header: list[str], source: str) -> None:
+def _check_header(header: list[str], source: str) -> None:
     """Every column needs a name, and a name only once: pandas would silently rename the second
     `fare` to `fare.1` and train on it."""
     unnamed = [i + 1 for i, name in enumerate(header) if not name.strip()]
@@ -156,7 +156,7 @@ def _csv_header(source: str) -> list[str]:
         header = next(csv.reader(text), None)
     if not header:
         raise IngestError(f"{source}: the file is empty")
-    check_header(header, source)
+    _check_header(header, source)
     return header
 
 
@@ -278,7 +278,7 @@ def _parquet_batches(source: str) -> Iterator[pa.RecordBatch]:
             parquet = pq.ParquetFile(raw)
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise IngestError(f"{source}: not a readable Parquet file: {exc}") from exc
-        check_header(parquet.schema_arrow.names, source)
+        _check_header(parquet.schema_arrow.names, source)
         yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
 
 
