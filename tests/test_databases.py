@@ -487,3 +487,44 @@ def test_beam_bigquery_read_is_built_from_config(method) -> None:
     labels = [node.full_label for node in pipeline.transforms_stack[0].parts]
     assert labels == ["ReadFromBigQuery", "BatchRows", "ToRecordBatches"]
     assert batches.pipeline is pipeline
+
+
+# ---------------------------------------------------------------------------------------------
+# On Vertex
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({"source": "bq://my-project.zoo.penguins"}, False),
+        ({"source": "bq://my-project", "query": "SELECT * FROM zoo.penguins"}, False),
+        ({"source": "postgresql+pg8000://db.internal/zoo", "table": "penguins"}, False),
+        ({"source": "sqlite:///data/zoo.db", "table": "penguins"}, True),
+    ],
+)
+def test_submit_accepts_database_sources_the_steps_can_reach(penguins_config, fields, refused):
+    """BigQuery and a database server are read from the steps on Vertex; SQLite is a file here."""
+    from mlops.config import ConfigError
+    from mlops.vertex_jobs import check_cloud_inputs
+
+    config = _with_data(penguins_config, **fields)
+    if refused:
+        with pytest.raises(ConfigError, match=r"data.source is 'sqlite:///data/zoo.db', a path"):
+            check_cloud_inputs(config, "training", {})
+    else:
+        check_cloud_inputs(config, "training", {})
+
+
+def test_monitoring_baseline_is_a_bigquery_table_not_a_query(penguins_config, tmp_path) -> None:
+    """Vertex Model Monitoring reads a bq:// table as training data; a query's billing project
+    is no table, so the ingested train split is written for it instead."""
+    from components.register import monitoring_training_data
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame({"species": ["Adelie"], "island": ["Dream"]}).to_parquet(data / "train.parquet")
+    table = _with_data(penguins_config, source="bq://my-project.zoo.penguins")
+    assert monitoring_training_data(table, data, tmp_path / "a", "gs://b/a") == table.data.source
+    query = _with_data(penguins_config, source="bq://my-project", query="SELECT * FROM zoo.t")
+    assert monitoring_training_data(query, data, tmp_path / "b", "gs://b/b") == "gs://b/b/train.csv"
+    assert (tmp_path / "b" / "train.csv").read_text().startswith("species,island")
