@@ -127,6 +127,17 @@ def _check_names(names: Sequence[str], where: str) -> None:
         )
 
 
+def flat(batch: pa.RecordBatch, where: str) -> pa.RecordBatch:
+    """The batch, if every column holds one value per row (ingest types scalars, as a CSV has)."""
+    nested = [field.name for field in batch.schema if pa.types.is_nested(field.type)]
+    if nested:
+        raise DatabaseError(
+            f"{where}: columns {nested} hold arrays or records; select scalar columns instead "
+            "(e.g. UNNEST, or record.field AS name, in data.query)"
+        )
+    return batch
+
+
 def text_nulls(batch: pa.RecordBatch, na_values: Sequence[str]) -> pa.RecordBatch:
     """A batch whose text columns hold null where the text is empty or one of na_values."""
     missing = frozenset(na_values)
@@ -224,7 +235,7 @@ def sql_batches(data: DataConfig) -> Iterator[pa.RecordBatch]:
             names = list(result.keys())
             _check_names(names, where)
             for rows in result.partitions():
-                yield rows_batch(names, rows, data.na_values)
+                yield flat(rows_batch(names, rows, data.na_values), where)
     except DatabaseError:
         raise
     except DBAPIError as exc:
@@ -325,9 +336,10 @@ def bigquery_batches(
             rows = client.list_rows(f"{project}.{dataset}.{table}", page_size=data.batch_rows)
         names = [field.name for field in rows.schema]
         _check_names(names, where)
-        for batch in rows.to_arrow_iterable(bqstorage_client=storage):
+        # One Storage API stream: rows in the table's order, memory bounded by its batches.
+        for batch in rows.to_arrow_iterable(bqstorage_client=storage, max_stream_count=1):
             if batch.num_rows:
-                yield text_nulls(batch, data.na_values)
+                yield flat(text_nulls(batch, data.na_values), where)
     except api.NotFound as exc:
         what = "data.query names a table or dataset" if data.query else "data.source names a table"
         raise DatabaseError(f"{where}: {what} that does not exist ({exc.message})") from exc
@@ -348,9 +360,12 @@ def bigquery_batches(
 # Beam
 
 
-def _beam_rows_batches(rows: list[dict[str, Any]], na_values: Sequence[str]) -> pa.RecordBatch:
+def _beam_rows_batches(
+    rows: list[dict[str, Any]], na_values: Sequence[str], where: str
+) -> pa.RecordBatch:
     names = list(rows[0])
-    return rows_batch(names, [tuple(row.get(name) for name in names) for row in rows], na_values)
+    batch = rows_batch(names, [tuple(row.get(name) for name in names) for row in rows], na_values)
+    return flat(batch, where)
 
 
 class _ReadSql:
@@ -398,7 +413,7 @@ def beam_database_batches(pipeline: beam.Pipeline, data: DataConfig) -> beam.PCo
             pipeline
             | "ReadFromBigQuery" >> bigquery_read_transform(data)
             | "BatchRows" >> beam.BatchElements(min_batch_size=1, max_batch_size=data.batch_rows)
-            | "ToRecordBatches" >> beam.Map(_beam_rows_batches, na_values)
+            | "ToRecordBatches" >> beam.Map(_beam_rows_batches, na_values, describe(data))
         )
     return (
         pipeline

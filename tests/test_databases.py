@@ -28,7 +28,7 @@ from mlops.databases import (
     bigquery_read_transform,
     sql_batches,
 )
-from mlops.tabular import iter_source_batches
+from mlops.tabular import iter_source_batches, read_source
 
 PROJECT = "test-project"
 
@@ -124,6 +124,9 @@ def test_sql_batches_are_bounded_and_typed(penguins, tmp_path) -> None:
     # a table in a schema: SQLite's attached database "main"
     data = DataConfig(source=url, table="main.penguins", label="species")
     assert sum(b.num_rows for b in sql_batches(data)) == 344
+    # read whole, as monitoring reads serving data
+    frame, bad = read_source(data)
+    assert bad == [] and len(frame) == 344 and list(frame.columns) == list(penguins.columns)
 
 
 @pytest.mark.parametrize(
@@ -138,6 +141,14 @@ def test_bad_table_or_query_is_named(penguins, tmp_path, fields, message) -> Non
     url = _sqlite(tmp_path / "p.db", penguins)
     with pytest.raises(DatabaseError, match=message):
         list(sql_batches(DataConfig(source=url, label="species", **fields)))
+
+
+def test_array_column_is_refused_with_what_to_select(penguins, tmp_path) -> None:
+    from mlops.databases import flat, rows_batch
+
+    batch = rows_batch(["species", "tags"], [("Adelie", [1, 2]), ("Gentoo", None)], [])
+    with pytest.raises(DatabaseError, match=r"columns \['tags'\] hold arrays or records"):
+        flat(batch, "bq://p.d.t")
 
 
 def test_missing_label_column_in_a_query_is_named(penguins_config, penguins, tmp_path) -> None:
