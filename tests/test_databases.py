@@ -29,6 +29,7 @@ from mlops.databases import (
     sql_batches,
 )
 from mlops.tabular import iter_source_batches, read_source
+from tests.conftest import TAXI_CSV
 
 PROJECT = "test-project"
 
@@ -84,6 +85,17 @@ def test_sqlite_ingest_gives_the_same_splits_as_csv(penguins_config, penguins, t
     _same_splits(tmp_path / "csv", tmp_path / "query")
     assert summary["fingerprint"] == reference["fingerprint"]
     assert sum(read_split(tmp_path / "table", s)["island"].isna().sum() for s in SPLITS) == 1
+
+
+def test_sqlite_taxi_time_split_gives_the_same_splits_as_csv(taxi_config, tmp_path) -> None:
+    """The taxi rows in SQLite (an all-empty column, integers, a time split) ingest to the CSV's
+    splits. (Written with pandas' round-trip float parser: its default can be an ulp off.)"""
+    frame = pd.read_csv(TAXI_CSV, float_precision="round_trip")
+    url = _sqlite(tmp_path / "taxi.db", frame, table="trips")
+    reference = run_ingest(taxi_config, tmp_path / "csv")
+    summary = run_ingest(_with_data(taxi_config, source=url, table="trips"), tmp_path / "sql")
+    assert summary["rows"] == reference["rows"] == {"train": 10501, "eval": 2250, "test": 2251}
+    assert summary["fingerprint"] == reference["fingerprint"]
 
 
 def test_mixed_sqlite_column_is_typed_like_csv_and_bad_rows_name_the_row(
