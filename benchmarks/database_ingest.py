@@ -5,7 +5,7 @@
 Builds a taxi CSV of --rows rows (as benchmarks/ingest_stats.py does) and a SQLite file holding
 the same rows (pandas `to_sql`: typed REAL/INTEGER/TEXT columns), then times `run_ingest` of each
 in a fresh process (imports not counted) with configs/taxi.yaml, checks that both wrote the same
-split files (same fingerprint), and prints seconds, rows/s, peak RSS and the ratio database/CSV
+split contents, and prints seconds, rows/s, peak RSS and the ratio database/CSV
 next to the goal (<= 2x: a database driver hands over Python objects per cell where the CSV
 reader parses text in C). The figures depend on the machine and its load.
 """
@@ -46,7 +46,7 @@ def phase(source: str, batch_rows: int, out: Path) -> dict:
     started = time.perf_counter()
     summary = run_ingest(config, out)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": summary["rows"], "fingerprint": summary["fingerprint"]}
+    return {"seconds": seconds, "rows": summary["rows"]}
 
 
 def run_phase(source: str, batch_rows: int, out: Path) -> dict:
@@ -92,16 +92,22 @@ def main() -> None:
             "csv": run_phase(str(csv), args.batch_rows, tmp / "from_csv"),
             "sqlite": run_phase(f"sqlite:///{database}", args.batch_rows, tmp / "from_sqlite"),
         }
+        # The same rows and values; the files' bytes differ where row groups break differently.
+        from mlops.artifacts import SPLITS, read_split
+
+        same = all(
+            read_split(tmp / "from_csv", split).equals(read_split(tmp / "from_sqlite", split))
+            for split in SPLITS
+        )
     for name, result in results.items():
         print(
             f"  ingest from {name:<7} {result['seconds']:6.1f} s  "
             f"{args.rows / result['seconds']:9,.0f} rows/s  peak RSS {result['peak_rss_mb']:5.0f} MB"
         )
-    same = results["csv"]["fingerprint"] == results["sqlite"]["fingerprint"]
     ratio = results["sqlite"]["seconds"] / results["csv"]["seconds"]
     verdict = "met" if ratio <= GOAL_RATIO else "NOT met"
     print(f"  SQLite / CSV {ratio:.2f}x, goal <= {GOAL_RATIO:.0f}x: {verdict}")
-    print(f"  same split files: {same} ({results['sqlite']['rows']})")
+    print(f"  same split contents: {same} ({results['sqlite']['rows']})")
 
 
 if __name__ == "__main__":
