@@ -224,7 +224,15 @@ def sql_batches(data: DataConfig) -> Iterator[pa.RecordBatch]:
     engine = _engine(data)
     where = describe(data)
     try:
-        with engine.connect() as connection:
+        try:
+            connecting = engine.connect()
+        except DBAPIError as exc:
+            message = str(getattr(exc, "orig", None) or exc).strip()
+            raise DatabaseError(
+                f"data.source {_render(engine.url)!r}: cannot connect ({message}); check the "
+                "host, port, database, user and that the database accepts connections from here"
+            ) from exc
+        with connecting as connection:
             options = connection.execution_options(stream_results=True, yield_per=data.batch_rows)
             try:
                 result = options.execute(_statement(data))

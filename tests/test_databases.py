@@ -191,6 +191,10 @@ def test_duplicate_result_column_is_refused(penguins, tmp_path) -> None:
         ),
         ("mysql://user@db.example/rows", r"driver 'MySQLdb'.*mysql\+pymysql://"),
         ("postgresql+nodriver://db.example/rows", r"SQLAlchemy has no dialect or driver"),
+        (  # PyMySQL is in the lock; nothing listens on port 1
+            "mysql+pymysql://reader:secret@127.0.0.1:1/zoo",
+            r"'mysql\+pymysql://reader:\*\*\*@127.0.0.1:1/zoo': cannot connect \(.*check the host",
+        ),
     ],
 )
 def test_bad_url_or_missing_driver_is_named(source, message) -> None:
