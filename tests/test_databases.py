@@ -454,6 +454,32 @@ def test_bigquery_without_credentials_fails_at_once(monkeypatch, tmp_path) -> No
         bigquery_client(data)
 
 
+@pytest.mark.parametrize("storage_api", [True, False])
+def test_bigquery_uses_the_storage_api_with_credentials(monkeypatch, storage_api) -> None:
+    """With credentials (faked where google.auth finds them) ingest reads over the Storage Read
+    API unless data.bigquery.storage_api is false; both clients carry those credentials."""
+    from unittest import mock
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery_storage
+
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    credentials = AnonymousCredentials()
+    data = DataConfig(
+        source=f"bq://{PROJECT}.zoo.penguins",
+        label="species",
+        bigquery={"storage_api": storage_api},
+    )
+    with mock.patch("google.auth.default", return_value=(credentials, None)):
+        client, storage = bigquery_client(data)
+    assert client.project == PROJECT and client._credentials is credentials
+    if storage_api:
+        assert isinstance(storage, bigquery_storage.BigQueryReadClient)
+        assert storage._transport._credentials is credentials
+    else:
+        assert storage is None
+
+
 # ---------------------------------------------------------------------------------------------
 # Beam
 
