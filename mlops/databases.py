@@ -2,10 +2,10 @@
 `data.query`) and SQL databases through SQLAlchemy URLs (`sqlite:///rows.db`, `postgresql://...`)
 with `data.table` or `data.query`.
 
-Both are read as Arrow record batches of raw values, at most `data.batch_rows` rows each, so
-memory is bounded by a batch: BigQuery through the google-cloud-bigquery client (the Storage Read
-API when `data.bigquery.storage_api`, else result pages over REST), SQL databases through a
-server-side cursor (`yield_per`). Columns keep the database's types where a column of a batch has
+Both are read as Arrow record batches of raw values, so memory is bounded by a batch: BigQuery
+through the google-cloud-bigquery client (one Storage Read API stream, whose batches the service
+sizes, when `data.bigquery.storage_api`; else result pages of `data.batch_rows` over REST), SQL
+databases through a server-side cursor (`yield_per`, `data.batch_rows` rows at a time). Columns keep the database's types where a column of a batch has
 one (numbers stay numbers); text is treated as CSV cells are: empty text or one of
 `data.na_values` is missing. `beam_database_batches` reads the same sources inside a Beam
 pipeline (`ReadFromBigQuery`; a SQL query on one worker).
@@ -59,7 +59,7 @@ def describe(data: DataConfig) -> str:
 
 
 def iter_database_batches(data: DataConfig) -> Iterator[pa.RecordBatch]:
-    """The configured database source as record batches of at most data.batch_rows rows."""
+    """The configured database source as record batches of raw values (see the module)."""
     if database_kind(data.source) == "bigquery":
         yield from bigquery_batches(data)
     else:
@@ -256,21 +256,29 @@ def sql_batches(data: DataConfig) -> Iterator[pa.RecordBatch]:
 
 def _sql_error(data: DataConfig, where: str, exc: Exception) -> str:
     message = str(getattr(exc, "orig", None) or exc).strip()
-    if data.table is not None and "no such table" in message.lower():
-        hint = "check data.table (tables: " + ", ".join(_tables(data)) + ")"
-    elif data.table is not None:
-        hint = "check data.table and that the user may read it"
-    else:
-        hint = "check data.query against the database"
+    if data.table is None:
+        return f"{where}: the database refused it: {message}; check data.query against the database"
+    hint = "check data.table and that the user may read it"
+    schema, _, name = data.table.rpartition(".")
+    tables = _tables(data)
+    if tables is not None and name not in tables:
+        shown = ", ".join(tables[:20]) + (", ..." if len(tables) > 20 else "")
+        hint = f"check data.table (tables{f' in {schema}' if schema else ''}: {shown or 'none'})"
     return f"{where}: the database refused it: {message}; {hint}"
 
 
-def _tables(data: DataConfig) -> list[str]:
+def _tables(data: DataConfig) -> list[str] | None:
+    """The tables of data.table's schema (the default one without a dot), None if they cannot
+    be listed (the error being reported says more)."""
     import sqlalchemy
+    from sqlalchemy.exc import SQLAlchemyError
 
+    schema = data.table.rpartition(".")[0] if data.table else ""  # type: ignore[union-attr]
     engine = _engine(data)
     try:
-        return sorted(sqlalchemy.inspect(engine).get_table_names())
+        return sorted(sqlalchemy.inspect(engine).get_table_names(schema=schema or None))
+    except SQLAlchemyError:
+        return None
     finally:
         engine.dispose()
 
@@ -341,7 +349,10 @@ def bigquery_batches(
         if data.query is not None:
             rows = client.query_and_wait(data.query, project=project, page_size=data.batch_rows)
         else:
-            rows = client.list_rows(f"{project}.{dataset}.{table}", page_size=data.batch_rows)
+            from google.cloud.bigquery import DatasetReference, TableReference
+
+            reference = TableReference(DatasetReference(project, dataset), table)
+            rows = client.list_rows(reference, page_size=data.batch_rows)
         names = [field.name for field in rows.schema]
         _check_names(names, where)
         # One Storage API stream: rows in the table's order, memory bounded by its batches.
