@@ -317,8 +317,9 @@ def _reading_errors(source: str, fmt: str) -> Iterator[None]:
 def iter_source_batches(data: DataConfig, bad: list[BadRow]) -> Iterator[pa.RecordBatch]:
     """The configured source as Arrow record batches of raw values, read incrementally (memory
     bounded by a batch): CSV and JSON cells as text, null where empty or one of data.na_values;
-    Parquet columns as stored; database columns as typed by the database (text as CSV cells). Rows that cannot be parsed go to `bad`. JSON batches hold the
-    keys their records have (a key may first appear in a later batch)."""
+    Parquet columns as stored; database columns as the database types them (text as CSV cells,
+    mlops/databases.py). Rows that cannot be parsed go to `bad`. JSON batches hold the keys
+    their records have (a key may first appear in a later batch)."""
     source = local_path(data.source)
     if source in PACKAGED_SOURCES:
         frame, found = read_source(data)
