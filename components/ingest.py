@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
-from mlops.config import DataConfig, PipelineConfig
+from mlops.config import DataConfig, PipelineConfig, database_kind
 from mlops.images import content_key, is_image_source, read_images
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.privacy import PersonalDataError, apply_privacy, hash_salt, hash_token
@@ -420,6 +420,7 @@ def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict
         and detect_format(data.source, data.format) == "csv"
     )
     line_offset = 2 if is_csv else 1  # CSV line 1 is the header
+    where = "row" if database_kind(data.source) else "line"  # a database has rows, no lines
 
     typed = {name: scan.columns[name] for name in columns if name not in hashed and name != image}
     for column in typed.values():
@@ -443,7 +444,7 @@ def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict
     )
     bad_fraction = unusable / max(read_rows, 1)
     if bad and bad_fraction > data.max_bad_row_fraction:
-        shown = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:5])
+        shown = "; ".join(f"{where} {b.line}: {b.reason}" for b in bad[:5])
         raise IngestError(
             f"{data.source}: {unusable} of {read_rows} rows cannot be used ({bad_fraction:.1%}, "
             f"data.max_bad_row_fraction is {data.max_bad_row_fraction:.1%}): {shown}"
@@ -474,7 +475,7 @@ def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict
         "source": data.source,
         "rows_read": read_rows,
         "rows_dropped": unusable,
-        "dropped_examples": [f"line {b.line}: {b.reason}" for b in bad[:20]],
+        "dropped_examples": [f"{where} {b.line}: {b.reason}" for b in bad[:20]],
         "columns": dtypes,
         "personal_data": privacy,
         "rows": {},

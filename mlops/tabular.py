@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mlops.config import DataConfig, local_path
+from mlops.config import DataConfig, database_kind, local_path
 from mlops.io import open_uri, uri_exists
 
 PACKAGED_PENGUINS = "palmerpenguins"
@@ -42,9 +42,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def detect_format(source: str, declared: str) -> str:
     """csv, jsonl or parquet: `declared` unless it is "auto", else from the extension (a `.gz`
-    suffix is looked through: `rows.csv.gz` is CSV)."""
+    suffix is looked through: `rows.csv.gz` is CSV); "bigquery" or "sql" for a database."""
     if declared != "auto":
         return declared
+    kind = database_kind(source)
+    if kind is not None:  # not a file: mlops/databases.py reads it
+        return kind
     name = source.lower()
     for suffix in COMPRESSED_SUFFIXES:
         name = name.removesuffix(suffix)
@@ -314,13 +317,19 @@ def _reading_errors(source: str, fmt: str) -> Iterator[None]:
 def iter_source_batches(data: DataConfig, bad: list[BadRow]) -> Iterator[pa.RecordBatch]:
     """The configured source as Arrow record batches of raw values, read incrementally (memory
     bounded by a batch): CSV and JSON cells as text, null where empty or one of data.na_values;
-    Parquet columns as stored. Rows that cannot be parsed go to `bad`. JSON batches hold the
-    keys their records have (a key may first appear in a later batch)."""
+    Parquet columns as stored; database columns as the database types them (text as CSV cells,
+    mlops/databases.py). Rows that cannot be parsed go to `bad`. JSON batches hold the keys
+    their records have (a key may first appear in a later batch)."""
     source = local_path(data.source)
     if source in PACKAGED_SOURCES:
         frame, found = read_source(data)
         bad.extend(found)
         yield from pa.Table.from_pandas(frame, preserve_index=False).to_batches()
+        return
+    if database_kind(source) is not None:  # BigQuery or a SQL database (row N is result row N)
+        from mlops.databases import iter_database_batches
+
+        yield from iter_database_batches(data)
         return
     _check_file_source(source)
     fmt = detect_format(source, data.format)
@@ -363,6 +372,10 @@ def read_source(data: DataConfig) -> tuple[pd.DataFrame, list[BadRow]]:
         import palmerpenguins
 
         return palmerpenguins.load_penguins(), []
+    if database_kind(source) is not None:
+        # batches may type a column differently (SQLite): concatenated as frames
+        frames = [batch.to_pandas() for batch in iter_source_batches(data, [])]
+        return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), []
     _check_file_source(source)
     fmt = detect_format(source, data.format)
     bad: list[BadRow] = []
