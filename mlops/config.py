@@ -139,6 +139,11 @@ class DataConfig(_Strict):
     # A table of the SQL database in data.source ("schema.table" works); a BigQuery table goes
     # into data.source instead.
     table: str | None = None
+    # The environment variable that holds the SQL database's password, read when ingest connects
+    # (a password written into data.source is refused: the config is copied into run.json,
+    # ingest.json and Vertex pipeline parameters). On Vertex, set it on the step from Secret
+    # Manager, or use IAM database authentication / a .pgpass file instead.
+    password_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     # Rows per record batch read from a database (SQL fetch size, BigQuery page size).
     batch_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
     bigquery: BigQueryReadConfig = BigQueryReadConfig()
@@ -160,7 +165,11 @@ class DataConfig(_Strict):
     def _check_database(self) -> DataConfig:
         kind = database_kind(self.source)
         if kind is None:
-            used = [name for name in ("query", "table") if getattr(self, name) is not None]
+            used = [
+                name
+                for name in ("query", "table", "password_env")
+                if getattr(self, name) is not None
+            ]
             if used:
                 raise ValueError(
                     f"data.{used[0]} applies to database sources (bq://..., sqlite:///..., "
@@ -180,6 +189,11 @@ class DataConfig(_Strict):
             )
         if kind == "bigquery":
             _, dataset, _ = bigquery_parts(self.source)
+            if self.password_env is not None:
+                raise ValueError(
+                    "data.password_env is for SQL databases; BigQuery signs in with Google "
+                    "credentials (gcloud auth application-default login, or the service account)"
+                )
             if self.table is not None:
                 raise ValueError(
                     "data.table is for SQL databases; name a BigQuery table in data.source: "
@@ -196,6 +210,20 @@ class DataConfig(_Strict):
                     "with a query, data.source is bq://PROJECT (the project that runs it)"
                 )
             return self
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            password = make_url(self.source).password
+        except (ArgumentError, ValueError):
+            password = None  # not a URL: reading it says what is wrong
+        if password is not None:
+            raise ValueError(
+                "data.source has a password in it, and the config is copied into run.json, "
+                "ingest.json and Vertex pipeline parameters: remove it from the URL and set "
+                "data.password_env to the name of an environment variable that holds it (or use "
+                ".pgpass / IAM database authentication)"
+            )
         if (self.table is None) == (self.query is None):
             raise ValueError(
                 f"data.source {self.source!r} is a SQL database: give data.table (a table name) "

@@ -188,6 +188,17 @@ def _engine(data: DataConfig):
             )
         if not Path(database).is_file():  # connecting would create an empty database
             raise DatabaseError(f"data.source {data.source!r}: no SQLite file at {database}")
+    if data.password_env is not None:
+        import os
+
+        password = os.environ.get(data.password_env)
+        if password is None:
+            raise DatabaseError(
+                f"data.source {_render(url)!r}: data.password_env names the environment "
+                f"variable {data.password_env!r}, which is not set; export it with the "
+                "database password before running"
+            )
+        url = url.set(password=password)
     try:
         return sqlalchemy.create_engine(url)
     except NoSuchModuleError as exc:

@@ -185,21 +185,45 @@ def test_duplicate_result_column_is_refused(penguins, tmp_path) -> None:
         ("sqlite:///no/such/file.db", r"no SQLite file at .*no/such/file.db"),
         ("sqlite://", r"names no SQLite file"),
         (
-            "postgresql://user:secret@db.example/rows",
-            r"'postgresql://user:\*\*\*@db.example/rows': the database driver 'psycopg' is "
+            "postgresql://user@db.example/rows",
+            r"'postgresql://user@db.example/rows': the database driver 'psycopg' is "
             r"not installed; install it \(pip install psycopg\[binary\]\)",
         ),
         ("mysql://user@db.example/rows", r"driver 'MySQLdb'.*mysql\+pymysql://"),
         ("postgresql+nodriver://db.example/rows", r"SQLAlchemy has no dialect or driver"),
         (  # PyMySQL is in the lock; nothing listens on port 1
-            "mysql+pymysql://reader:secret@127.0.0.1:1/zoo",
-            r"'mysql\+pymysql://reader:\*\*\*@127.0.0.1:1/zoo': cannot connect \(.*check the host",
+            "mysql+pymysql://reader@127.0.0.1:1/zoo",
+            r"'mysql\+pymysql://reader@127.0.0.1:1/zoo': cannot connect \(.*check the host",
         ),
     ],
 )
 def test_bad_url_or_missing_driver_is_named(source, message) -> None:
     with pytest.raises(DatabaseError, match=message):
         list(sql_batches(DataConfig(source=source, table="rows", label="y")))
+
+
+def test_the_password_comes_from_the_environment_never_the_config(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="data.source has a password in it"):
+        DataConfig(source="mysql+pymysql://reader:secret@127.0.0.1:1/zoo", table="t", label="y")
+    data = DataConfig(
+        source="mysql+pymysql://reader@127.0.0.1:1/zoo",
+        table="t",
+        label="y",
+        password_env="ZOO_DB_PASSWORD",
+    )
+    monkeypatch.delenv("ZOO_DB_PASSWORD", raising=False)
+    with pytest.raises(DatabaseError, match="'ZOO_DB_PASSWORD', which is not set"):
+        list(sql_batches(data))
+    monkeypatch.setenv("ZOO_DB_PASSWORD", "secret")
+    # The password is used (the URL now has one) and never shown.
+    with pytest.raises(DatabaseError, match=r"'mysql\+pymysql://reader:\*\*\*@127.0.0.1:1/zoo'"):
+        list(sql_batches(data))
+    with pytest.raises(ValidationError, match="data.password_env applies to database sources"):
+        DataConfig(source="rows.csv", label="y", password_env="ZOO_DB_PASSWORD")
+    with pytest.raises(ValidationError, match="data.password_env is for SQL databases"):
+        DataConfig(source="bq://my-project.ds.t", label="y", password_env="ZOO_DB_PASSWORD")
 
 
 def test_relative_sqlite_path_is_relative_to_the_repo(penguins) -> None:
