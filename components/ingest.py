@@ -24,12 +24,13 @@ import pandas as pd
 import pyarrow as pa
 
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
-from mlops.config import DataConfig, PipelineConfig
+from mlops.config import DataConfig, PipelineConfig, local_path
 from mlops.images import content_key, is_image_source, read_images
 from mlops.io import atomic_dir, open_uri, write_json_atomic
 from mlops.privacy import PersonalDataError, apply_privacy, hash_salt, hash_token
 from mlops.tabular import (
     PACKAGED_PENGUINS,
+    PACKAGED_SOURCES,
     BadRow,
     IngestError,
     as_text,
@@ -530,12 +531,38 @@ class SplitWriter:
         self.writer.close()
 
 
+def runner_name(beam_args: list[str]) -> str:
+    """The `--runner` in Beam arguments ("" when none), read without importing Beam (a local
+    ingest should not pay Beam's import to learn that it runs in-process)."""
+    runner = ""
+    for index, arg in enumerate(beam_args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and index + 1 < len(beam_args):
+            runner = beam_args[index + 1]
+    return runner
+
+
+def ingest_on_beam(config: PipelineConfig) -> bool:
+    """Whether ingest runs as a Beam pipeline (components/ingest_beam.py): when config.beam_args
+    select Dataflow and the source is a file. An image folder and the packaged penguins set are
+    read in-process (they fit one machine)."""
+    if "Dataflow" not in runner_name(config.beam_args):
+        return False
+    return not is_image_source(config) and local_path(config.data.source) not in PACKAGED_SOURCES
+
+
 def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]:
     """Read, type and split the configured data into `output_dir/{train,eval,test}.parquet`
     (and, with data.unlabeled keep, the rows without a label into `unlabeled.parquet`).
+    In-process, or on Beam (Dataflow) when `ingest_on_beam(config)`: the same output either way.
 
     Returns a summary (rows per split, dropped rows, column types), also written as ingest.json.
     """
+    if ingest_on_beam(config):
+        from components.ingest_beam import run_ingest_beam
+
+        return run_ingest_beam(config, output_dir)
     with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as spill:
         return _ingest(config, output_dir, Path(spill))
 

@@ -90,29 +90,6 @@ PIECES = "_pieces"  # per batch and split, removed once the split files are writ
 RESULT = "_ingest_result.json"  # the summary or the error, read by the driver and removed
 
 
-def runner_name(beam_args: list[str]) -> str:
-    """The `--runner` in Beam arguments ("" when none), read without importing Beam (ingest
-    decides where to run before anything else, and a local run should not pay Beam's import)."""
-    runner = ""
-    for index, arg in enumerate(beam_args):
-        if arg.startswith("--runner="):
-            runner = arg.split("=", 1)[1]
-        elif arg == "--runner" and index + 1 < len(beam_args):
-            runner = beam_args[index + 1]
-    return runner
-
-
-def runs_on_dataflow(config: PipelineConfig) -> bool:
-    """Whether ingest runs as a Beam pipeline: when the Beam runner is Dataflow and the source
-    is a file (an image folder or the packaged penguins set is read in-process)."""
-    from mlops.images import is_image_source
-    from mlops.tabular import PACKAGED_SOURCES
-
-    if "Dataflow" not in runner_name(config.beam_args):
-        return False
-    return not is_image_source(config) and local_path(config.data.source) not in PACKAGED_SOURCES
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading
 

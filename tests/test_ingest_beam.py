@@ -1,0 +1,193 @@
+"""Ingest on Beam (components/ingest_beam.py) writes what the in-process ingest writes: the same
+split files (equal tables, types included, and the same bytes: equal fingerprints), the same
+ingest.json and the same IngestError texts, on sources read in many small batches (so the
+global combines, the samples' order and the time split's tie-break across batches are used).
+Run on the FnApiRunner; `run_ingest` picks the Beam path when the runner is Dataflow."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import palmerpenguins
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import mlops.tabular as tabular
+from components.ingest import IngestError, ingest_on_beam, run_ingest, runner_name
+from components.ingest_beam import run_ingest_beam
+from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
+from mlops.config import PipelineConfig
+from tests.conftest import config_in, on_vertex
+
+BEAM = ["--runner=FnApiRunner"]
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read the 344 penguins rows in about 20 batches (of CSV text, JSON lines, Parquet rows)."""
+    monkeypatch.setattr(tabular, "CSV_BLOCK_BYTES", 1024)
+    monkeypatch.setattr(tabular, "JSON_CHUNK_LINES", 16)
+    monkeypatch.setattr(tabular, "PARQUET_BATCH_ROWS", 16)
+
+
+def _config(tmp: Path, source: Path | str, name: str = "penguins", **data) -> PipelineConfig:
+    config = config_in(tmp, name)
+    data = {**config.data.model_dump(), "source": str(source), **data}
+    return config.with_overrides(data=data).model_copy(update={"beam_args": BEAM})
+
+
+def _penguins() -> pd.DataFrame:
+    frame = palmerpenguins.load_penguins()
+    frame["tag"] = [str(i) for i in range(len(frame) - 3)] + ["x1", "007", "8"]  # text late
+    return frame
+
+
+def _same(config: PipelineConfig, tmp: Path) -> dict:
+    """Ingest in-process and on Beam; assert the outputs are the same; return the summary."""
+    local = run_ingest(config, tmp / "local")
+    beam = run_ingest_beam(config, tmp / "beam")
+    assert beam == local  # rows, bad rows, types, personal data, and the fingerprint
+    files = sorted(p.name for p in (tmp / "local").iterdir())
+    assert sorted(p.name for p in (tmp / "beam").iterdir()) == files
+    for name in [*SPLITS, UNLABELED]:
+        if f"{name}.parquet" in files:
+            expected = pq.read_table(tmp / "local" / f"{name}.parquet")
+            got = pq.read_table(tmp / "beam" / f"{name}.parquet")
+            assert got.equals(expected, check_metadata=True), name
+    summaries = [json.loads((tmp / d / INGEST_SUMMARY_FILE).read_text()) for d in ("local", "beam")]
+    assert summaries[0] == summaries[1]
+    return local
+
+
+def _same_error(config: PipelineConfig, tmp: Path) -> str:
+    with pytest.raises(IngestError) as local:
+        run_ingest(config, tmp / "local-error")
+    with pytest.raises(IngestError) as beam:
+        run_ingest_beam(config, tmp / "beam-error")
+    assert str(beam.value) == str(local.value)
+    assert not (tmp / "beam-error").exists()  # nothing half-written is left
+    assert not list(tmp.glob(".beam-error*"))
+    return str(beam.value)
+
+
+def test_csv_with_bad_rows_and_na_values(tmp_path: Path, small_batches) -> None:
+    lines = _penguins().to_csv(index=False).splitlines()
+    lines[40] = lines[40].replace(lines[40].split(",")[2], "forty", 1)  # not a number
+    lines[150] = lines[150].replace(lines[150].split(",")[3], "inf", 1)  # not finite
+    lines[200] = "," + lines[200].split(",", 1)[1]  # no label
+    lines[250] = lines[250].replace(lines[250].split(",")[1], "?", 1)  # na_values: missing
+    lines.insert(320, "Adelie,Dream,1,2")  # too few fields
+    source = tmp_path / "bad.csv"
+    source.write_text("\n".join(lines) + "\n")
+    config = _config(tmp_path, source, max_bad_row_fraction=0.05, na_values=["?", "NA"])
+    summary = _same(config, tmp_path / "ok")
+    assert summary["rows_dropped"] == 4
+    assert (
+        "line 41: column 'bill_length_mm': 'forty' is not a number" in (summary["dropped_examples"])
+    )
+    assert summary["columns"]["tag"] == "string"
+    strict = config.with_overrides(data={**config.data.model_dump(), "max_bad_row_fraction": 0})
+    message = _same_error(strict, tmp_path / "strict")
+    assert message.startswith(f"{source}: 4 of 345 rows cannot be used")
+
+
+def test_json_lines_with_a_key_seen_late_and_a_bad_line(tmp_path: Path, small_batches) -> None:
+    records = json.loads(_penguins().to_json(orient="records"))
+    for number, record in enumerate(records):
+        if number >= 300:
+            record["note"] = f"n{number % 3}"
+    lines = [json.dumps(record) for record in records]
+    lines.insert(100, "{not json")
+    source = tmp_path / "penguins.jsonl.gz"
+    source.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    summary = _same(_config(tmp_path, source, max_bad_row_fraction=0.01), tmp_path)
+    assert summary["columns"]["note"] == "string" and summary["rows_dropped"] == 1
+
+
+def test_parquet_read_by_row_group_with_a_hash_split_on_key_columns(
+    tmp_path: Path, small_batches
+) -> None:
+    source = tmp_path / "penguins.parquet"
+    _penguins().to_parquet(source, index=False, row_group_size=50)  # 7 row groups
+    config = _config(tmp_path, source)
+    split = {**config.data.split.model_dump(), "key_columns": ["island", "bill_length_mm"]}
+    config = config.with_overrides(data={**config.data.model_dump(), "split": split})
+    assert sum(_same(config, tmp_path)["rows"].values()) == 344
+
+
+def test_time_split_with_ties_across_batches_keeping_unlabeled_rows(
+    tmp_path: Path, small_batches
+) -> None:
+    frame = _penguins()
+    frame["t"] = [(i * 7919) % 23 for i in range(len(frame))]  # 23 times, each in many batches
+    frame.loc[[5, 77, 300], "species"] = None
+    source = tmp_path / "ties.csv"
+    frame.to_csv(source, index=False)
+    split = {"method": "time", "time_column": "t", "eval_fraction": 0.2, "test_fraction": 0.15}
+    config = _config(tmp_path, source, split=split, unlabeled="keep")
+    summary = _same(config, tmp_path)
+    assert summary["rows_unlabeled"] == 3 and sum(summary["rows"].values()) == 341
+
+
+def test_taxi_time_split(tmp_path: Path) -> None:
+    config = config_in(tmp_path, "taxi").model_copy(update={"beam_args": BEAM})
+    assert _same(config, tmp_path)["rows"] == {"train": 10501, "eval": 2250, "test": 2251}
+
+
+def test_hashed_personal_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_PII_SALT", "s3cret")
+    frame = _penguins()
+    frame["contact"] = [f"person{i}@example.com" for i in range(len(frame))]
+    source = tmp_path / "contacts.csv"
+    frame.to_csv(source, index=False)
+    config = _config(tmp_path, source).with_overrides(privacy={"columns": {"contact": "hash"}})
+    summary = _same(config, tmp_path)
+    assert summary["personal_data"] == {"contact": "hash (email)"}
+
+
+@pytest.mark.parametrize(
+    "case", ["no label column", "personal data", "time column text", "empty split"]
+)
+def test_errors_are_the_in_process_errors(tmp_path: Path, small_batches, case: str) -> None:
+    frame = _penguins()
+    data: dict = {}
+    if case == "no label column":
+        frame = frame.drop(columns=["species"])
+    elif case == "personal data":
+        frame["contact"] = [f"person{i}@example.com" for i in range(len(frame))]
+    elif case == "time column text":
+        data["split"] = {"method": "time", "time_column": "tag"}
+    else:
+        frame = frame.head(3)
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    _same_error(_config(tmp_path, source, **data), tmp_path)
+
+
+def test_run_ingest_goes_to_beam_when_the_runner_is_dataflow(tmp_path: Path) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from mlops.vertex_jobs import SubmitSettings, vertex_runtime_config
+
+    source = tmp_path / "rows.csv"
+    palmerpenguins.load_penguins().to_csv(source, index=False)
+    config = on_vertex(_config(tmp_path, source))
+    assert not ingest_on_beam(config)  # FnApiRunner: in-process
+    settings = SubmitSettings(
+        project="my-project",
+        region="europe-west4",
+        pipeline_root="gs://my-bucket/root",
+        service_account=None,
+    )
+    cloud = vertex_runtime_config(config, settings)
+    options = PipelineOptions(cloud.beam_args)
+    assert options.view_as(StandardOptions).runner == runner_name(cloud.beam_args)
+    assert runner_name(cloud.beam_args) == "DataflowRunner" and ingest_on_beam(cloud)
+    assert options.get_all_options()["sdk_container_image"] == config.vertex.image
+    packaged = cloud.with_overrides(data={**cloud.data.model_dump(), "source": "palmerpenguins"})
+    assert not ingest_on_beam(packaged)
+    for args in (["--runner", "DataflowRunner"], ["--runner=FnApiRunner"], []):
+        assert runner_name(args) == (PipelineOptions(args).view_as(StandardOptions).runner or "")
