@@ -191,3 +191,30 @@ def test_run_ingest_goes_to_beam_when_the_runner_is_dataflow(tmp_path: Path) -> 
     assert not ingest_on_beam(packaged)
     for args in (["--runner", "DataflowRunner"], ["--runner=FnApiRunner"], []):
         assert runner_name(args) == (PipelineOptions(args).view_as(StandardOptions).runner or "")
+
+
+def test_gs_source_and_output_on_the_emulator(tmp_path: Path) -> None:
+    """The source and the output directory as gs:// URIs (Beam's GCS filesystem against the
+    emulator): the same files as the local Beam run; complete only once marked."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from mlops.io import COMPLETE_MARKER, read_uri_bytes, require_complete_uri
+    from tests.gcs_emulator import gcs_emulator
+
+    source = tmp_path / "rows.csv"
+    _penguins().to_csv(source, index=False)
+    with gcs_emulator() as gcs:
+        gcs.client().bucket(gcs.bucket).blob("data/rows.csv").upload_from_filename(str(source))
+        remote = _config(tmp_path, gcs.uri("data/rows.csv"))
+        out = gcs.uri("runs/1/dataset")
+        summary = run_ingest_beam(remote, out)
+        local = run_ingest_beam(_config(tmp_path, source), tmp_path / "local")
+        assert summary == {**local, "source": gcs.uri("data/rows.csv")}
+        require_complete_uri(out)
+        names = {
+            m.path.rsplit("/", 1)[-1] for m in FileSystems.match([out + "/*"])[0].metadata_list
+        }
+        assert names == {*(f"{s}.parquet" for s in SPLITS), INGEST_SUMMARY_FILE, COMPLETE_MARKER}
+        for split in SPLITS:
+            path = f"{out}/{split}.parquet"
+            assert read_uri_bytes(path) == (tmp_path / "local" / f"{split}.parquet").read_bytes()
