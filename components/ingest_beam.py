@@ -72,7 +72,14 @@ from components.ingest import (
 )
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
 from mlops.config import DataConfig, PipelineConfig, local_path
-from mlops.io import atomic_uri_dir, is_remote, join_uri, to_beam_uri, write_uri_text
+from mlops.io import (
+    atomic_uri_dir,
+    is_remote,
+    join_uri,
+    on_cloud_storage,
+    to_beam_uri,
+    write_uri_text,
+)
 from mlops.tabular import (
     _GZIP_MAGIC,
     PARQUET_BATCH_ROWS,
@@ -749,12 +756,29 @@ def ingest_pipeline(pipeline: beam.Pipeline, config: PipelineConfig, work: str) 
     )
 
 
+def check_worker_locations(config: PipelineConfig, output_dir: str | Path) -> None:
+    """On Dataflow the workers read the source and write the splits: both must be on Cloud
+    Storage (gs:// or the /gcs/ mount), not on this machine's disk."""
+    from components.ingest import runner_name
+
+    if "Dataflow" not in runner_name(config.beam_args):
+        return
+    for what, where in (("data.source", config.data.source), ("the output", str(output_dir))):
+        if not on_cloud_storage(where):
+            raise IngestError(
+                f"ingest on Dataflow: {what} {where!r} is not on Cloud Storage; Dataflow workers "
+                "read and write gs:// (or /gcs/) only. Put the data in a bucket, or run the Beam "
+                "steps locally (vertex.beam_runner: DirectRunner)"
+            )
+
+
 def run_ingest_beam(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]:
     """`run_ingest` as a Beam pipeline (runner from `config.beam_args`): the same files, types,
     splits, summary and errors. The output directory is written as every directory output is
     (`mlops.io.atomic_uri_dir`: a temporary sibling renamed into place locally; on Cloud Storage
     emptied first and marked complete last), so a failed run leaves nothing a reader takes for
     whole."""
+    check_worker_locations(config, output_dir)
     with atomic_uri_dir(output_dir) as out:
         work = to_beam_uri(out)
         with beam.Pipeline(options=PipelineOptions(list(config.beam_args))) as pipeline:

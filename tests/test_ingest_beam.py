@@ -191,6 +191,12 @@ def test_run_ingest_goes_to_beam_when_the_runner_is_dataflow(tmp_path: Path) -> 
     assert not ingest_on_beam(packaged)
     for args in (["--runner", "DataflowRunner"], ["--runner=FnApiRunner"], []):
         assert runner_name(args) == (PipelineOptions(args).view_as(StandardOptions).runner or "")
+    # Dataflow workers cannot read or write this machine's disk: said before anything starts.
+    with pytest.raises(IngestError, match=r"data.source '.*rows.csv' is not on Cloud Storage"):
+        run_ingest(cloud, "gs://my-bucket/root/dataset")
+    on_gcs = cloud.with_overrides(data={**cloud.data.model_dump(), "source": "gs://b/rows.csv"})
+    with pytest.raises(IngestError, match=r"the output '.*local' is not on Cloud Storage"):
+        run_ingest(on_gcs, tmp_path / "local")
 
 
 def test_gs_source_and_output_on_the_emulator(tmp_path: Path) -> None:
