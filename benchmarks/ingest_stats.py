@@ -149,7 +149,7 @@ def main() -> None:
     ):
         result = results[name]
         print(
-            f"  {label:<26} {result['seconds']:7.1f} s  {result['seconds'] / base:5.1f}x  "
+            f"  {label:<30} {result['seconds']:7.1f} s  {result['seconds'] / base:5.1f}x  "
             f"peak RSS {result['peak_rss_mb']:6.0f} MB"
         )
     beam = results["ingest_beam"]["seconds"] / results["ingest"]["seconds"]
