@@ -26,7 +26,7 @@ import pyarrow as pa
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
 from mlops.config import DataConfig, PipelineConfig, local_path
 from mlops.images import content_key, is_image_source, read_images
-from mlops.io import atomic_dir, open_uri, write_json_atomic
+from mlops.io import atomic_dir, on_cloud_storage, open_uri, write_json_atomic
 from mlops.privacy import PersonalDataError, apply_privacy, hash_salt, hash_token
 from mlops.tabular import (
     PACKAGED_PENGUINS,
@@ -545,11 +545,17 @@ def runner_name(beam_args: list[str]) -> str:
 
 def ingest_on_beam(config: PipelineConfig) -> bool:
     """Whether ingest runs as a Beam pipeline (components/ingest_beam.py): when config.beam_args
-    select Dataflow and the source is a file. An image folder and the packaged penguins set are
-    read in-process (they fit one machine)."""
+    select Dataflow and the source is a file on Cloud Storage, where Dataflow workers read it.
+    A file on this machine (or in the image, as the shipped configs' data), an image folder and
+    the packaged penguins set are read in-process."""
     if "Dataflow" not in runner_name(config.beam_args):
         return False
-    return not is_image_source(config) and local_path(config.data.source) not in PACKAGED_SOURCES
+    source = config.data.source
+    return (
+        on_cloud_storage(source)
+        and not is_image_source(config)
+        and local_path(source) not in PACKAGED_SOURCES
+    )
 
 
 def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]:

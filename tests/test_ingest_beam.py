@@ -172,9 +172,10 @@ def test_run_ingest_goes_to_beam_when_the_runner_is_dataflow(tmp_path: Path) -> 
 
     from mlops.vertex_jobs import SubmitSettings, vertex_runtime_config
 
-    source = tmp_path / "rows.csv"
-    palmerpenguins.load_penguins().to_csv(source, index=False)
-    config = on_vertex(_config(tmp_path, source))
+    def on(config: PipelineConfig, source: str) -> PipelineConfig:
+        return config.with_overrides(data={**config.data.model_dump(), "source": source})
+
+    config = on_vertex(_config(tmp_path, "gs://my-bucket/data/rows.csv"))
     assert not ingest_on_beam(config)  # FnApiRunner: in-process
     settings = SubmitSettings(
         project="my-project",
@@ -182,21 +183,22 @@ def test_run_ingest_goes_to_beam_when_the_runner_is_dataflow(tmp_path: Path) -> 
         pipeline_root="gs://my-bucket/root",
         service_account=None,
     )
-    cloud = vertex_runtime_config(config, settings)
+    cloud = vertex_runtime_config(config, settings)  # as `mlops submit` runs it
     options = PipelineOptions(cloud.beam_args)
     assert options.view_as(StandardOptions).runner == runner_name(cloud.beam_args)
     assert runner_name(cloud.beam_args) == "DataflowRunner" and ingest_on_beam(cloud)
     assert options.get_all_options()["sdk_container_image"] == config.vertex.image
-    packaged = cloud.with_overrides(data={**cloud.data.model_dump(), "source": "palmerpenguins"})
-    assert not ingest_on_beam(packaged)
+    assert ingest_on_beam(on(cloud, "/gcs/my-bucket/data/rows.csv"))
+    # Read in-process even on Dataflow: a file in the image, the packaged set.
+    assert not ingest_on_beam(on(cloud, "data/chicago_taxi/big_tipper.csv"))
+    assert not ingest_on_beam(on(cloud, "palmerpenguins"))
     for args in (["--runner", "DataflowRunner"], ["--runner=FnApiRunner"], []):
         assert runner_name(args) == (PipelineOptions(args).view_as(StandardOptions).runner or "")
-    # Dataflow workers cannot read or write this machine's disk: said before anything starts.
-    with pytest.raises(IngestError, match=r"data.source '.*rows.csv' is not on Cloud Storage"):
-        run_ingest(cloud, "gs://my-bucket/root/dataset")
-    on_gcs = cloud.with_overrides(data={**cloud.data.model_dump(), "source": "gs://b/rows.csv"})
+    # run_ingest takes the Beam path: Dataflow workers cannot write this machine's disk, which
+    # that path says before anything starts (the in-process path would have written it).
     with pytest.raises(IngestError, match=r"the output '.*local' is not on Cloud Storage"):
-        run_ingest(on_gcs, tmp_path / "local")
+        run_ingest(cloud, tmp_path / "local")
+    assert not (tmp_path / "local").exists()
 
 
 def test_gs_source_and_output_on_the_emulator(tmp_path: Path) -> None:
