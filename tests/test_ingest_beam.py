@@ -107,11 +107,13 @@ def test_json_lines_with_a_key_seen_late_and_a_bad_line(tmp_path: Path, small_ba
     assert summary["columns"]["note"] == "string" and summary["rows_dropped"] == 1
 
 
-def test_parquet_read_by_row_group_with_a_hash_split_on_key_columns(
-    tmp_path: Path, small_batches
-) -> None:
-    source = tmp_path / "penguins.parquet"
-    _penguins().to_parquet(source, index=False, row_group_size=50)  # 7 row groups
+@pytest.mark.parametrize("name", ["penguins.parquet", "penguins.parquet.gz"])
+def test_parquet_with_a_hash_split_on_key_columns(tmp_path: Path, small_batches, name) -> None:
+    """Read one row group per worker; gzipped, start to end by one worker."""
+    source = tmp_path / name
+    _penguins().to_parquet(tmp_path / "raw.parquet", index=False, row_group_size=50)  # 7 groups
+    raw = (tmp_path / "raw.parquet").read_bytes()
+    source.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
     config = _config(tmp_path, source)
     split = {**config.data.split.model_dump(), "key_columns": ["island", "bill_length_mm"]}
     config = config.with_overrides(data={**config.data.model_dump(), "split": split})
@@ -146,6 +148,57 @@ def test_hashed_personal_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     config = _config(tmp_path, source).with_overrides(privacy={"columns": {"contact": "hash"}})
     summary = _same(config, tmp_path)
     assert summary["personal_data"] == {"contact": "hash (email)"}
+
+
+def test_cloud_dlp_sees_the_same_first_rows(
+    tmp_path: Path, small_batches, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows sent to Cloud DLP (the first rows, across several batches) and what its finding
+    does are the same (the client faked at its API boundary, as in test_privacy.py)."""
+    from unittest import mock
+
+    from google.cloud import dlp_v2
+
+    from tests.vertex_fakes import default_credentials
+
+    frame = _penguins()
+    frame["notes"] = [f"ring me, Ann Lee, on {i}" for i in range(len(frame))]
+    source = tmp_path / "notes.csv"
+    frame.to_csv(source, index=False)
+    requests: list[dlp_v2.InspectContentRequest] = []
+    finding = dlp_v2.Finding(
+        info_type=dlp_v2.InfoType(name="PERSON_NAME"),
+        likelihood=dlp_v2.Likelihood.VERY_LIKELY,
+        location=dlp_v2.Location(
+            content_locations=[
+                dlp_v2.ContentLocation(
+                    record_location=dlp_v2.RecordLocation(field_id=dlp_v2.FieldId(name="notes"))
+                )
+            ]
+        ),
+    )
+
+    def inspect_content(self, request=None, **_):  # noqa: ANN001, ANN202 - the client's own
+        requests.append(dlp_v2.InspectContentRequest(request))
+        response = dlp_v2.InspectContentResponse(
+            result=dlp_v2.InspectResult(findings=[finding, finding])
+        )
+        return response
+
+    config = _config(tmp_path, source)
+    dlp = {"enabled": True, "info_types": ["PERSON_NAME"], "sample_rows": 50}
+    config = config.with_overrides(
+        vertex={**config.vertex.model_dump(), "project": "my-project"},
+        privacy={"columns": {"notes": "drop"}, "dlp": dlp},
+    )
+    with (
+        default_credentials(),
+        mock.patch.object(dlp_v2.DlpServiceClient, "inspect_content", inspect_content),
+    ):
+        summary = _same(config, tmp_path)
+    assert summary["personal_data"] == {"notes": "drop (PERSON_NAME (Cloud DLP))"}
+    local, beam = requests
+    assert len(beam.item.table.rows) == 50 and beam.item.table == local.item.table
 
 
 @pytest.mark.parametrize(
