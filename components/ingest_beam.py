@@ -77,20 +77,21 @@ from mlops.io import (
     is_remote,
     join_uri,
     on_cloud_storage,
+    open_uri,
     to_beam_uri,
     write_uri_text,
 )
 from mlops.tabular import (
-    _GZIP_MAGIC,
+    GZIP_MAGIC,
     PARQUET_BATCH_ROWS,
     BadRow,
     IngestError,
-    _check_file_source,
-    _check_header,
-    _reading_errors,
+    check_file_source,
     detect_format,
     iter_source_batches,
+    parquet_file,
     parse_numbers,
+    reading_errors,
 )
 
 PIECES = "_pieces"  # per batch and split, removed once the split files are written
@@ -129,32 +130,17 @@ class _ReadInOrder(beam.DoFn):
             yield beam.pvalue.TaggedOutput("errors", str(exc))
 
 
-def _open_parquet(source: str):
-    import pyarrow.parquet as pq
-
-    from mlops.io import open_uri
-
-    handle = open_uri(source)
-    try:
-        return pq.ParquetFile(handle), handle
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        handle.close()
-        raise IngestError(f"{source}: not a readable Parquet file: {exc}") from exc
-
-
 class _ParquetRowGroups(beam.DoFn):
     """(row group, its first row) for each row group of a Parquet file, from its footer."""
 
     def process(self, source: str):
         try:
-            with _reading_errors(source, "parquet"):
-                parquet, handle = _open_parquet(source)
-                with handle:
-                    _check_header(parquet.schema_arrow.names, source)
-                    first = 0
-                    for index in range(parquet.metadata.num_row_groups):
-                        yield index, first
-                        first += parquet.metadata.row_group(index).num_rows
+            with reading_errors(source, "parquet"), open_uri(source) as handle:
+                metadata = parquet_file(handle, source).metadata
+                first = 0
+                for index in range(metadata.num_row_groups):
+                    yield index, first
+                    first += metadata.row_group(index).num_rows
         except IngestError as exc:
             yield beam.pvalue.TaggedOutput("errors", str(exc))
 
@@ -166,25 +152,22 @@ class _ReadRowGroup(beam.DoFn):
     def process(self, group: tuple[int, int]):
         index, first = group
         try:
-            with _reading_errors(self._source, "parquet"):
-                parquet, handle = _open_parquet(self._source)
-                with handle:
-                    for batch in parquet.iter_batches(
-                        batch_size=PARQUET_BATCH_ROWS, row_groups=[index]
-                    ):
-                        if batch.num_rows:
-                            yield first, batch
-                            first += batch.num_rows
+            with reading_errors(self._source, "parquet"), open_uri(self._source) as handle:
+                parquet = parquet_file(handle, self._source)
+                for batch in parquet.iter_batches(
+                    batch_size=PARQUET_BATCH_ROWS, row_groups=[index]
+                ):
+                    if batch.num_rows:
+                        yield first, batch
+                        first += batch.num_rows
         except IngestError as exc:
             yield beam.pvalue.TaggedOutput("errors", str(exc))
 
 
 def _parallel_parquet(source: str) -> bool:
     """Whether workers can read the Parquet file's row groups on their own (not gzipped)."""
-    from mlops.io import open_uri
-
     with open_uri(source) as handle:
-        return handle.read(2) != _GZIP_MAGIC
+        return handle.read(2) != GZIP_MAGIC
 
 
 def source_batches(pipeline: beam.Pipeline, data: DataConfig) -> Source:
@@ -193,7 +176,7 @@ def source_batches(pipeline: beam.Pipeline, data: DataConfig) -> Source:
     one branch here yielding the same (first row, batch) pairs (row numbers in a deterministic
     order: they name bad rows and break ties in a time split)."""
     source = to_beam_uri(local_path(data.source))
-    _check_file_source(source)  # a missing file: the in-process error, before any worker starts
+    check_file_source(source)  # a missing file: the in-process error, before any worker starts
     fmt = detect_format(source, data.format)
     data = data.model_copy(update={"source": source})
     if fmt == "parquet" and _parallel_parquet(source):
