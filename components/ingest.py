@@ -8,6 +8,10 @@ typing needs (does every value of a column parse as a number, are they all integ
 hold bad values, the time column for a time split, samples for the personal-data checks); the
 second types each spilled batch the same way, assigns splits and appends to one Parquet writer
 per split.
+
+When the Beam runner is Dataflow and the source is on Cloud Storage, `run_ingest` runs the same
+decisions as a Beam pipeline instead (components/ingest_beam.py, same output); the functions
+below that both paths call are the shared rules.
 """
 
 from __future__ import annotations
