@@ -134,6 +134,30 @@ def test_time_split_with_ties_across_batches_keeping_unlabeled_rows(
     assert summary["rows_unlabeled"] == 3 and sum(summary["rows"].values()) == 341
 
 
+@pytest.mark.parametrize("rows", [1, 2, 7, 100, 1001])
+def test_time_cutoffs_give_the_in_process_ranks(rows: int) -> None:
+    """Global cut-offs (a time and how many of its ties) split rows as ranking them all does,
+    batch by batch, with ties counted across batches."""
+    import numpy as np
+
+    from components.ingest import time_split_codes
+    from components.ingest_beam import Plan, merge_histograms, time_codes, time_cutoffs
+
+    times = np.random.default_rng(rows).integers(0, 1 + rows // 5, rows).astype(np.float64)
+    for fractions in ((0.15, 0.15), (0.2, 0.1), (0.3, 0.5)):
+        data = _config(Path("."), "rows.csv").data
+        split = {"eval_fraction": fractions[0], "test_fraction": fractions[1]}
+        data = data.model_copy(update={"split": data.split.model_copy(update=split)})
+        parts = np.array_split(times, 3)
+        histogram = merge_histograms(*(np.unique(p, return_counts=True) for p in parts))
+        plan = Plan(cutoffs=time_cutoffs(histogram, rows, data))
+        codes, before = [], np.zeros(2, dtype=int)
+        for part in parts:
+            codes.append(time_codes(plan, part, tuple(before)))
+            before += [int((part == value).sum()) for value, _ in plan.cutoffs]
+        assert np.array_equal(np.concatenate(codes), time_split_codes(times, data))
+
+
 def test_taxi_time_split(tmp_path: Path) -> None:
     config = config_in(tmp_path, "taxi").model_copy(update={"beam_args": BEAM})
     assert _same(config, tmp_path)["rows"] == {"train": 10501, "eval": 2250, "test": 2251}
