@@ -14,6 +14,9 @@ The stages, each over the source's record batches keyed by their first row:
 3. write: each batch typed, split and written as Arrow pieces (in parallel); one last step
    appends the pieces of each split in row order to one Parquet file with the same row groups
    as the in-process writer, so the files (and the fingerprint) are byte for byte the same.
+   That step is one worker writing each split in turn, a sequential copy: single files keep
+   every reader of the splits unchanged. Where that copy is too slow, sharded split files
+   (`train-*.parquet`) are the next step, and every reader would change with them.
 
 Memory on a worker is bounded by a batch plus side inputs of bounded size: per column the first
 `SHOWN_BAD_ROWS` bad values and `PRIVACY_SAMPLE` sample values, one count per batch, and for a
@@ -78,6 +81,7 @@ from mlops.io import (
     on_cloud_storage,
     open_uri,
     to_beam_uri,
+    write_json_atomic,
     write_uri_text,
 )
 from mlops.tabular import (
@@ -791,7 +795,5 @@ def run_ingest_beam(config: PipelineConfig, output_dir: str | Path) -> dict[str,
         if is_remote(out):
             write_uri_text(summary_uri, text)
         else:
-            from mlops.io import write_json_atomic
-
             write_json_atomic(summary_uri, result)
     return result
