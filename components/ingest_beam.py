@@ -91,6 +91,7 @@ from mlops.tabular import (
     IngestError,
     check_file_source,
     detect_format,
+    is_number_type,
     iter_source_batches,
     parquet_file,
     parse_numbers,
@@ -292,6 +293,10 @@ def scan_batch(config: PipelineConfig, first: int, batch: pa.RecordBatch) -> Sca
         scan.columns[name], scan.seen[name] = column, (first, index)
         if name in data.exclude_columns:
             continue
+        if not column.scan_numbers and _first_values_not_numbers(values):
+            # Text for certain: what the in-process scan knows once a value failed to parse
+            # (then it stops parsing the column; nothing that parse learns is used).
+            column.parses = False
         numbers = column.observe(values, first)
         column.bad_rows = []  # counted batch by batch in stage 2, never collected
         column.unparsed = column.unparsed[:SHOWN_BAD_ROWS]
@@ -311,6 +316,13 @@ def scan_batch(config: PipelineConfig, first: int, batch: pa.RecordBatch) -> Sca
     if head_rows:
         scan.head = [(first, batch.slice(0, head_rows))]
     return scan
+
+
+def _first_values_not_numbers(values: pa.Array, count: int = 16) -> bool:
+    if is_number_type(values.type):
+        return False
+    head = values.drop_null().slice(0, count)
+    return bool(np.isnan(parse_numbers(head)).any())
 
 
 class ScanCombineFn(beam.CombineFn):
