@@ -226,7 +226,8 @@ def test_cloud_dlp_sees_the_same_first_rows(
 
 
 @pytest.mark.parametrize(
-    "case", ["no label column", "personal data", "time column text", "empty split"]
+    "case",
+    ["no label column", "personal data", "time column text", "empty split", "late bad bytes"],
 )
 def test_errors_are_the_in_process_errors(tmp_path: Path, small_batches, case: str) -> None:
     frame = _penguins()
@@ -241,7 +242,12 @@ def test_errors_are_the_in_process_errors(tmp_path: Path, small_batches, case: s
         frame = frame.head(3)
     source = tmp_path / "rows.csv"
     frame.to_csv(source, index=False)
-    _same_error(_config(tmp_path, source, **data), tmp_path)
+    if case == "late bad bytes":  # the reader fails after many batches went downstream
+        source.write_bytes(
+            source.read_bytes().replace(b"Chinstrap,Dream", b"Chin\xffstrap,Dream", 1)
+        )
+    message = _same_error(_config(tmp_path, source, **data), tmp_path)
+    assert case != "late bad bytes" or "not UTF-8 text" in message
 
 
 def test_run_ingest_goes_to_beam_when_the_runner_is_dataflow(tmp_path: Path) -> None:
