@@ -37,7 +37,7 @@ class BadRow:
 
 
 COMPRESSED_SUFFIXES = (".gz", ".gzip")
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def detect_format(source: str, declared: str) -> str:
@@ -63,7 +63,7 @@ def detect_format(source: str, declared: str) -> str:
 
 
 def _decompress(raw: bytes, source: str) -> bytes:
-    if not raw.startswith(_GZIP_MAGIC):
+    if not raw.startswith(GZIP_MAGIC):
         return raw
     try:
         return gzip.decompress(raw)
@@ -71,7 +71,7 @@ def _decompress(raw: bytes, source: str) -> bytes:
         raise IngestError(f"{source}: a gzip file that cannot be decompressed ({exc})") from exc
 
 
-def _check_header(header: list[str], source: str) -> None:
+def check_header(header: list[str], source: str) -> None:
     """Every column needs a name, and a name only once: pandas would silently rename the second
     `fare` to `fare.1` and train on it."""
     unnamed = [i + 1 for i, name in enumerate(header) if not name.strip()]
@@ -142,7 +142,7 @@ def _open_decompressed(source: str) -> Iterator[IO[bytes]]:
     with open_uri(source) as handle:
         head = handle.read(2)
         stream = io.BufferedReader(_Prefixed(head, handle), buffer_size=1 << 20)
-        if head == _GZIP_MAGIC:
+        if head == GZIP_MAGIC:
             with gzip.GzipFile(fileobj=stream) as unzipped:
                 yield unzipped
         else:
@@ -156,7 +156,7 @@ def _csv_header(source: str) -> list[str]:
         header = next(csv.reader(text), None)
     if not header:
         raise IngestError(f"{source}: the file is empty")
-    _check_header(header, source)
+    check_header(header, source)
     return header
 
 
@@ -264,25 +264,31 @@ def json_batch(records: list[dict[str, Any]], na_values: list[str]) -> pa.Record
 
 def _parquet_batches(source: str) -> Iterator[pa.RecordBatch]:
     """Record batches of a Parquet file, row group by row group (read whole when gzipped)."""
-    import pyarrow.parquet as pq
-
     with open_uri(source) as handle:
         raw: IO[bytes] = handle
         seekable = getattr(handle, "seekable", lambda: False)()
         head = handle.read(2)
-        if head == _GZIP_MAGIC or not seekable:  # Parquet needs random access: read it whole
+        if head == GZIP_MAGIC or not seekable:  # Parquet needs random access: read it whole
             raw = io.BytesIO(_decompress(head + handle.read(), source))
         else:
             handle.seek(0)
-        try:
-            parquet = pq.ParquetFile(raw)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise IngestError(f"{source}: not a readable Parquet file: {exc}") from exc
-        _check_header(parquet.schema_arrow.names, source)
+        parquet = parquet_file(raw, source)
         yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
 
 
-def _check_file_source(source: str) -> None:
+def parquet_file(raw: IO[bytes], source: str) -> Any:
+    """A `pyarrow.parquet.ParquetFile` over a seekable stream of the source, its header checked."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(raw)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise IngestError(f"{source}: not a readable Parquet file: {exc}") from exc
+    check_header(parquet.schema_arrow.names, source)
+    return parquet
+
+
+def check_file_source(source: str) -> None:
     _check_cloud_credentials(source)
     if "://" not in source and Path(source).is_dir():
         raise IngestError(
@@ -294,7 +300,7 @@ def _check_file_source(source: str) -> None:
 
 
 @contextlib.contextmanager
-def _reading_errors(source: str, fmt: str) -> Iterator[None]:
+def reading_errors(source: str, fmt: str) -> Iterator[None]:
     """What the readers raise, as IngestErrors that name the file."""
     try:
         yield
@@ -331,9 +337,9 @@ def iter_source_batches(data: DataConfig, bad: list[BadRow]) -> Iterator[pa.Reco
 
         yield from iter_database_batches(data)
         return
-    _check_file_source(source)
+    check_file_source(source)
     fmt = detect_format(source, data.format)
-    with _reading_errors(source, fmt):
+    with reading_errors(source, fmt):
         if fmt == "csv":
             yield from _csv_batches(source, bad, data.na_values)
         elif fmt == "jsonl":
@@ -376,10 +382,10 @@ def read_source(data: DataConfig) -> tuple[pd.DataFrame, list[BadRow]]:
         # batches may type a column differently (SQLite): concatenated as frames
         frames = [batch.to_pandas() for batch in iter_source_batches(data, [])]
         return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), []
-    _check_file_source(source)
+    check_file_source(source)
     fmt = detect_format(source, data.format)
     bad: list[BadRow] = []
-    with _reading_errors(source, fmt):
+    with reading_errors(source, fmt):
         if fmt == "jsonl":
             # pandas types all records at once (numbers stay numbers, booleans booleans)
             records = [record for chunk in _json_records(source, bad) for record in chunk]
