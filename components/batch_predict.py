@@ -453,7 +453,7 @@ def _predict_in_process(
 ) -> int:
     """The pipeline's DoFns without a runner, writing what WriteToText writes for one shard
     (each chunk's text and a newline, in input order); returns the number of lines. Three
-    threads pass chunks along bounded queues (at most a few chunks are in memory): one reads
+    threads pass chunks along bounded queues (at most a dozen chunks are in memory): one reads
     and converts them (`ReadChunks`, `PredictChunks.prepare`), this one loads the model and
     then calls it, and one writes each chunk's JSON Lines. Pandas' and Arrow's parsers, Arrow's
     kernels and TensorFlow let go of the GIL, so reading and converting overlap the model load,
@@ -465,7 +465,7 @@ def _predict_in_process(
     from apache_beam.io.filesystems import FileSystems
 
     stop = threading.Event()
-    prepared = _Handoff(stop)
+    prepared = _Handoff(stop, 8)  # read ahead while the model loads
     predicted = _Handoff(stop)
     lines = 0
     failed: list[BaseException] = []
