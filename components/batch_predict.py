@@ -388,8 +388,9 @@ def run_batch_predict(
     `output_dir/predictions-*.jsonl` (Beam, runner from `config.beam_args`; Beam's local
     runners on one worker run the same DoFns in this process, see `_runs_in_process`); returns
     {rows, files, model_dir}. Rows travel in chunks of `chunk_rows` and reach the model `batch_size` at
-    a time, so the only per-row work is writing the JSON line. Beam gets /gcs/ paths as gs://
-    URIs, which Dataflow workers can open."""
+    a time, so the only per-row work is writing the JSON line. `batch_size` is kept as given:
+    float32 outputs move in the last bits with the rows a call groups. Beam gets /gcs/ paths as
+    gs:// URIs, which Dataflow workers can open."""
     from apache_beam.io.filesystems import FileSystems
 
     source = local_path(source)
