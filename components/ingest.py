@@ -554,12 +554,16 @@ def runner_name(beam_args: list[str]) -> str:
 
 def ingest_on_beam(config: PipelineConfig) -> bool:
     """Whether ingest runs as a Beam pipeline (components/ingest_beam.py): when config.beam_args
-    select Dataflow and the source is a file on Cloud Storage, where Dataflow workers read it.
+    select Dataflow and the source is a file on Cloud Storage, where Dataflow workers read it, or
+    a database (BigQuery, a SQL server).
     A file on this machine (or in the image, as the shipped configs' data), an image folder and
     the packaged penguins set are read in-process."""
     if "Dataflow" not in runner_name(config.beam_args):
         return False
     source = config.data.source
+    kind = database_kind(source)
+    if kind is not None:  # BigQuery, or a database server the workers reach (not a SQLite file)
+        return kind == "bigquery" or not source.lower().startswith("sqlite")
     return (
         on_cloud_storage(source)
         and not is_image_source(config)

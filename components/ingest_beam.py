@@ -28,8 +28,10 @@ Reading: each source file is read in order by one worker (`source_batches`): CSV
 through `mlops.tabular`'s streaming readers over Beam's filesystems (gs:// works), since a line
 number in a bad-row message and the time split's tie-break need every row's position, and a CSV
 cell may hold a newline, so a file cannot be cut at arbitrary byte offsets. Parquet is read in
-parallel, one row group per worker, each knowing its first row from the file's footer. The
-batches are then reshuffled, so typing and splitting run on all workers.
+parallel, one row group per worker, each knowing its first row from the file's footer. A SQL
+database is read in order by one worker, as a text file is; BigQuery in parallel through Beam's
+`ReadFromBigQuery`, its batches then numbered in an order fixed by their content
+(`NumberBatches`). The batches are then reshuffled, so typing and splitting run on all workers.
 
 Image sources and the packaged penguins set stay in-process (they fit one machine).
 """
@@ -37,6 +39,7 @@ Image sources and the packaged penguins set stay in-process (they fit one machin
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +77,8 @@ from components.ingest import (
     typed_table,
 )
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
-from mlops.config import DataConfig, PipelineConfig, local_path
+from mlops.config import DataConfig, PipelineConfig, database_kind, local_path
+from mlops.databases import beam_bigquery_batches
 from mlops.io import (
     atomic_uri_dir,
     is_remote,
@@ -180,10 +184,23 @@ def source_batches(pipeline: beam.Pipeline, data: DataConfig) -> Source:
     its format, reshuffled so that later stages run on every worker. A new kind of source adds
     one branch here yielding the same (first row, batch) pairs (row numbers in a deterministic
     order: they name bad rows and break ties in a time split)."""
-    source = to_beam_uri(local_path(data.source))
-    check_file_source(source)  # a missing file: the in-process error, before any worker starts
+    kind = database_kind(data.source)
+    if kind == "bigquery":
+        # Beam's BigQuery IO reads in parallel, in no order: the batches are numbered by content.
+        batches = (
+            beam_bigquery_batches(pipeline, data)
+            | "NonEmpty" >> beam.Filter(lambda batch: batch.num_rows > 0)
+            | "Number" >> NumberBatches()
+        )
+        no_bad = pipeline | "NoBadRows" >> beam.Create([])
+        return Source(batches, no_bad, pipeline | "NoReadErrors" >> beam.Create([]))
+    if kind is None:
+        source = to_beam_uri(local_path(data.source))
+        check_file_source(source)  # a missing file: the in-process error, before workers start
+        data = data.model_copy(update={"source": source})
+    # A SQL database is read in order like a text file: one worker streams the query's result.
+    source = data.source
     fmt = detect_format(source, data.format)
-    data = data.model_copy(update={"source": source})
     if fmt == "parquet" and _parallel_parquet(source):
         groups = (
             pipeline
@@ -207,6 +224,51 @@ def source_batches(pipeline: beam.Pipeline, data: DataConfig) -> Source:
         )
         batches, bad, errors = read.batches, read.bad, read.errors
     return Source(batches | "Spread" >> beam.Reshuffle(), bad, errors)
+
+
+def _content_key(batch: pa.RecordBatch) -> str:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def _first_rows(sizes: list[tuple[str, int]]) -> dict[str, int]:
+    """Each content key's first row, the keys in sorted order (a fixed order of the batches)."""
+    firsts, first = {}, 0
+    for key, rows in sorted(sizes):
+        firsts[key] = first
+        first += rows
+    return firsts
+
+
+def _numbered(group: tuple[str, Any], firsts: dict[str, int]):
+    key, batches = group
+    first = firsts[key]
+    for batch in batches:  # equal batches (the same content) take consecutive ranges
+        yield first, batch
+        first += batch.num_rows
+
+
+class NumberBatches(beam.PTransform):
+    """Record batches that arrive in no particular order (a parallel read) -> (first row, batch):
+    rows numbered 0..n-1, batches ordered by a hash of their content, so every row has one
+    position as the stages after the read need (bad rows' numbers, a time split's ties). The
+    group by content also spreads the batches over the workers."""
+
+    def expand(self, batches):
+        grouped = (
+            batches
+            | "KeyByContent" >> beam.Map(lambda batch: (_content_key(batch), batch))
+            | "GroupEqual" >> beam.GroupByKey()
+        )
+        firsts = (
+            grouped
+            | "Rows" >> beam.MapTuple(lambda key, group: (key, sum(b.num_rows for b in group)))
+            | "AllRows" >> beam.combiners.ToList()
+            | "FirstRows" >> beam.Map(_first_rows)
+        )
+        return grouped | "Numbered" >> beam.FlatMap(_numbered, beam.pvalue.AsSingleton(firsts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -777,7 +839,10 @@ def check_worker_locations(config: PipelineConfig, output_dir: str | Path) -> No
 
     if "Dataflow" not in runner_name(config.beam_args):
         return
-    for what, where in (("data.source", config.data.source), ("the output", str(output_dir))):
+    places = [("the output", str(output_dir))]
+    if database_kind(config.data.source) is None:  # a database is reached over the network
+        places.insert(0, ("data.source", config.data.source))
+    for what, where in places:
         if not on_cloud_storage(where):
             raise IngestError(
                 f"ingest on Dataflow: {what} {where!r} is not on Cloud Storage; Dataflow workers "

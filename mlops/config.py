@@ -98,7 +98,7 @@ class BigQueryReadConfig(_Strict):
     # Ingest reads through the BigQuery Storage Read API (faster; needs the
     # bigquery.readsessions.create permission); false reads result pages over REST.
     storage_api: bool = True
-    # The Beam read (mlops/databases.beam_database_batches): DIRECT_READ (Storage Read API) or
+    # The Beam read on Dataflow (mlops/databases.beam_bigquery_batches): DIRECT_READ (Storage Read API) or
     # EXPORT (Avro files staged in gcs_location, else the pipeline's --temp_location).
     beam_method: Literal["DIRECT_READ", "EXPORT"] = "DIRECT_READ"
     gcs_location: str | None = None

@@ -7,8 +7,9 @@ through the google-cloud-bigquery client (one Storage Read API stream, whose bat
 sizes, when `data.bigquery.storage_api`; else result pages of `data.batch_rows` over REST), SQL
 databases through a server-side cursor (`yield_per`, `data.batch_rows` rows at a time). Columns keep the database's types where a column of a batch has
 one (numbers stay numbers); text is treated as CSV cells are: empty text or one of
-`data.na_values` is missing. `beam_database_batches` reads the same sources inside a Beam
-pipeline (`ReadFromBigQuery`; a SQL query on one worker).
+`data.na_values` is missing. `beam_bigquery_batches` reads BigQuery inside a Beam pipeline
+(`ReadFromBigQuery`) for the Beam ingest on Dataflow, which reads a SQL database with
+`iter_database_batches` on one worker.
 """
 
 from __future__ import annotations
@@ -398,16 +399,6 @@ def _beam_rows_batches(
     return flat(batch, where)
 
 
-class _ReadSql:
-    """A DoFn body: the whole SQL source, read on the worker that gets the one element."""
-
-    def __init__(self, data: DataConfig) -> None:
-        self.data = data
-
-    def __call__(self, _: Any) -> Iterator[pa.RecordBatch]:
-        yield from sql_batches(self.data)
-
-
 def bigquery_read_transform(data: DataConfig):
     """`beam.io.ReadFromBigQuery` for the configured table or query (rows as Python dicts)."""
     from apache_beam.io.gcp.bigquery import ReadFromBigQuery
@@ -430,24 +421,19 @@ def bigquery_read_transform(data: DataConfig):
     return ReadFromBigQuery(**kwargs)
 
 
-def beam_database_batches(pipeline: beam.Pipeline, data: DataConfig) -> beam.PCollection:
-    """A PCollection of record batches of raw values (as `iter_database_batches` gives) for
-    Beam ingest: BigQuery through `ReadFromBigQuery` (data.bigquery.beam_method; EXPORT stages
-    Avro files in data.bigquery.gcs_location or the pipeline's --temp_location), rows batched
-    up to data.batch_rows; a SQL source read by one worker, its batches then spread out."""
+def beam_bigquery_batches(pipeline: beam.Pipeline, data: DataConfig) -> beam.PCollection:
+    """The configured BigQuery table or query in a Beam pipeline, as record batches of raw values
+    (as `iter_database_batches` gives), in no particular order: `ReadFromBigQuery`
+    (data.bigquery.beam_method; EXPORT stages Avro files in data.bigquery.gcs_location or the
+    pipeline's --temp_location), rows batched up to data.batch_rows. The Beam ingest
+    (components/ingest_beam.py) numbers them; a SQL database is read there in order, by one
+    worker, with `iter_database_batches`."""
     import apache_beam as beam
 
-    if database_kind(data.source) == "bigquery":
-        na_values = list(data.na_values)
-        return (
-            pipeline
-            | "ReadFromBigQuery" >> bigquery_read_transform(data)
-            | "BatchRows" >> beam.BatchElements(min_batch_size=1, max_batch_size=data.batch_rows)
-            | "ToRecordBatches" >> beam.Map(_beam_rows_batches, na_values, describe(data))
-        )
+    na_values = list(data.na_values)
     return (
         pipeline
-        | "SqlQuery" >> beam.Create([None])
-        | "ReadSql" >> beam.FlatMap(_ReadSql(data))
-        | "Spread" >> beam.Reshuffle()
+        | "ReadFromBigQuery" >> bigquery_read_transform(data)
+        | "BatchRows" >> beam.BatchElements(min_batch_size=1, max_batch_size=data.batch_rows)
+        | "ToRecordBatches" >> beam.Map(_beam_rows_batches, na_values, describe(data))
     )

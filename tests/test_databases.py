@@ -22,7 +22,7 @@ from mlops.artifacts import SPLITS, read_split
 from mlops.config import DataConfig, PipelineConfig
 from mlops.databases import (
     DatabaseError,
-    beam_database_batches,
+    beam_bigquery_batches,
     bigquery_batches,
     bigquery_client,
     bigquery_read_transform,
@@ -508,26 +508,6 @@ def test_bigquery_uses_the_storage_api_with_credentials(monkeypatch, storage_api
 # Beam
 
 
-def test_beam_reads_sqlite_in_batches(penguins, tmp_path) -> None:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    url = _sqlite(tmp_path / "p.db", penguins)
-    data = DataConfig(source=url, table="penguins", label="species", batch_rows=100)
-    out = tmp_path / "rows.json"
-    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
-        (
-            beam_database_batches(pipeline, data)
-            | beam.Map(lambda batch: (batch.num_rows, batch.column("year").to_pylist()))
-            | beam.combiners.ToList()
-            | beam.Map(lambda rows: out.write_text(json.dumps(rows)))
-        )
-    read = json.loads(out.read_text())
-    assert sorted(rows for rows, _ in read) == [44, 100, 100, 100]
-    years = sorted(year for _, column in read for year in column)
-    assert years == sorted(penguins["year"].tolist())
-
-
 @pytest.mark.parametrize("method", ["DIRECT_READ", "EXPORT"])
 def test_beam_bigquery_read_is_built_from_config(method) -> None:
     """What only a real project proves: that ReadFromBigQuery reads the data. Here: the table or
@@ -560,7 +540,7 @@ def test_beam_bigquery_read_is_built_from_config(method) -> None:
 
     options = PipelineOptions(["--project=billing-project", "--temp_location=gs://bucket/tmp"])
     pipeline = beam.Pipeline(options=options)
-    batches = beam_database_batches(pipeline, query)
+    batches = beam_bigquery_batches(pipeline, query)
     labels = [node.full_label for node in pipeline.transforms_stack[0].parts]
     assert labels == ["ReadFromBigQuery", "BatchRows", "ToRecordBatches"]
     assert batches.pipeline is pipeline

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tempfile
 from pathlib import Path
 
 import palmerpenguins
@@ -275,6 +276,15 @@ def test_run_ingest_goes_to_beam_when_the_runner_is_dataflow(tmp_path: Path) -> 
     # Read in-process even on Dataflow: a file in the image, the packaged set.
     assert not ingest_on_beam(on(cloud, "data/chicago_taxi/big_tipper.csv"))
     assert not ingest_on_beam(on(cloud, "palmerpenguins"))
+    # Databases: BigQuery and a SQL server are read on Dataflow; a SQLite file in-process.
+    bigquery = cloud.with_overrides(
+        data={**cloud.data.model_dump(), "source": "bq://my-project.zoo.penguins"}
+    )
+    assert ingest_on_beam(bigquery)
+    server = {"source": "postgresql://reader@db.internal/zoo", "table": "penguins"}
+    assert ingest_on_beam(cloud.with_overrides(data={**cloud.data.model_dump(), **server}))
+    sqlite = {**server, "source": "sqlite:///data/zoo.db"}
+    assert not ingest_on_beam(cloud.with_overrides(data={**cloud.data.model_dump(), **sqlite}))
     for args in (["--runner", "DataflowRunner"], ["--runner=FnApiRunner"], []):
         assert runner_name(args) == (PipelineOptions(args).view_as(StandardOptions).runner or "")
     # run_ingest takes the Beam path: Dataflow workers cannot write this machine's disk, which
@@ -309,3 +319,55 @@ def test_gs_source_and_output_on_the_emulator(tmp_path: Path) -> None:
         for split in SPLITS:
             path = f"{out}/{split}.parquet"
             assert read_uri_bytes(path) == (tmp_path / "local" / f"{split}.parquet").read_bytes()
+
+
+def test_a_sql_database_on_beam(tmp_path: Path) -> None:
+    """Read in order by one worker, as a text file is: the in-process splits, bad rows named
+    `row N`, and the same strict-limit error."""
+    import sqlite3
+
+    frame = _penguins()
+    frame.loc[[5, 200], "bill_length_mm"] = None
+    frame["bill_depth_mm"] = frame["bill_depth_mm"].astype(object)
+    frame.loc[7, "bill_depth_mm"] = "deep"  # a text value in a numeric feature: a bad row
+    with sqlite3.connect(tmp_path / "zoo.db") as connection:
+        frame.to_sql("penguins", connection, index=False)
+    source = f"sqlite:///{tmp_path / 'zoo.db'}"
+    config = _config(tmp_path, source, table="penguins", batch_rows=32, max_bad_row_fraction=0.1)
+    summary = _same(config, tmp_path / "ok")
+    assert summary["dropped_examples"][0].startswith("row 8: column 'bill_depth_mm'")
+    strict = _config(tmp_path, source, table="penguins", batch_rows=32)
+    assert "row 8: column 'bill_depth_mm'" in _same_error(strict, tmp_path / "strict")
+
+
+def test_batches_read_in_no_order_are_numbered_by_content() -> None:
+    """A parallel read (BigQuery) gives batches in any order, equal ones possibly: every row gets
+    one position, 0..n-1, and the same batches get the same positions whatever their order."""
+    import apache_beam as beam
+    import pyarrow as pa
+
+    from components.ingest_beam import NumberBatches
+
+    batches = [pa.record_batch({"x": list(range(i, i + 3 + i % 4))}) for i in range(0, 40, 5)]
+    batches += [batches[2], batches[2]]  # equal content three times
+
+    def numbered(order: list[int], out: Path) -> list[tuple[int, list[int]]]:
+        with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(BEAM)) as p:
+            _ = (
+                p
+                | beam.Create([batches[i] for i in order], reshuffle=False)
+                | NumberBatches()
+                | beam.MapTuple(lambda first, batch: (first, batch.column("x").to_pylist()))
+                | beam.combiners.ToList()
+                | beam.Map(lambda rows: out.write_text(json.dumps(sorted(rows))))
+            )
+        return [tuple(row) for row in json.loads(out.read_text())]
+
+    forward = numbered(list(range(len(batches))), Path(tempfile.mkdtemp()) / "a.json")
+    backward = numbered(list(reversed(range(len(batches)))), Path(tempfile.mkdtemp()) / "b.json")
+    assert forward == backward
+    positions = [first + i for first, values in forward for i in range(len(values))]
+    assert sorted(positions) == list(range(sum(b.num_rows for b in batches)))
+    assert sorted(values for _, values in forward) == sorted(
+        b.column("x").to_pylist() for b in batches
+    )
