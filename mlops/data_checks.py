@@ -200,17 +200,18 @@ def _pair_counts(
         return
     width = len(label_texts)
     # Keys and labels are small dense codes: a bincount, not a sort or a hash table per row.
-    counts = np.bincount(keys.astype(np.int64) * width + labels)
+    counts = np.bincount(keys.astype(np.int64) * width + labels.astype(np.int64))
     for pair in np.flatnonzero(counts).tolist():
         into[(key_values[pair // width], label_texts[pair % width])] += int(counts[pair])
 
 
 def quantile_edges(values: np.ndarray) -> np.ndarray:
     """The numeric groups' edges: train's exact 5%..95% quantiles of its present values."""
-    present = values[~np.isnan(values)]
+    present = values[~np.isnan(values)]  # a copy: the quantiles may reorder it
     if not len(present):
         return np.array([])
-    return np.unique(np.quantile(present, np.linspace(0, 1, _BINS + 1)[1:-1]))
+    fractions = np.linspace(0, 1, _BINS + 1)[1:-1]
+    return np.unique(np.quantile(present, fractions, overwrite_input=True))
 
 
 def _bins(numbers: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -411,15 +412,18 @@ def numeric_tables(
     columns: dict[str, np.ndarray], label_groups: np.ndarray, label_texts: list[str]
 ) -> tuple[dict[str, np.ndarray], dict[str, Counter]]:
     """Train's numeric features: the quantile edges of each and its (bin, label text) counts,
-    from the whole column (`columns`: feature -> float64 values with NaN for missing)."""
+    from the whole column (`columns`: feature -> float64 values with NaN for missing), binned
+    a slice at a time so that the temporaries stay small."""
     edges, tables = {}, {}
+    step = 1 << 17
     for feature, values in columns.items():
         edges[feature] = quantile_edges(values)
-        keys = _bins(values, edges[feature])
         tables[feature] = Counter()
-        _pair_counts(
-            keys, list(range(len(edges[feature]) + 2)), label_groups, label_texts, tables[feature]
-        )
+        key_values = list(range(len(edges[feature]) + 2))
+        for start in range(0, len(values), step):
+            keys = _bins(values[start : start + step], edges[feature])
+            labels = label_groups[start : start + step]
+            _pair_counts(keys, key_values, labels, label_texts, tables[feature])
     return edges, tables
 
 

@@ -166,6 +166,7 @@ def _train_numeric_columns(
         groups, texts = arrow_text_groups(label)
         return numeric_tables(columns, groups, texts)
     groups, texts = arrow_text_groups(handle.read(columns=[spec.label]).column(0))
+    groups = groups.astype(np.min_scalar_type(max(len(texts), 1)))  # 1-2 bytes a row
     edges, tables = {}, {}
     for feature in wanted:
         values = arrow_numbers(handle.read(columns=[feature]).column(0).combine_chunks())
