@@ -205,9 +205,10 @@ def _pair_counts(
         into[(key_values[pair // width], label_texts[pair % width])] += int(counts[pair])
 
 
-def quantile_edges(values: np.ndarray) -> np.ndarray:
-    """The numeric groups' edges: train's exact 5%..95% quantiles of its present values."""
-    present = values[~np.isnan(values)]  # a copy: the quantiles may reorder it
+def quantile_edges(values: np.ndarray, *, reorder: bool = False) -> np.ndarray:
+    """The numeric groups' edges: train's exact 5%..95% quantiles of its present values. With
+    `reorder`, `values` holds present values only and may be reordered in place (no copy)."""
+    present = values if reorder else values[~np.isnan(values)]
     if not len(present):
         return np.array([])
     fractions = np.linspace(0, 1, _BINS + 1)[1:-1]
@@ -316,7 +317,7 @@ class ReadinessAccumulator:
     missing: Counter = field(default_factory=Counter)
     tables: dict[str, Counter] = field(default_factory=dict)
     present: Counter = field(default_factory=Counter)
-    distinct: dict[str, np.ndarray | None] = field(default_factory=dict)
+    distinct: dict[str, list[np.ndarray] | None] = field(default_factory=dict)
     hashes: list[np.ndarray] = field(default_factory=list)
 
     def add_batch(self, batch: Any) -> ReadinessAccumulator:
@@ -350,8 +351,7 @@ class ReadinessAccumulator:
                     self.distinct[name] = None
                     continue
                 self.present[name] += len(keys)
-                seen = self.distinct.get(name)
-                self.distinct[name] = _distinct_union(seen, keys)
+                self.distinct[name] = _add_distinct(self.distinct.get(name) or [], keys)
         if self.hash_columns and batch.num_rows:
             self.hashes.append(batch_row_hashes(batch, self.hash_columns))
         return self
@@ -370,7 +370,8 @@ class ReadinessAccumulator:
             elif self.distinct[name] is None or keys is None:
                 self.distinct[name] = None
             else:
-                self.distinct[name] = _distinct_union(self.distinct[name], keys)
+                for part in keys:
+                    self.distinct[name] = _add_distinct(self.distinct[name], part)
         self.hashes.extend(other.hashes)
         return self
 
@@ -381,20 +382,28 @@ class ReadinessAccumulator:
             for name, keys in self.distinct.items()
             if keys is not None
             and self.present[name] >= min_rows
-            and len(keys) >= 0.95 * self.present[name]
+            and sum(len(part) for part in keys) >= 0.95 * self.present[name]
         ]
 
     def row_hashes(self) -> np.ndarray:
         return np.concatenate(self.hashes) if self.hashes else np.array([], dtype=np.uint64)
 
 
-def _distinct_union(seen: np.ndarray | None, keys: np.ndarray) -> np.ndarray:
-    """The sorted distinct values of `seen` (sorted distinct already) and `keys` (a sort; numpy's
-    hash-based `unique` is several times slower on 64-bit keys)."""
-    merged = np.sort(keys if seen is None else np.concatenate([seen, keys]), kind="stable")
-    if not len(merged):
-        return merged
-    return merged[np.concatenate([[True], merged[1:] != merged[:-1]])]
+def _add_distinct(parts: list[np.ndarray], keys: np.ndarray) -> list[np.ndarray]:
+    """Distinct keys kept as disjoint sorted parts: the batch's keys not in any part become a
+    new part, so nothing is copied but the batch (8 bytes per distinct value in all). Sorting,
+    not numpy's hash-based `unique` (several times slower on 64-bit keys)."""
+    fresh = np.sort(keys)
+    if len(fresh):
+        fresh = fresh[np.concatenate([[True], fresh[1:] != fresh[:-1]])]
+    for part in parts:
+        if not len(fresh):
+            break
+        at = np.minimum(np.searchsorted(part, fresh), len(part) - 1)
+        fresh = fresh[part[at] != fresh]
+    if len(fresh):
+        parts.append(fresh)
+    return parts
 
 
 def missing_count(array: Any) -> int:
@@ -409,15 +418,19 @@ def missing_count(array: Any) -> int:
 
 
 def numeric_tables(
-    columns: dict[str, np.ndarray], label_groups: np.ndarray, label_texts: list[str]
+    columns: dict[str, np.ndarray],
+    label_groups: np.ndarray,
+    label_texts: list[str],
+    edges: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Counter]]:
-    """Train's numeric features: the quantile edges of each and its (bin, label text) counts,
-    from the whole column (`columns`: feature -> float64 values with NaN for missing), binned
-    a slice at a time so that the temporaries stay small."""
-    edges, tables = {}, {}
+    """Train's numeric features: the quantile edges of each (`edges` when given: those of the
+    whole column, these rows being part of it) and its (bin, label text) counts (`columns`:
+    feature -> float64 values with NaN for missing), binned a slice at a time so that the
+    temporaries stay small."""
+    given, edges, tables = edges, {}, {}
     step = 1 << 17
     for feature, values in columns.items():
-        edges[feature] = quantile_edges(values)
+        edges[feature] = quantile_edges(values) if given is None else given
         tables[feature] = Counter()
         key_values = list(range(len(edges[feature]) + 2))
         for start in range(0, len(values), step):

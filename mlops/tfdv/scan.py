@@ -16,8 +16,9 @@ sketches and most numpy work release the GIL, so two cores overlap them."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from mlops.data_checks import (
     arrow_text_groups,
     label_classes,
     numeric_tables,
+    quantile_edges,
     table_auc,
 )
 from mlops.tfdv.sketch_stats import SplitAccumulator, StatsOptions
@@ -152,8 +154,9 @@ def _scan_split(
 def _train_numeric_columns(
     path: Path, spec: ReadinessSpec, *, image: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train's numeric features' exact quantile edges and (bin, label text) tables, reading one
-    numeric column at a time (8 bytes a row while it is binned)."""
+    """Train's numeric features' exact quantile edges and (bin, label text) tables: each column's
+    present values are gathered (8 bytes a row of train, one column at a time) for its exact
+    quantiles, then the columns are read again batch by batch and binned."""
     handle = pq.ParquetFile(path)
     names = handle.schema_arrow.names
     wanted = [f for f in spec.features if f in spec.numeric and f in names]
@@ -165,16 +168,44 @@ def _train_numeric_columns(
         columns = {f: arrow_numbers(table.column(f).combine_chunks()) for f in wanted}
         groups, texts = arrow_text_groups(label)
         return numeric_tables(columns, groups, texts)
-    groups, texts = arrow_text_groups(handle.read(columns=[spec.label]).column(0))
-    groups = groups.astype(np.min_scalar_type(max(len(texts), 1)))  # 1-2 bytes a row
-    edges, tables = {}, {}
+    rows = handle.metadata.num_rows
+    edges = {}
     for feature in wanted:
-        values = arrow_numbers(handle.read(columns=[feature]).column(0).combine_chunks())
-        one_edges, one_table = numeric_tables({feature: values}, groups, texts)
-        edges.update(one_edges)
-        tables.update(one_table)
-        del values
+        present = np.empty(rows, dtype="float64")
+        filled = 0
+        for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=[feature]):
+            values = arrow_numbers(batch.column(0))
+            values = values[~np.isnan(values)]
+            present[filled : filled + len(values)] = values
+            filled += len(values)
+        edges[feature] = quantile_edges(present[:filled], reorder=True)
+        del present
+    tables: dict[str, Any] = {feature: Counter() for feature in wanted}
+    for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=[*wanted, spec.label]):
+        groups, texts = arrow_text_groups(batch.column(len(wanted)))
+        for index, feature in enumerate(wanted):
+            values = arrow_numbers(batch.column(index))
+            one_edges, one_table = numeric_tables({feature: values}, groups, texts, edges[feature])
+            tables[feature].update(one_table[feature])
     return edges, tables
+
+
+class _InPlace:
+    """An executor that runs each task as it is submitted (one worker: no thread at all)."""
+
+    def __enter__(self) -> _InPlace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def submit(self, function: Callable, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(function(*args, **kwargs))
+        except BaseException as exc:  # handed to whoever asks for the result, as a pool does
+            future.set_exception(exc)
+        return future
 
 
 def scan_splits(
@@ -193,7 +224,7 @@ def scan_splits(
     def accumulator(split: str, **extra) -> ReadinessAccumulator:
         return ReadinessAccumulator(label=spec.label, text_features=text_features, **extra)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) if workers > 1 else _InPlace() as pool:
         run: Callable = pool.submit
         numeric = run(_train_numeric_columns, paths["train"], spec, image=image)
         train = run(
