@@ -145,6 +145,11 @@ def test_types_follow_the_frames_and_shared_rows_count_across_batches(tmp_path: 
     ]
     assert ready["train"].identifier_like_columns() == ["id"]
 
+    # Statistics computed elsewhere (on Dataflow): the same readiness, in one thread too.
+    alone = scan_splits(paths, spec, options=None, workers=1)
+    assert alone.statistics is None and alone.leakage == scan.leakage
+    assert alone.readiness["test"].row_hashes().tolist() == ready["test"].row_hashes().tolist()
+
 
 def _stats_without_moments_proto(stats):
     """Statistics with mean and std_dev taken out (returned beside them)."""
