@@ -1,6 +1,11 @@
 """Checks on the split rows themselves (the statistics cannot tell): target leakage measured as
 each feature's predictive power on its own, identifier-like columns, and rows shared by train and
-test. Used by data validation before anything is trained."""
+test. Used by data validation before anything is trained.
+
+Two forms: functions over whole pandas frames (`leakage_table`, `identifier_like`, `shared_rows`:
+small data in memory, and the reference the streamed form is tested against), and mergeable
+accumulators over Arrow record batches (`ReadinessAccumulator`, `table_auc`, `count_shared`),
+which validation feeds while it streams each split once (`mlops.tfdv.scan`)."""
 
 from __future__ import annotations
 
