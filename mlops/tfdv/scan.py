@@ -40,6 +40,7 @@ from mlops.data_checks import (
     table_auc,
 )
 from mlops.tfdv.sketch_stats import SplitAccumulator, StatsOptions
+from mlops.tfdv.statistics import column_to_arrow, frame_to_arrow
 
 BATCH_ROWS = 1 << 17  # what ingest writes per row group; a bigger row group is read in parts
 
@@ -108,8 +109,6 @@ def _may_have_nulls(metadata: pq.FileMetaData, index: int) -> bool:
 
 def _typed_batches(path: Path, *, image: bool) -> Any:
     """The file's record batches, typed as the statistics read validation's frames."""
-    from mlops.tfdv.statistics import _column_to_arrow, frame_to_arrow
-
     handle = pq.ParquetFile(path)
     schema = handle.schema_arrow
     converters = _column_converters(schema, handle.metadata, path)
@@ -131,7 +130,7 @@ def _typed_batches(path: Path, *, image: bool) -> Any:
             if converter == "float64":
                 array = pc.cast(array, pa.float64())
             elif converter == "pandas":
-                array = _column_to_arrow(array.to_pandas(types_mapper=text.get))
+                array = column_to_arrow(array.to_pandas(types_mapper=text.get))
             columns.append(array)
         yield pa.RecordBatch.from_arrays(columns, names=schema.names)
 
@@ -221,7 +220,7 @@ def scan_splits(
     a time, for their exact quantile bins. `paths` must hold train, eval and test."""
     text_features = [f for f in spec.features if f not in spec.numeric]
 
-    def accumulator(split: str, **extra) -> ReadinessAccumulator:
+    def accumulator(**extra) -> ReadinessAccumulator:
         return ReadinessAccumulator(label=spec.label, text_features=text_features, **extra)
 
     with ThreadPoolExecutor(max_workers=workers) if workers > 1 else _InPlace() as pool:
@@ -232,7 +231,6 @@ def scan_splits(
             paths["train"],
             options,
             accumulator(
-                "train",
                 missing_features=list(spec.features),
                 identifiers=True,
                 hash_columns=spec.row_columns,
@@ -250,7 +248,7 @@ def scan_splits(
         def scan_eval():
             edges, _ = numeric.result()
             return _scan_split(
-                paths["eval"], options, accumulator("eval", numeric_edges=edges), image=image
+                paths["eval"], options, accumulator(numeric_edges=edges), image=image
             )
 
         evaluation = run(scan_eval)
