@@ -30,7 +30,7 @@ import pyarrow as pa
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
 from mlops.config import DataConfig, PipelineConfig, database_kind, local_path
 from mlops.images import content_key, is_image_source, read_images
-from mlops.io import atomic_dir, on_cloud_storage, open_uri, write_json_atomic
+from mlops.io import atomic_dir, on_cloud_storage, open_uri, read_ahead, write_json_atomic
 from mlops.privacy import PersonalDataError, apply_privacy, hash_salt, hash_token
 from mlops.tabular import (
     PACKAGED_PENGUINS,
@@ -273,7 +273,8 @@ def scan_source(config: PipelineConfig, spill: Path, bad: list[BadRow]) -> Sourc
     excluded = set(data.exclude_columns) | ({image} if image else set())
     numbers_needed = {data.split.time_column if data.split.method == "time" else None}
     head_rows = config.privacy.dlp.sample_rows if config.privacy.dlp.enabled else 0
-    for batch in _source_batches(config, bad):
+    # Reading and parsing the next batches overlap this loop's checks and spilling.
+    for batch in read_ahead(_source_batches(config, bad)):
         if batch.num_rows == 0:
             continue
         path = str(scan.batch_path(scan.batches))
@@ -641,22 +642,34 @@ def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict
     with atomic_dir(output_dir) as tmp:
         written = list(SPLITS) + ([UNLABELED] if keep_unlabeled else [])
         writers = {name: SplitWriter(tmp / f"{name}.parquet", schema) for name in written}
-        done = 0  # usable rows written so far (the time split's plan is indexed by them)
-        for first, batch in scan.spilled():
-            rows = np.arange(first, first + batch.num_rows)
-            table = typed_table(batch, schema, typed, hashed, image)
-            keep = ~np.isin(rows, dropped_rows, assume_unique=True) if len(dropped_rows) else None
-            if keep_unlabeled:
-                aside = np.isin(rows, unlabeled_rows, assume_unique=True)  # none: 0-row table
-                writers[UNLABELED].write(table.filter(pa.array(aside)))
-            table = table.filter(pa.array(keep)) if keep is not None else table
-            if time_codes is not None:
-                codes = time_codes[done : done + table.num_rows]
-            else:
-                codes = hash_codes(table, keys, data)
-            done += table.num_rows
-            for name in SPLITS:
-                writers[name].write(table.filter(pa.array(codes == SPLIT_CODES[name])))
+
+        def split_tables() -> Iterator[dict[str, pa.Table]]:
+            """Each spilled batch typed and cut into its splits' rows, in order."""
+            done = 0  # usable rows so far (the time split's plan is indexed by them)
+            for first, batch in scan.spilled():
+                rows = np.arange(first, first + batch.num_rows)
+                table = typed_table(batch, schema, typed, hashed, image)
+                keep = (
+                    ~np.isin(rows, dropped_rows, assume_unique=True) if len(dropped_rows) else None
+                )
+                parts = {}
+                if keep_unlabeled:
+                    aside = np.isin(rows, unlabeled_rows, assume_unique=True)  # none: 0 rows
+                    parts[UNLABELED] = table.filter(pa.array(aside))
+                table = table.filter(pa.array(keep)) if keep is not None else table
+                if time_codes is not None:
+                    codes = time_codes[done : done + table.num_rows]
+                else:
+                    codes = hash_codes(table, keys, data)
+                done += table.num_rows
+                for name in SPLITS:
+                    parts[name] = table.filter(pa.array(codes == SPLIT_CODES[name]))
+                yield parts
+
+        # Typing the next batches overlaps writing (and compressing) this one's row groups.
+        for parts in read_ahead(split_tables()):
+            for name, part in parts.items():
+                writers[name].write(part)
         for writer in writers.values():
             writer.close()
         for name in SPLITS:
