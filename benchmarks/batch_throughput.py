@@ -2,7 +2,9 @@
 JSON Lines; with the default local runner its DoFns run in process, see
 `components.batch_predict._runs_in_process`) against raw `serving_default` calls on arrays built
 beforehand from the same rows, in the same batch size. Goal (issue "Speed and scale"): the job at
->= 50% of the raw calls' rows/s. The job's figure includes loading the model; the raw one does not.
+>= 50% of the raw calls' rows/s. The job's figure includes loading the model; the raw one does not,
+so a second line (not the goal figure) shows the job less one model load timed apart in the same run
+(the job overlaps part of its load with reading, so that line flatters it a little).
 
     .venv/bin/python benchmarks/batch_throughput.py [MODEL_DIR] [--rows 1000000] [--batch-size 1024]
 
@@ -39,6 +41,7 @@ def main() -> None:
 
     from components.batch_predict import read_predictions, run_batch_predict
     from mlops.features import frame_to_arrays
+    from mlops.serving.server import load_model
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -65,6 +68,9 @@ def main() -> None:
         )
         job_s = time.perf_counter() - started
         assert summary["rows"] == len(frame) == len(read_predictions(tmp / "out"))
+        started = time.perf_counter()
+        load_model(model_dir)  # the job's one fixed cost the raw calls do not have
+        load_s = time.perf_counter() - started
 
         print(f"machine: {os.cpu_count()} CPUs; {len(frame)} rows, batch size {args.batch_size}")
         print(f"  raw serving_default calls : {raw_s:7.2f}s  {len(frame) / raw_s:9.0f} rows/s")
@@ -72,6 +78,11 @@ def main() -> None:
         share = raw_s / job_s
         print(
             f"  batch job throughput / raw : {share:.0%} (goal >= 50%: {'met' if share >= 0.5 else 'NOT met'})"
+        )
+        rest_s = job_s - load_s
+        print(
+            f"  (not the goal figure) job less one model load timed apart ({load_s:.2f}s): "
+            f"{rest_s:.2f}s  {len(frame) / rest_s:.0f} rows/s, {raw_s / rest_s:.0%} of raw"
         )
         if hasattr(os, "getloadavg"):  # on a shared machine the figures move with the load
             print(f"  load average (1 min)       : {os.getloadavg()[0]:.2f}")

@@ -12,8 +12,13 @@ of one whole analysis (Beam pipeline, model loads, metrics, writing the output).
 analysis runs first so neither variant pays TFMA's lazy imports. The metrics must be identical:
 every metric and plot value of every slice of every model, to a relative 1e-6 (so exact for
 counts; the model's float32 outputs can move by an ulp with the batch shape); the largest
-difference seen is printed. With --profile the fast variant runs once more under cProfile and
-the top functions by cumulative time are printed.
+difference seen is printed. Then each of TFMA's per-example metric combiners for the step's
+EvalConfig is fed one row at a time, as TFMA's evaluator feeds it once per slice of a row and
+model, and its cost per row is printed beside the measured analysis: the part of the time that
+no batching or Beam setting can remove while TFMA computes the metrics. With --profile the
+fast variant runs once more under cProfile and the top functions by cumulative time are
+printed (cProfile slows Python-heavy code such as TFMA's per-example combiners more than the
+rest: read it for shares, not seconds).
 """
 
 from __future__ import annotations
@@ -103,6 +108,48 @@ def _compare(reference: dict[tuple, Any], ours: dict[tuple, Any]) -> tuple[int, 
     return numbers, largest
 
 
+def _combiner_costs(eval_config: Any, num_classes: int, rows: int = 2000) -> dict[str, float]:
+    """{combiner: seconds per row} of TFMA's per-example metric combiners for `eval_config`
+    (one model), each fed `rows` StandardMetricInputs one at a time as TFMA's evaluator does
+    (seeded random labels and class probabilities: the cost does not depend on the values)."""
+    import numpy as np
+    from tensorflow_model_analysis.metrics import metric_specs, metric_types
+    from tensorflow_model_analysis.proto import config_pb2
+
+    single = config_pb2.EvalConfig()
+    single.CopyFrom(eval_config)
+    del single.model_specs[1:]
+    for spec in single.metrics_specs:
+        for metric in spec.metrics:
+            metric.ClearField("per_slice_thresholds")  # change thresholds need the baseline
+    computations = [
+        computation
+        for computation in metric_specs.to_computations(list(single.metrics_specs), single)
+        if isinstance(computation, metric_types.MetricComputation)
+    ]
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(num_classes), rows).astype(np.float32)
+    inputs = [
+        metric_types.StandardMetricInputs(
+            labels=np.array([rng.integers(num_classes)]),
+            predictions=row,
+            example_weights=None,
+        )
+        for row in probabilities
+    ]
+    costs: dict[str, float] = {}
+    for computation in computations:
+        combiner = computation.combiner
+        combiner.setup()
+        accumulator = combiner.create_accumulator()
+        started = time.perf_counter()
+        for item in inputs:
+            accumulator = combiner.add_input(accumulator, item)
+        name = type(combiner).__name__.strip("_")
+        costs[name] = costs.get(name, 0.0) + (time.perf_counter() - started) / rows
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -155,7 +202,8 @@ def main() -> None:
         )
 
         print(
-            f"machine: {os.cpu_count()} CPUs; {rows} examples (taxi test split x{args.repeat}),"
+            f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; {rows} examples"
+            f" (taxi test split x{args.repeat}),"
             f" {'candidate + champion' if args.champion else 'candidate only'}"
         )
         for label, spent in seconds.items():
@@ -168,6 +216,18 @@ def main() -> None:
         print(
             f"  metrics identical: {numbers} numbers (every metric and plot of every slice)"
             f" within rel. {RELATIVE_TOLERANCE:g}; largest difference {largest:.2g}"
+        )
+        costs = _combiner_costs(eval_config, len(classes))
+        fanout = len(eval_config.slicing_specs) * len(models)
+        floor = sum(costs.values()) * fanout * rows
+        print(
+            "  TFMA's per-example metric combiners (one row, one slice, one model):"
+            + "".join(f"\n    {name:<36}: {cost * 1e6:6.0f} us" for name, cost in costs.items())
+        )
+        print(
+            f"  x {len(eval_config.slicing_specs)} slices x {len(models)} model(s) per row:"
+            f" {floor:.2f}s of the {rows} rows, {floor / seconds['ours']:.0%} of ours,"
+            f" so at most {seconds['ours'] / floor:.1f}x faster with every other cost removed"
         )
         if args.profile:
             import cProfile

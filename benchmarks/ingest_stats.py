@@ -7,7 +7,9 @@ Builds a taxi CSV of --rows rows in a temporary directory by repeating data/chic
 time split keeps together), then times, each in a fresh process so that neither pays the other's
 imports or memory: `pyarrow.csv.read_csv` of the file; our ingest (`run_ingest`, streaming the
 CSV in record batches); our statistics and validation (`run_data_validation`: the sketches
-in-process locally, on Beam when the config's runner is Dataflow, plus the readiness checks).
+in-process locally, on Beam when the config's runner is Dataflow, plus the readiness checks);
+the Beam ingest that runs on Dataflow (`run_ingest_beam`) on the local FnApiRunner, as a ratio
+to the in-process ingest.
 Prints each figure, the ratio to the pyarrow read, the goal (<= 3x), each process's peak RSS and
 the machine's load average. Import time is not counted. The figures depend on the machine and
 its load.
@@ -72,6 +74,13 @@ def phase(name: str, source: Path, work: Path) -> dict:
         started = time.perf_counter()
         summary = run_ingest(config, work / "dataset")
         return {"seconds": time.perf_counter() - started, "rows": summary["rows"]}
+    if name == "ingest_beam":  # the Beam ingest (Dataflow's) on the local FnApiRunner
+        from components.ingest_beam import run_ingest_beam
+
+        config = config.model_copy(update={"beam_args": ["--runner=FnApiRunner"]})
+        started = time.perf_counter()
+        summary = run_ingest_beam(config, work / "dataset-beam")
+        return {"seconds": time.perf_counter() - started, "rows": summary["rows"]}
     if name == "validate":
         import apache_beam  # noqa: F401  (imported before timing, as the others' libraries)
 
@@ -128,19 +137,25 @@ def main() -> None:
             "(on a shared machine the figures are noisy)"
         )
         before = os.getloadavg()[0]
-        results = {name: run_phase(name, source, tmp) for name in ("pyarrow", "ingest", "validate")}
+        phases = ("pyarrow", "ingest", "validate", "ingest_beam")
+        results = {name: run_phase(name, source, tmp) for name in phases}
         print(f"  load average (1 min) {before:.1f} before, {os.getloadavg()[0]:.1f} after")
     base = results["pyarrow"]["seconds"]
     for name, label in (
         ("pyarrow", "pyarrow.csv.read_csv"),
         ("ingest", "ingest (run_ingest)"),
         ("validate", "statistics + validation"),
+        ("ingest_beam", "ingest on Beam (FnApiRunner)"),
     ):
         result = results[name]
         print(
-            f"  {label:<26} {result['seconds']:7.1f} s  {result['seconds'] / base:5.1f}x  "
+            f"  {label:<30} {result['seconds']:7.1f} s  {result['seconds'] / base:5.1f}x  "
             f"peak RSS {result['peak_rss_mb']:6.0f} MB"
         )
+    beam = results["ingest_beam"]["seconds"] / results["ingest"]["seconds"]
+    print(
+        f"  ingest on Beam {beam:.1f}x the in-process ingest (one process each; Dataflow adds workers)"
+    )
     total = results["ingest"]["seconds"] + results["validate"]["seconds"]
     ratio = total / base
     verdict = "met" if ratio <= GOAL_RATIO else "NOT met"

@@ -138,15 +138,38 @@ class PredictChunks(beam.DoFn):
         self, ids: np.ndarray, arrays: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]] | None:
         """The ids and the model's outputs for consecutive `batch_size` slices (None when there
-        are no rows)."""
+        are no rows). The first slice brings every output; the others only the probabilities
+        and the predicted class's index when the first shows that the label is the class at
+        that index (copying the tiled class names and the labels out of TensorFlow costs a
+        Python object per value), else the probabilities and the labels."""
         size = self._batch_size
-        outputs = [
+        if not len(ids):
+            return None
+        first = self._model.predict_raw({name: values[:size] for name, values in arrays.items()})
+        wanted = {"probabilities", _INDEX if _labels_are_indexed(first) else _LABEL}
+        outputs = [first] + [
             self._model.predict_raw(
-                {name: values[start : start + size] for name, values in arrays.items()}
+                {name: values[start : start + size] for name, values in arrays.items()}, wanted
             )
-            for start in range(0, len(ids), size)
+            for start in range(size, len(ids), size)
         ]
-        return (ids, outputs) if outputs else None
+        return ids, outputs
+
+
+_LABEL = "predicted_label"
+_INDEX = "predicted_index"
+
+
+def _labels_are_indexed(out: dict[str, np.ndarray]) -> bool:
+    """True when the model's label is its class name at `predicted_index` on every row of
+    `out` (so the index alone gives the label)."""
+    index = out.get(_INDEX)
+    if index is None or index.ndim != 1 or index.dtype.kind not in "iu" or not len(index):
+        return False
+    classes = out["classes"][0]
+    if index.min() < 0 or index.max() >= len(classes):
+        return False
+    return np.array_equal(classes[index], out[_LABEL])
 
 
 def chunk_text(id_column: str, ids: np.ndarray, outputs: list[dict[str, np.ndarray]]) -> str:
@@ -159,18 +182,26 @@ def chunk_blocks(
     id_column: str, ids: np.ndarray, outputs: list[dict[str, np.ndarray]]
 ) -> list[bytes | memoryview]:
     """`chunk_text` as UTF-8 blocks to join with newlines, left in Arrow's buffer where it built
-    them: one `prediction_bytes` over the whole chunk when every slice would take its
-    column-wise path (the lines are the same, a call per slice costs more), else one per slice."""
+    them: one block over the whole chunk when every slice would take its column-wise path (the
+    lines are the same, a call per slice costs more), else one per slice. A slice's labels are
+    its `predicted_index` into the first slice's class names where it has one (see
+    `PredictChunks.predict`), else its `predicted_label`."""
     class_names = [name.decode("utf-8") for name in outputs[0]["classes"][0].tolist()]
     probabilities = [out["probabilities"] for out in outputs]
-    if _json_id_column(ids) is not None and all(np.isfinite(p).all() for p in probabilities):
+    id_text = _json_id_column(ids)
+    if id_text is not None and all(np.isfinite(p).all() for p in probabilities):
+        if all(_INDEX in out for out in outputs):
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            index = np.concatenate([out[_INDEX] for out in outputs])
+            label_text = pc.take(pa.array([json.dumps(n) for n in class_names]), pa.array(index))
+        else:
+            labels = np.concatenate([_labels(out, class_names) for out in outputs])
+            label_text = _label_text(_decoded(labels))
         return [
-            prediction_bytes(
-                id_column,
-                ids,
-                _decoded(np.concatenate([out["predicted_label"] for out in outputs])),
-                class_names,
-                np.concatenate(probabilities),
+            _prediction_bytes(
+                id_column, id_text, label_text, class_names, np.concatenate(probabilities)
             )
         ]
     blocks: list[bytes | memoryview] = []
@@ -181,13 +212,22 @@ def chunk_blocks(
             prediction_bytes(
                 id_column,
                 ids[start:stop],
-                _decoded(out["predicted_label"]),
+                _decoded(_labels(out, class_names)),
                 class_names,  # one model: every slice has the same classes
                 out["probabilities"],
             )
         )
         start = stop
     return blocks
+
+
+def _labels(out: dict[str, np.ndarray], class_names: list[str]) -> np.ndarray:
+    """A slice's labels as UTF-8 bytes: its `predicted_label`, else the class names at its
+    `predicted_index`."""
+    if _LABEL in out:
+        return out[_LABEL]
+    names = np.array([n.encode("utf-8") for n in class_names], dtype=object)
+    return names[out[_INDEX]]
 
 
 def _decoded(labels: np.ndarray) -> np.ndarray:
@@ -221,18 +261,36 @@ def prediction_bytes(
     assembled column-wise by Arrow: serialising a dict per row would cost more than the model
     call. Values Arrow's plain formatting cannot write as JSON (NaN, ids that need escaping or are
     neither integers nor text) take the per-row path."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     id_text = _json_id_column(ids)
     if id_text is None or not np.isfinite(probabilities).all():
         return "\n".join(
             _prediction_lines(id_column, ids.tolist(), labels, class_names, probabilities)
         ).encode("utf-8")
+    return _prediction_bytes(id_column, id_text, _label_text(labels), class_names, probabilities)
+
+
+def _label_text(labels: list[str] | np.ndarray) -> Any:
+    """The labels as JSON strings in an Arrow array, each distinct one written once."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     inverse, unique = pd.factorize(np.asarray(labels, dtype=object))
-    label_text = pc.take(pa.array([json.dumps(str(u)) for u in unique]), pa.array(inverse))
+    return pc.take(pa.array([json.dumps(str(u)) for u in unique]), pa.array(inverse))
+
+
+def _prediction_bytes(
+    id_column: str,
+    id_text: Any,
+    label_text: Any,
+    class_names: list[str],
+    probabilities: np.ndarray,
+) -> memoryview:
+    """`prediction_bytes`' column-wise path, for finite probabilities: `id_text` and
+    `label_text` hold each row's id and label as JSON (`_json_id_column`, `_label_text`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     order = sorted(range(len(class_names)), key=class_names.__getitem__)
     inner: list[Any] = []
     for position, i in enumerate(order):
@@ -330,8 +388,9 @@ def run_batch_predict(
     `output_dir/predictions-*.jsonl` (Beam, runner from `config.beam_args`; Beam's local
     runners on one worker run the same DoFns in this process, see `_runs_in_process`); returns
     {rows, files, model_dir}. Rows travel in chunks of `chunk_rows` and reach the model `batch_size` at
-    a time, so the only per-row work is writing the JSON line. Beam gets /gcs/ paths as gs://
-    URIs, which Dataflow workers can open."""
+    a time, so the only per-row work is writing the JSON line. `batch_size` is kept as given:
+    float32 outputs move in the last bits with the rows a call groups. Beam gets /gcs/ paths as
+    gs:// URIs, which Dataflow workers can open."""
     from apache_beam.io.filesystems import FileSystems
 
     source = local_path(source)
@@ -355,12 +414,15 @@ def run_batch_predict(
     predictor = PredictChunks(to_beam_uri(model_dir), features, id_column, batch_size)
     with atomic_dir(output_dir) as out, _unwrapped_errors():
         if _runs_in_process(options):
-            _predict_in_process(files, reader, predictor, out / _SINGLE_SHARD)
+            rows = _predict_in_process(files, reader, predictor, out / _SINGLE_SHARD)
         else:
             _predict_on_beam(options, files, reader, predictor, out)
+            rows = None
         names = sorted(p.name for p in out.glob(f"{PREDICTIONS_PREFIX}*.jsonl"))
+        if rows is None:  # the lines WriteToText wrote
+            rows = sum(_count_lines(out / name) for name in names)
         summary = {
-            "rows": sum(_count_lines(out / name) for name in names),
+            "rows": rows,
             "files": names,
             "model_dir": str(model_dir),
             "source": source,
@@ -389,54 +451,115 @@ def _runs_in_process(options: Any) -> bool:
 
 def _predict_in_process(
     files: list[str], reader: ReadChunks, predictor: PredictChunks, path: Path
-) -> None:
+) -> int:
     """The pipeline's DoFns without a runner, writing what WriteToText writes for one shard
-    (each chunk's text and a newline, in input order). A thread reads chunks (pandas' and
-    Arrow's parsers let go of the GIL) while this one loads the model and then predicts, so
-    reading overlaps the model load and the model calls; at most a few chunks are in memory."""
-    import queue
+    (each chunk's text and a newline, in input order); returns the number of lines. Three
+    threads pass chunks along bounded queues (at most a dozen chunks are in memory): one reads
+    and converts them (`ReadChunks`, `PredictChunks.prepare`), this one loads the model and
+    then calls it, and one writes each chunk's JSON Lines. Pandas' and Arrow's parsers, Arrow's
+    kernels and TensorFlow let go of the GIL, so reading and converting overlap the model load,
+    and writing chunk k overlaps the model calls of chunk k+1. An error in any thread stops the
+    others and is raised here, the first in input order for bad input (chunks are read and
+    converted in order)."""
     import threading
 
     from apache_beam.io.filesystems import FileSystems
 
-    chunks: queue.Queue[Any] = queue.Queue(maxsize=4)
     stop = threading.Event()
-    end = object()
-
-    def put(item: Any) -> None:
-        while not stop.is_set():
-            try:
-                chunks.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    prepared = _Handoff(stop, 8)  # read ahead while the model loads
+    predicted = _Handoff(stop)
+    lines = 0
+    failed: list[BaseException] = []
 
     def read() -> None:
         try:
             for name in files:
                 for frame in reader.process(name):
-                    if stop.is_set():
+                    if not prepared.put(predictor.prepare(frame)):
                         return
-                    put(frame)
-            put(end)
-        except BaseException as exc:  # raised again by the predicting thread
-            put(exc)
+            prepared.put(_END)
+        except BaseException as exc:  # raised again by the model's thread
+            prepared.put(exc)
 
-    thread = threading.Thread(target=read, name="batch-predict-read", daemon=True)
-    thread.start()
+    def write(handle: Any) -> None:
+        nonlocal lines
+        try:
+            while (item := predicted.get()) is not _END:
+                if item is None:  # stopped
+                    return
+                for block in chunk_blocks(predictor.id_column, *item):
+                    handle.write(block)
+                    handle.write(b"\n")
+                lines += len(item[0])
+        except BaseException as exc:  # raised again by the model's thread
+            failed.append(exc)
+            stop.set()
+
+    reading = threading.Thread(target=read, name="batch-predict-read", daemon=True)
+    reading.start()
     try:
         predictor.setup()
         with FileSystems.create(to_beam_uri(path)) as handle:
-            while (item := chunks.get()) is not end:
-                if isinstance(item, BaseException):
-                    raise item
-                predicted = predictor.predict(*predictor.prepare(item))
-                for block in chunk_blocks(predictor.id_column, *predicted) if predicted else []:
-                    handle.write(block)
-                    handle.write(b"\n")
+            writing = threading.Thread(
+                target=write, args=(handle,), name="batch-predict-write", daemon=True
+            )
+            writing.start()
+            try:
+                while (item := prepared.get()) is not _END:
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is None:  # the writer stopped
+                        break
+                    result = predictor.predict(*item)
+                    if result is not None and not predicted.put(result):
+                        break
+                predicted.put(_END)
+            except BaseException:
+                stop.set()
+                raise
+            finally:  # the writer is done with the file before it is closed
+                writing.join()
+            if failed:
+                raise failed[0]
     finally:
         stop.set()
-        thread.join()
+        reading.join()
+    return lines
+
+
+_END = object()
+
+
+class _Handoff:
+    """A bounded queue between two of `_predict_in_process`' threads that gives up once `stop`
+    is set: `put` then returns False and `get` None."""
+
+    def __init__(self, stop: Any, size: int = 4) -> None:
+        import queue
+
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=size)
+        self._stop = stop
+
+    def put(self, item: Any) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self) -> Any:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
 
 
 def _predict_on_beam(

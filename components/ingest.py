@@ -8,13 +8,17 @@ typing needs (does every value of a column parse as a number, are they all integ
 hold bad values, the time column for a time split, samples for the personal-data checks); the
 second types each spilled batch the same way, assigns splits and appends to one Parquet writer
 per split.
+
+When the Beam runner is Dataflow and the source is on Cloud Storage, `run_ingest` runs the same
+decisions as a Beam pipeline instead (components/ingest_beam.py, same output); the functions
+below that both paths call are the shared rules.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +28,13 @@ import pandas as pd
 import pyarrow as pa
 
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
-from mlops.config import DataConfig, PipelineConfig
+from mlops.config import DataConfig, PipelineConfig, database_kind, local_path
 from mlops.images import content_key, is_image_source, read_images
-from mlops.io import atomic_dir, write_json_atomic
+from mlops.io import atomic_dir, on_cloud_storage, open_uri, read_ahead, write_json_atomic
 from mlops.privacy import PersonalDataError, apply_privacy, hash_salt, hash_token
 from mlops.tabular import (
     PACKAGED_PENGUINS,
+    PACKAGED_SOURCES,
     BadRow,
     IngestError,
     as_text,
@@ -41,6 +46,7 @@ from mlops.tabular import (
 )
 
 EXAMPLES_PER_COLUMN = 1000  # bad values listed per column and kind
+SHOWN_BAD_ROWS = 20  # bad rows ingest.json lists (dropped_examples)
 PRIVACY_SAMPLE = 1000  # values per column the personal-data detector sees (mlops.privacy._SAMPLE)
 ROW_GROUP_ROWS = 131_072  # rows buffered per split before a Parquet row group is written
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
@@ -129,6 +135,13 @@ def key_texts(columns: list[pa.Array]) -> list[str]:
     return pc.binary_join_element_wise(*texts, "\x1f").to_pylist()
 
 
+def number_problems(values: pa.Array, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(present but not a number, infinite) per value of a column, from its parsed `numbers`:
+    the values that make a row of a numeric feature unusable."""
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    return np.isnan(numbers) & valid, np.isinf(numbers)
+
+
 @dataclass
 class ColumnScan:
     """What the first pass learns about one raw column."""
@@ -171,10 +184,8 @@ class ColumnScan:
         if not (self.scan_numbers or native or self.parses):
             return None  # text that is known not to be numeric: nothing more to learn
         numbers = parse_numbers(values)
-        valid = values.is_valid().to_numpy(zero_copy_only=False)
-        unparsed = np.isnan(numbers) & valid
-        infinite = np.isinf(numbers)
-        self.present += int(valid.sum())
+        unparsed, infinite = number_problems(values, numbers)
+        self.present += len(values) - values.null_count
         self.parses = self.parses and not unparsed.any()
         finite = numbers[np.isfinite(numbers)]
         if len(finite):
@@ -262,7 +273,8 @@ def scan_source(config: PipelineConfig, spill: Path, bad: list[BadRow]) -> Sourc
     excluded = set(data.exclude_columns) | ({image} if image else set())
     numbers_needed = {data.split.time_column if data.split.method == "time" else None}
     head_rows = config.privacy.dlp.sample_rows if config.privacy.dlp.enabled else 0
-    for batch in _source_batches(config, bad):
+    # Reading and parsing the next batches overlap this loop's checks and spilling.
+    for batch in read_ahead(_source_batches(config, bad)):
         if batch.num_rows == 0:
             continue
         path = str(scan.batch_path(scan.batches))
@@ -318,25 +330,30 @@ def _rows(parts: list[np.ndarray]) -> np.ndarray:
     return np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
 
 
-def _head_frame(scan: SourceScan, columns: list[str], rows: int) -> pd.DataFrame:
-    frames = [pa.Table.from_batches([b]).to_pandas() for b in scan.head]
-    head = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return head.reindex(columns=columns).head(rows)
+def head_frame(head: list[pa.RecordBatch], columns: list[str], rows: int) -> pd.DataFrame:
+    """The first `rows` rows of the data (its first batches) as a frame of `columns`."""
+    frames = [pa.Table.from_batches([b]).to_pandas() for b in head]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return frame.reindex(columns=columns).head(rows)
 
 
-def _privacy(
-    config: PipelineConfig, scan: SourceScan, columns: list[str]
+def privacy_decisions(
+    config: PipelineConfig,
+    samples: dict[str, ColumnScan],
+    head: list[pa.RecordBatch],
+    columns: list[str],
 ) -> tuple[set[str], dict[str, str], dict[str, str]]:
     """(columns to drop, {column: salt} to hash, {column: what was done}) from the
-    personal-data checks on the first values of each column."""
+    personal-data checks on the first values of each column (`samples`: each column's scan)
+    and, with Cloud DLP, on the data's first rows (`head`)."""
     data = config.data
     found_by_dlp = {}
     if config.privacy.dlp.enabled:
         from mlops.dlp import dlp_findings
 
-        head = _head_frame(scan, columns, config.privacy.dlp.sample_rows)
-        found_by_dlp = dlp_findings(head, config.privacy.dlp, config.vertex.project)
-    sample = pd.DataFrame({name: scan.columns[name].sample_series() for name in columns})
+        frame = head_frame(head, columns, config.privacy.dlp.sample_rows)
+        found_by_dlp = dlp_findings(frame, config.privacy.dlp, config.vertex.project)
+    sample = pd.DataFrame({name: samples[name].sample_series() for name in columns})
     try:
         kept, actions = apply_privacy(sample, config.privacy, data.source, data.label, found_by_dlp)
         hashed = {
@@ -349,10 +366,154 @@ def _privacy(
     return set(columns) - set(kept.columns), hashed, actions
 
 
-class SplitWriter:
-    """Appends typed rows to `<name>.parquet` in row groups of about ROW_GROUP_ROWS rows."""
+def check_columns(config: PipelineConfig, rows: int, columns: list[str]) -> list[str]:
+    """The columns ingest writes (before the privacy checks), or an IngestError when there are
+    no rows or the label or a configured feature is not a column of the data."""
+    data = config.data
+    if rows == 0 or not columns:
+        raise IngestError(f"{data.source}: no rows to ingest")
+    if data.label not in columns:
+        raise IngestError(
+            f"{data.source}: label column {data.label!r} (data.label) is missing; columns are "
+            f"{columns}{spelling_hints([data.label], columns)}"
+        )
+    missing_features = [f for f in config.features.raw_features if f not in columns]
+    if missing_features:
+        raise IngestError(
+            f"{data.source}: feature columns {missing_features} (features.*) are missing; columns "
+            f"are {columns}{spelling_hints(missing_features, columns)}"
+        )
+    return [c for c in columns if c not in data.exclude_columns]
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+
+def line_offset(config: PipelineConfig) -> int:
+    """What turns a 0-based row into the line a person finds it on: CSV line 1 is the header."""
+    data = config.data
+    is_csv = (
+        data.source != PACKAGED_PENGUINS
+        and not is_image_source(config)
+        and detect_format(data.source, data.format) == "csv"
+    )
+    return 2 if is_csv else 1
+
+
+def bad_row_text(data: DataConfig, bad: BadRow) -> str:
+    """`line N: reason` (a file's line) or `row N: reason` (a database result has no lines)."""
+    return f"{'row' if database_kind(data.source) else 'line'} {bad.line}: {bad.reason}"
+
+
+def label_bad(rows: Iterable[int], label: str, offset: int) -> list[BadRow]:
+    return [BadRow(line=int(row) + offset, reason=f"label {label!r} is empty") for row in rows]
+
+
+def check_bad_fraction(data: DataConfig, bad: list[BadRow], unusable: int, read_rows: int) -> None:
+    """IngestError when more rows than data.max_bad_row_fraction cannot be used (`bad`: the
+    bad rows in the order they are reported, at least the first five)."""
+    bad_fraction = unusable / max(read_rows, 1)
+    if bad and bad_fraction > data.max_bad_row_fraction:
+        shown = "; ".join(bad_row_text(data, b) for b in bad[:5])
+        raise IngestError(
+            f"{data.source}: {unusable} of {read_rows} rows cannot be used ({bad_fraction:.1%}, "
+            f"data.max_bad_row_fraction is {data.max_bad_row_fraction:.1%}): {shown}"
+        )
+
+
+def no_usable_rows(data: DataConfig) -> IngestError:
+    return IngestError(f"{data.source}: no usable rows left after dropping bad rows")
+
+
+def split_keys(data: DataConfig, columns: list[str]) -> list[str]:
+    """The columns a hash split hashes (data.split.key_columns, or every column)."""
+    keys = data.split.key_columns or columns
+    missing = [k for k in keys if k not in columns]
+    if missing:
+        raise IngestError(f"data.split.key_columns {missing} are not columns of the data")
+    return keys
+
+
+def time_column_error(data: DataConfig, columns: list[str]) -> IngestError | None:
+    column = data.split.time_column
+    if column not in columns:
+        return IngestError(f"data.split.time_column {column!r} is not a column of the data")
+    return None
+
+
+def missing_times(data: DataConfig) -> IngestError:
+    column = data.split.time_column
+    return IngestError(f"data.split.time_column {column!r} has missing or non-numeric values")
+
+
+def clean_times(times: np.ndarray, scanned: ColumnScan | None) -> np.ndarray:
+    """The time column's numbers as the split uses them: NaN where a typed column would hold no
+    number (an infinity), everywhere when the column is hashed (`scanned` None)."""
+    if scanned is None:
+        return np.full(len(times), np.nan)  # hashed: no longer a number
+    if scanned.numeric:
+        return np.where(np.isinf(times), np.nan, times)  # a typed column holds no infinities
+    return times
+
+
+def column_dtypes(columns: list[str], typed: dict[str, ColumnScan], image: str | None) -> dict:
+    """{column: dtype} as ingest.json reports it: typed columns as scanned, hashed ones text."""
+    return {
+        name: typed[name].dtype if name in typed else "binary" if name == image else "string"
+        for name in columns
+    }
+
+
+def split_schema(dtypes: dict[str, str], image: str | None) -> pa.Schema:
+    """The Arrow schema (with pandas metadata) of every split file."""
+    empty = pd.DataFrame(
+        {
+            name: pd.Series([], dtype=object if dtype == "binary" else dtype)
+            for name, dtype in dtypes.items()
+        }
+    )
+    schema = pa.Schema.from_pandas(empty, preserve_index=False)
+    if image is not None:
+        schema = schema.set(schema.get_field_index(image), pa.field(image, pa.binary()))
+    return schema
+
+
+def typed_table(
+    batch: pa.RecordBatch,
+    schema: pa.Schema,
+    typed: dict[str, ColumnScan],
+    hashed: dict[str, str],
+    image: str | None,
+) -> pa.Table:
+    """One raw batch as the split files hold it: each column of `schema` typed as its scan
+    decided, hashed, or image bytes (a column the batch lacks is missing throughout)."""
+    arrays = []
+    for name in schema.names:
+        values = _column(batch, name)
+        if name in hashed:
+            tokens = [hash_token(v, hashed[name]) for v in values.to_pylist()]
+            arrays.append(pa.array(tokens, pa.string()))
+        elif name == image:
+            arrays.append(values.cast(pa.binary()))
+        else:
+            arrays.append(typed[name].typed(values))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def hash_codes(table: pa.Table, keys: list[str], data: DataConfig) -> np.ndarray:
+    """Hash-split code per row of a typed table."""
+    return split_fractions(key_texts([table.column(k).combine_chunks() for k in keys]), data)
+
+
+def empty_split(data: DataConfig, name: str, usable: int) -> IngestError:
+    return IngestError(
+        f"{data.source}: split {name!r} is empty ({usable} rows); give more data or "
+        "larger data.split fractions"
+    )
+
+
+class SplitWriter:
+    """Appends typed rows to a Parquet file (a path, or a file open for writing) in row groups
+    of about ROW_GROUP_ROWS rows."""
+
+    def __init__(self, path: Path | Any, schema: pa.Schema) -> None:
         import pyarrow.parquet as pq
 
         self.schema = schema
@@ -380,12 +541,48 @@ class SplitWriter:
         self.writer.close()
 
 
+def runner_name(beam_args: list[str]) -> str:
+    """The `--runner` in Beam arguments ("" when none), read without importing Beam (a local
+    ingest should not pay Beam's import to learn that it runs in-process)."""
+    runner = ""
+    for index, arg in enumerate(beam_args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and index + 1 < len(beam_args):
+            runner = beam_args[index + 1]
+    return runner
+
+
+def ingest_on_beam(config: PipelineConfig) -> bool:
+    """Whether ingest runs as a Beam pipeline (components/ingest_beam.py): when config.beam_args
+    select Dataflow and the source is a file on Cloud Storage, where Dataflow workers read it, or
+    a database (BigQuery, a SQL server).
+    A file on this machine (or in the image, as the shipped configs' data), an image folder and
+    the packaged penguins set are read in-process."""
+    if "Dataflow" not in runner_name(config.beam_args):
+        return False
+    source = config.data.source
+    kind = database_kind(source)
+    if kind is not None:  # BigQuery, or a database server the workers reach (not a SQLite file)
+        return kind == "bigquery" or not source.lower().startswith("sqlite")
+    return (
+        on_cloud_storage(source)
+        and not is_image_source(config)
+        and local_path(source) not in PACKAGED_SOURCES
+    )
+
+
 def run_ingest(config: PipelineConfig, output_dir: str | Path) -> dict[str, Any]:
     """Read, type and split the configured data into `output_dir/{train,eval,test}.parquet`
     (and, with data.unlabeled keep, the rows without a label into `unlabeled.parquet`).
+    In-process, or on Beam (Dataflow) when `ingest_on_beam(config)`: the same output either way.
 
     Returns a summary (rows per split, dropped rows, column types), also written as ingest.json.
     """
+    if ingest_on_beam(config):
+        from components.ingest_beam import run_ingest_beam
+
+        return run_ingest_beam(config, output_dir)
     with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as spill:
         return _ingest(config, output_dir, Path(spill))
 
@@ -394,36 +591,19 @@ def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict
     data = config.data
     bad: list[BadRow] = []
     scan = scan_source(config, spill, bad)
-    if scan.rows == 0 or not scan.columns:
-        raise IngestError(f"{data.source}: no rows to ingest")
-    columns = list(scan.columns)
-    if data.label not in scan.columns:
-        raise IngestError(
-            f"{data.source}: label column {data.label!r} (data.label) is missing; columns are "
-            f"{columns}{spelling_hints([data.label], columns)}"
-        )
-    missing_features = [f for f in config.features.raw_features if f not in scan.columns]
-    if missing_features:
-        raise IngestError(
-            f"{data.source}: feature columns {missing_features} (features.*) are missing; columns "
-            f"are {columns}{spelling_hints(missing_features, columns)}"
-        )
-    columns = [c for c in columns if c not in data.exclude_columns]
+    columns = check_columns(config, scan.rows, list(scan.columns))
     image = image_column(config)
-    dropped_columns, hashed, privacy = _privacy(config, scan, [c for c in columns if c != image])
+    dropped_columns, hashed, privacy = privacy_decisions(
+        config, scan.columns, scan.head, [c for c in columns if c != image]
+    )
     columns = [c for c in columns if c not in dropped_columns]
     reading_bad = len(bad)
     read_rows = scan.rows + reading_bad
-    is_csv = (
-        data.source != PACKAGED_PENGUINS
-        and not is_image_source(config)
-        and detect_format(data.source, data.format) == "csv"
-    )
-    line_offset = 2 if is_csv else 1  # CSV line 1 is the header
+    offset = line_offset(config)
 
     typed = {name: scan.columns[name] for name in columns if name not in hashed and name != image}
     for column in typed.values():
-        bad.extend(column.typing_bad(line_offset))
+        bad.extend(column.typing_bad(offset))
     typing_rows = _rows([rows for column in typed.values() for rows in column.bad_rows])
     label = typed.get(data.label)
     label_parts = list(scan.label_null)
@@ -435,46 +615,26 @@ def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict
     unlabeled_rows = (
         np.setdiff1d(label_missing, typing_rows) if keep_unlabeled else label_missing[:0]
     )
-    for row in [] if keep_unlabeled else label_missing[:EXAMPLES_PER_COLUMN]:
-        bad.append(BadRow(line=int(row) + line_offset, reason=f"label {data.label!r} is empty"))
+    if not keep_unlabeled:
+        bad.extend(label_bad(label_missing[:EXAMPLES_PER_COLUMN], data.label, offset))
     dropped_rows = np.union1d(typing_rows, label_missing)
     unusable = reading_bad + len(
         np.union1d(typing_rows, label_missing[:0] if keep_unlabeled else label_missing)
     )
-    bad_fraction = unusable / max(read_rows, 1)
-    if bad and bad_fraction > data.max_bad_row_fraction:
-        shown = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:5])
-        raise IngestError(
-            f"{data.source}: {unusable} of {read_rows} rows cannot be used ({bad_fraction:.1%}, "
-            f"data.max_bad_row_fraction is {data.max_bad_row_fraction:.1%}): {shown}"
-        )
+    check_bad_fraction(data, bad, unusable, read_rows)
     usable = scan.rows - len(dropped_rows)
     if usable == 0:
-        raise IngestError(f"{data.source}: no usable rows left after dropping bad rows")
+        raise no_usable_rows(data)
     time_codes = _time_codes(data, scan, columns, typed, dropped_rows)
-    keys = data.split.key_columns or columns
-    missing = [k for k in keys if k not in columns]
-    if time_codes is None and missing:
-        raise IngestError(f"data.split.key_columns {missing} are not columns of the data")
+    keys = split_keys(data, columns) if time_codes is None else []
 
-    dtypes = {
-        name: typed[name].dtype if name in typed else "binary" if name == image else "string"
-        for name in columns
-    }
-    empty = pd.DataFrame(
-        {
-            name: pd.Series([], dtype=object if dtype == "binary" else dtype)
-            for name, dtype in dtypes.items()
-        }
-    )
-    schema = pa.Schema.from_pandas(empty, preserve_index=False)
-    if image is not None:
-        schema = schema.set(schema.get_field_index(image), pa.field(image, pa.binary()))
+    dtypes = column_dtypes(columns, typed, image)
+    schema = split_schema(dtypes, image)
     summary: dict[str, Any] = {
         "source": data.source,
         "rows_read": read_rows,
         "rows_dropped": unusable,
-        "dropped_examples": [f"line {b.line}: {b.reason}" for b in bad[:20]],
+        "dropped_examples": [bad_row_text(data, b) for b in bad[:SHOWN_BAD_ROWS]],
         "columns": dtypes,
         "personal_data": privacy,
         "rows": {},
@@ -482,51 +642,55 @@ def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict
     with atomic_dir(output_dir) as tmp:
         written = list(SPLITS) + ([UNLABELED] if keep_unlabeled else [])
         writers = {name: SplitWriter(tmp / f"{name}.parquet", schema) for name in written}
-        done = 0  # usable rows written so far (the time split's plan is indexed by them)
-        for first, batch in scan.spilled():
-            rows = np.arange(first, first + batch.num_rows)
-            arrays = []
-            for name in columns:
-                values = _column(batch, name)
-                if name in hashed:
-                    tokens = [hash_token(v, hashed[name]) for v in values.to_pylist()]
-                    arrays.append(pa.array(tokens, pa.string()))
-                elif name == image:
-                    arrays.append(values.cast(pa.binary()))
-                else:
-                    arrays.append(typed[name].typed(values))
-            table = pa.Table.from_arrays(arrays, schema=schema)
-            keep = ~np.isin(rows, dropped_rows, assume_unique=True) if len(dropped_rows) else None
-            if keep_unlabeled:
-                aside = np.isin(rows, unlabeled_rows, assume_unique=True)  # none: 0-row table
-                writers[UNLABELED].write(table.filter(pa.array(aside)))
-            table = table.filter(pa.array(keep)) if keep is not None else table
-            if time_codes is not None:
-                codes = time_codes[done : done + table.num_rows]
-            else:
-                codes = split_fractions(
-                    key_texts([table.column(k).combine_chunks() for k in keys]), data
+
+        def split_tables() -> Iterator[dict[str, pa.Table]]:
+            """Each spilled batch typed and cut into its splits' rows, in order."""
+            done = 0  # usable rows so far (the time split's plan is indexed by them)
+            for first, batch in scan.spilled():
+                rows = np.arange(first, first + batch.num_rows)
+                table = typed_table(batch, schema, typed, hashed, image)
+                keep = (
+                    ~np.isin(rows, dropped_rows, assume_unique=True) if len(dropped_rows) else None
                 )
-            done += table.num_rows
-            for name in SPLITS:
-                writers[name].write(table.filter(pa.array(codes == SPLIT_CODES[name])))
+                parts = {}
+                if keep_unlabeled:
+                    aside = np.isin(rows, unlabeled_rows, assume_unique=True)  # none: 0 rows
+                    parts[UNLABELED] = table.filter(pa.array(aside))
+                table = table.filter(pa.array(keep)) if keep is not None else table
+                if time_codes is not None:
+                    codes = time_codes[done : done + table.num_rows]
+                else:
+                    codes = hash_codes(table, keys, data)
+                done += table.num_rows
+                for name in SPLITS:
+                    parts[name] = table.filter(pa.array(codes == SPLIT_CODES[name]))
+                yield parts
+
+        # Typing the next batches overlaps writing (and compressing) this one's row groups.
+        for parts in read_ahead(split_tables()):
+            for name, part in parts.items():
+                writers[name].write(part)
         for writer in writers.values():
             writer.close()
         for name in SPLITS:
             if writers[name].rows == 0:
-                raise IngestError(
-                    f"{data.source}: split {name!r} is empty ({usable} rows); give more data or "
-                    "larger data.split fractions"
-                )
+                raise empty_split(data, name, usable)
             summary["rows"][name] = writers[name].rows
         if keep_unlabeled:
             summary["rows_unlabeled"] = writers[UNLABELED].rows
-        digest = hashlib.sha256()
-        for name in written:
-            digest.update((tmp / f"{name}.parquet").read_bytes())
-        summary["fingerprint"] = "sha256:" + digest.hexdigest()
+        summary["fingerprint"] = fingerprint([str(tmp / f"{name}.parquet") for name in written])
         write_json_atomic(tmp / INGEST_SUMMARY_FILE, summary)
     return summary
+
+
+def fingerprint(paths: list[str]) -> str:
+    """SHA-256 of the split files' bytes, one after the other (local paths or URIs)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open_uri(path) as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
@@ -544,15 +708,10 @@ def _time_codes(
     """Split code per usable row for a time split (None for a hash split)."""
     if data.split.method != "time":
         return None
-    column = data.split.time_column
-    if column not in columns:
-        raise IngestError(f"data.split.time_column {column!r} is not a column of the data")
-    times = np.delete(scan.times(), dropped_rows)
-    scanned = typed.get(column)
-    if scanned is None:
-        times = np.full(len(times), np.nan)  # hashed: no longer a number
-    elif scanned.numeric:
-        times = np.where(np.isinf(times), np.nan, times)  # a typed column holds no infinities
+    error = time_column_error(data, columns)
+    if error is not None:
+        raise error
+    times = clean_times(np.delete(scan.times(), dropped_rows), typed.get(data.split.time_column))
     if np.isnan(times).any():
-        raise IngestError(f"data.split.time_column {column!r} has missing or non-numeric values")
+        raise missing_times(data)
     return time_split_codes(times, data)

@@ -156,7 +156,8 @@ def vertex_reference(
     else:
         reference = champion_reference(config, credentials)
     source = config.data.source
-    remote_source = source if source.startswith(("gs://", "bq://")) else ""
+    remote = source.startswith(("gs://", "bq://")) and config.data.query is None  # a query isn't
+    remote_source = source if remote else ""
     reference["training_data_uri"] = (
         training_data_uri or reference.get("training_data_uri") or remote_source
     )

@@ -182,9 +182,8 @@ def monitoring_training_data(
     source when Vertex can read it (gs:// CSV or JSON Lines, bq://), else the ingested train split
     written as CSV to output_dir (returned as output_uri/train.csv)."""
     source = config.data.source
-    if source.startswith("bq://") or (
-        source.startswith("gs://") and source.endswith((".csv", ".jsonl"))
-    ):
+    bigquery_table = source.startswith("bq://") and config.data.query is None  # not a query
+    if bigquery_table or (source.startswith("gs://") and source.endswith((".csv", ".jsonl"))):
         return source
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,10 @@ from mlops.artifacts import (
     SPLITS,
     STATS_FILE,
     VALIDATION_SUMMARY_FILE,
-    read_split,
+    split_path,
 )
 from mlops.config import PipelineConfig, local_path
-from mlops.data_checks import identifier_like, leakage_table, shared_rows
-from mlops.features import category_texts
+from mlops.data_checks import count_shared
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.tfdv.beam_stats import statistics_of_parquet
 from mlops.tfdv.config_rules import (
@@ -28,6 +27,8 @@ from mlops.tfdv.config_rules import (
     unused_columns_as_warnings,
 )
 from mlops.tfdv.readiness import readiness_problems
+from mlops.tfdv.scan import ReadinessSpec, ScanResult, scan_splits
+from mlops.tfdv.sketch_stats import StatsOptions
 
 
 class DataValidationError(ValueError):
@@ -35,17 +36,18 @@ class DataValidationError(ValueError):
 
 
 def _readiness(
-    frames: dict[str, Any], stats: Any, config: PipelineConfig
+    scan: ScanResult, stats: Any, config: PipelineConfig
 ) -> tuple[dict[str, Any], list[str]]:
     """The data readiness report (rows and classes per split, missing rates, identifier-like
     columns, rows shared by train and test, each feature's predictive power alone) and the
     problems in it that stop the pipeline."""
     features, label = config.features, config.data.label
     validation = config.validation
-    train, test = frames["train"], frames["test"]
+    ready = scan.readiness
+    train, test = ready["train"], ready["test"]
     problems = readiness_problems(stats, config)
     used = features.raw_features
-    leakage = leakage_table(frames, used, set(features.numeric), label)
+    leakage = scan.leakage
     for feature, auc in leakage.items():
         if (
             auc >= validation.leakage_max_auc
@@ -57,26 +59,27 @@ def _readiness(
                 "the label (known only after the outcome). Drop it (data.exclude_columns), or list "
                 "it in validation.acknowledged_strong_features if it is truly known at prediction time"
             )
-    identifiers = [c for c in train.columns if c != label and identifier_like(train, c)]
+    identifiers = train.identifier_like_columns()
     for feature in sorted(set(identifiers) & set(features.categorical)):
         problems.append(
             f"feature {feature!r} is identifier-like (a distinct value in almost every row): "
             "the model would memorise rows; remove it from features.categorical"
         )
-    shared = shared_rows(train, test, [*used, label])
-    if len(test) and shared / len(test) > validation.max_shared_row_fraction:
+    shared = count_shared(train.row_hashes(), test.row_hashes())
+    if test.rows and shared / test.rows > validation.max_shared_row_fraction:
         problems.append(
-            f"{shared} of {len(test)} test rows also appear in train "
+            f"{shared} of {test.rows} test rows also appear in train "
             f"(> validation.max_shared_row_fraction {validation.max_shared_row_fraction}): the test "
             "split would overstate quality; deduplicate the data or split by key columns"
         )
     report = {
-        "rows": {split: len(frame) for split, frame in frames.items()},
-        "classes": {
-            split: category_texts(frame[label]).value_counts().sort_index().to_dict()
-            for split, frame in frames.items()
+        "rows": {split: ready[split].rows for split in SPLITS},
+        "classes": {split: dict(sorted(ready[split].classes.items())) for split in SPLITS},
+        "missing_rate": {
+            f: round(train.missing[f] / train.rows if train.rows else float("nan"), 4)
+            for f in used
+            if f in train.columns
         },
-        "missing_rate": {f: round(float(train[f].isna().mean()), 4) for f in used if f in train},
         "identifier_like_columns": identifiers,
         "test_rows_in_train": shared,
         "single_feature_auc": leakage,
@@ -101,35 +104,37 @@ def run_data_validation(
     """Write statistics (`FeatureStats.pb`), the schema (`schema.pbtxt`) and anomalies
     (`Split-<name>/SchemaDiff.pb`, `Skew/SchemaDiff.pb`); raise DataValidationError on blocking
     anomalies when `validation.fail_on_anomalies` (after writing everything, for inspection)."""
-    # Text stays in Arrow buffers: every check below compares, counts or hashes it.
-    frames = {split: read_split(dataset_dir, split, arrow_strings=True) for split in SPLITS}
-    if config.features.image is not None:
-        from mlops.images import content_keys
-
-        # Image bytes are validated as their SHA-256 text: missing images, duplicates across
-        # splits (test rows in train) and skew of repeated images are checked; pixel
-        # statistics are not computed.
-        frames = {split: content_keys(frame) for split, frame in frames.items()}
-    # The same sketches either way: streamed on Beam when Beam runs on Dataflow (Vertex), where
-    # the data may outgrow one machine; here in-process, on the frames the readiness checks below
-    # read whole anyway, which saves a local Beam pipeline's start-up (seconds per run).
+    paths = {split: split_path(dataset_dir, split) for split in SPLITS}
+    label, features = config.data.label, config.features
+    spec = ReadinessSpec(
+        label=label,
+        features=list(features.raw_features),
+        numeric=set(features.numeric),
+        row_columns=[*features.raw_features, label],
+    )
+    # Image bytes are validated as their SHA-256 text: missing images, duplicates across splits
+    # (test rows in train) and skew of repeated images are checked; pixel statistics are not
+    # computed (a binary column has no statistics of its own in the sketches).
+    image = features.image is not None
+    # The same sketches either way: on Beam when Beam runs on Dataflow (Vertex), where the data
+    # may outgrow one machine; here in the pass that streams each split once for the readiness
+    # checks too, which saves a local Beam pipeline's start-up (seconds per run).
+    on_dataflow = _on_dataflow(config.beam_args) and not image
+    scan = scan_splits(
+        paths, spec, options=None if on_dataflow else StatsOptions(label=label), image=image
+    )
     with atomic_dir(statistics_dir) as out:
-        # Image splits are summarised in-process, on their content hashes (a binary column
-        # has no statistics of its own in the sketches).
-        if _on_dataflow(config.beam_args) and config.features.image is None:
+        if on_dataflow:
             stats = statistics_of_parquet(
-                {split: Path(dataset_dir) / f"{split}.parquet" for split in SPLITS},
-                out / STATS_FILE,
-                label=config.data.label,
-                beam_args=config.beam_args,
+                paths, out / STATS_FILE, label=label, beam_args=config.beam_args
             )
         else:
-            stats = dv.compute_statistics(frames, label=config.data.label)
+            stats = scan.statistics
             dv.write_statistics(stats, out / STATS_FILE)
         for split in SPLITS:
             single = type(stats)(datasets=[dv.split_statistics(stats, split)])
             dv.write_statistics(single, out / f"Split-{split}" / STATS_FILE)
-    readiness, not_ready = _readiness(frames, stats, config)
+    readiness, not_ready = _readiness(scan, stats, config)
     if config.validation.schema_path:
         schema = dv.load_schema(local_path(config.validation.schema_path))
         schema_source = config.validation.schema_path

@@ -55,15 +55,21 @@ STEP_LOG_FILE = "steps.jsonl"
 PIPELINE_LOG_FILE = "pipeline.log"
 
 
+def split_path(dataset_dir: str | Path, split: str) -> Path:
+    """The Parquet file of one split of an ingested dataset (checked to exist)."""
+    path = require_complete(dataset_dir) / f"{split}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"split {split!r} not found at {path}")
+    return path
+
+
 def read_split(dataset_dir: str | Path, split: str, *, arrow_strings: bool = False):
     """One split of an ingested dataset as a pandas frame. With `arrow_strings`, text columns
     keep their Arrow buffers (`string[pyarrow]`) instead of becoming a Python string per value
     (the same values, read 2-5x faster; for code that only compares, counts and hashes them)."""
     import pandas as pd
 
-    path = require_complete(dataset_dir) / f"{split}.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"split {split!r} not found at {path}")
+    path = split_path(dataset_dir, split)
     if not arrow_strings:
         return pd.read_parquet(path)
     import pyarrow as pa

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,13 +134,50 @@ class RuleError(ValueError):
     """A rule that is not `<feature> <comparison> <literal>` joined by and/or."""
 
 
-def parse_rule(text: str, columns: set[str]) -> Any:
-    """A rule as a function frame -> boolean array. Only comparisons of a column with a literal,
-    joined by `and` / `or` (and `not`), are allowed: nothing is evaluated as code."""
+_REVERSED = {ast.Gt: ast.Lt, ast.GtE: ast.LtE, ast.Lt: ast.Gt, ast.LtE: ast.GtE}
+_QUOTED = re.compile(r"`([^`]*)`")
+
+
+def _unquote_names(text: str) -> tuple[str, dict[str, str]]:
+    """The rule with each backtick-quoted column name (`` `trip miles` ``, as pandas' query
+    writes names that are not identifiers) replaced by a placeholder identifier, and the names
+    the placeholders stand for."""
+    names: dict[str, str] = {}
+
+    def placeholder(match: re.Match[str]) -> str:
+        if not match.group(1):
+            raise RuleError(f"rule {text!r} quotes an empty column name (``)")
+        key = f"_column_{len(names)}_"
+        names[key] = match.group(1)
+        return key
+
+    unquoted = _QUOTED.sub(placeholder, text)
+    if "`" in unquoted:
+        raise RuleError(f"rule {text!r} has an unclosed backtick: quote names as `like this`")
+    return unquoted, names
+
+
+def parse_rule(text: str, columns: set[str] | None) -> Any:
+    """A rule as a function frame -> boolean array. Only comparisons of a column with a literal
+    (either side; a column whose name is not an identifier in backticks, `` `trip miles` > 2 ``),
+    joined by `and` / `or` (and `not`), are allowed: nothing is evaluated as code. With
+    `columns` None only the rule's shape is checked (at config load, before the data is read)."""
+    unquoted, quoted = _unquote_names(text)
     try:
-        tree = ast.parse(text, mode="eval").body
+        tree = ast.parse(unquoted, mode="eval").body
     except SyntaxError as exc:
         raise RuleError(f"rule {text!r} is not an expression: {exc.msg}") from exc
+
+    def comparison(node: ast.Compare) -> tuple[str, type, Any] | None:
+        """(column, comparison, literal) of `column <op> literal` or `literal <op> column`."""
+        if len(node.ops) != 1 or type(node.ops[0]) not in _COMPARISONS:
+            return None
+        left, right, op = node.left, node.comparators[0], type(node.ops[0])
+        if isinstance(left, ast.Name) and isinstance(right, ast.Constant):
+            return left.id, op, right.value
+        if isinstance(left, ast.Constant) and isinstance(right, ast.Name):
+            return right.id, _REVERSED.get(op, op), left.value
+        return None
 
     def build(node: ast.AST) -> Any:
         if isinstance(node, ast.BoolOp):
@@ -149,17 +187,13 @@ def parse_rule(text: str, columns: set[str]) -> Any:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             inner = build(node.operand)
             return lambda f: ~inner(f)
-        if (
-            isinstance(node, ast.Compare)
-            and len(node.ops) == 1
-            and type(node.ops[0]) in _COMPARISONS
-            and isinstance(node.left, ast.Name)
-            and isinstance(node.comparators[0], ast.Constant)
-        ):
-            column, value = node.left.id, node.comparators[0].value
-            if column not in columns:
+        found = comparison(node) if isinstance(node, ast.Compare) else None
+        if found is not None and isinstance(found[2], (str, int, float)):
+            name, op, value = found
+            column = quoted.get(name, name)
+            if columns is not None and column not in columns:
                 raise RuleError(f"rule {text!r} names {column!r}, which is not a column")
-            compare = _COMPARISONS[type(node.ops[0])]
+            compare = _COMPARISONS[op]
             if isinstance(value, str):
                 return lambda f: compare(f[column].map(category_text).to_numpy(), value)
             return lambda f: np.nan_to_num(
@@ -167,7 +201,8 @@ def parse_rule(text: str, columns: set[str]) -> Any:
             ).astype(bool)
         raise RuleError(
             f"rule {text!r}: only `column <op> literal` comparisons joined by and/or/not are "
-            "allowed, e.g. payment_type == 'Credit Card' and fare > 10"
+            "allowed, e.g. payment_type == 'Credit Card' and fare > 10 (a column name with "
+            "spaces goes in backticks: `trip miles` > 2)"
         )
 
     return build(tree)

@@ -51,13 +51,102 @@ class SplitConfig(_Strict):
         return self
 
 
+# SQLAlchemy dialects a data.source URL may name ("postgresql+psycopg2://..." names a driver too).
+SQL_DIALECTS = frozenset({"sqlite", "postgresql", "mysql", "mariadb", "mssql", "oracle"})
+_BQ_PROJECT = r"(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
+
+
+def database_kind(source: str) -> Literal["bigquery", "sql"] | None:
+    """ "bigquery" for a bq:// source, "sql" for a SQLAlchemy URL (sqlite:///..., postgresql://
+    ...), None for a file, a folder or a packaged data set."""
+    if source.startswith("bq://"):
+        return "bigquery"
+    scheme = source.split("://", 1)[0] if "://" in source else ""
+    return "sql" if scheme.split("+", 1)[0].lower() in SQL_DIALECTS else None
+
+
+def bigquery_parts(source: str) -> tuple[str, str | None, str | None]:
+    """(project, dataset, table) of bq://PROJECT.DATASET.TABLE, or (project, None, None) for
+    bq://PROJECT (a billing project for data.query). Raises ValueError naming what to fix."""
+    path = source.removeprefix("bq://")
+    if re.fullmatch(_BQ_PROJECT, path):
+        return path, None, None
+    parts = path.rsplit(".", 2)
+    if (
+        len(parts) == 3
+        and re.fullmatch(_BQ_PROJECT, parts[0])
+        and re.fullmatch(r"\w{1,1024}", parts[1])
+        and parts[2].strip()
+    ):
+        return parts[0], parts[1], parts[2]
+    raise ValueError(
+        f"data.source {source!r} is not bq://PROJECT.DATASET.TABLE (a table) nor bq://PROJECT "
+        "(the project that runs data.query); for example bq://my-project.my_dataset.my_table"
+    )
+
+
+def _is_select(query: str) -> bool:
+    """Whether a query's first keyword (after comments) reads rows: SELECT, WITH or "(". Ingest
+    never commits, but a DELETE or DDL statement has no business in a config."""
+    text = re.sub(r"(--[^\n]*(\n|$)|/\*.*?\*/|\s)+", " ", query, flags=re.S).strip()
+    return bool(re.match(r"(\(|select\b|with\b)", text, flags=re.I))
+
+
+class BigQueryReadConfig(_Strict):
+    """How a bq:// source is read."""
+
+    # Ingest reads through the BigQuery Storage Read API (faster; needs the
+    # bigquery.readsessions.create permission); false reads result pages over REST.
+    storage_api: bool = True
+    # The Beam read on Dataflow (mlops/databases.beam_bigquery_batches): DIRECT_READ (Storage Read API) or
+    # EXPORT (Avro files staged in gcs_location, else the pipeline's --temp_location).
+    beam_method: Literal["DIRECT_READ", "EXPORT"] = "DIRECT_READ"
+    gcs_location: str | None = None
+    # PROJECT.DATASET where the Beam read stages a query's results (else Beam creates a
+    # temporary dataset in the billing project and deletes it after the read).
+    temp_dataset: str | None = None
+
+    @field_validator("gcs_location")
+    @classmethod
+    def _gcs(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("gs://"):
+            raise ValueError(f"must be a gs:// folder (got {value!r})")
+        return value
+
+    @field_validator("temp_dataset")
+    @classmethod
+    def _dataset(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(rf"{_BQ_PROJECT}\.\w{{1,1024}}", value):
+            raise ValueError(
+                f"must be PROJECT.DATASET, e.g. my-project.beam_staging (got {value!r})"
+            )
+        return value
+
+
 class DataConfig(_Strict):
     # A path or URI (file, gs://) to CSV, JSON Lines or Parquet, or "palmerpenguins" for the
     # dataset that ships in the palmerpenguins package. With features.image: a local folder of
     # images with one sub-folder per class (PNG/JPEG; the label is the folder's name), or
     # "sklearn-digits" for the 8x8 digit images that ship in scikit-learn (mlops/images.py).
+    # Databases (mlops/databases.py): bq://PROJECT.DATASET.TABLE (a BigQuery table), bq://PROJECT
+    # with data.query (the project that runs and pays for the query), or a SQLAlchemy URL
+    # (sqlite:///data/rows.db, relative to the repo root; postgresql://..., mysql+pymysql://...)
+    # with data.table or data.query.
     source: str
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    # A SQL query whose result is the data (BigQuery GoogleSQL, or the database's own SQL).
+    query: str | None = None
+    # A table of the SQL database in data.source ("schema.table" works); a BigQuery table goes
+    # into data.source instead.
+    table: str | None = None
+    # The environment variable that holds the SQL database's password, read when ingest connects
+    # (a password written into data.source is refused: the config is copied into run.json,
+    # ingest.json and Vertex pipeline parameters). On Vertex, set it on the step from Secret
+    # Manager, or use IAM database authentication / a .pgpass file instead.
+    password_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    # Rows per record batch read from a database (SQL fetch size, BigQuery page size).
+    batch_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
+    bigquery: BigQueryReadConfig = BigQueryReadConfig()
     label: str
     # Columns dropped at ingest, e.g. a label leak.
     exclude_columns: list[str] = []
@@ -71,6 +160,78 @@ class DataConfig(_Strict):
     # unlabeled.parquet beside the splits (never into eval/test), for self-training.
     unlabeled: Literal["drop", "keep"] = "drop"
     split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _check_database(self) -> DataConfig:
+        kind = database_kind(self.source)
+        if kind is None:
+            used = [
+                name
+                for name in ("query", "table", "password_env")
+                if getattr(self, name) is not None
+            ]
+            if used:
+                raise ValueError(
+                    f"data.{used[0]} applies to database sources (bq://..., sqlite:///..., "
+                    f"postgresql://...); data.source {self.source!r} is not one: remove "
+                    f"data.{used[0]} or point data.source at the database"
+                )
+            return self
+        if self.format != "auto":
+            raise ValueError(
+                f"data.format {self.format!r} applies to files; data.source {self.source!r} is "
+                "a database: remove data.format"
+            )
+        if self.query is not None and not _is_select(self.query):
+            raise ValueError(
+                f"data.query must be a SELECT (or WITH ... SELECT) whose rows are the data; got "
+                f"{' '.join(self.query.split())[:60]!r}"
+            )
+        if kind == "bigquery":
+            _, dataset, _ = bigquery_parts(self.source)
+            if self.password_env is not None:
+                raise ValueError(
+                    "data.password_env is for SQL databases; BigQuery signs in with Google "
+                    "credentials (gcloud auth application-default login, or the service account)"
+                )
+            if self.table is not None:
+                raise ValueError(
+                    "data.table is for SQL databases; name a BigQuery table in data.source: "
+                    "bq://PROJECT.DATASET.TABLE"
+                )
+            if dataset is None and self.query is None:
+                raise ValueError(
+                    f"data.source {self.source!r} names a project only: add data.query, or name "
+                    "a table as bq://PROJECT.DATASET.TABLE"
+                )
+            if dataset is not None and self.query is not None:
+                raise ValueError(
+                    f"data.source {self.source!r} names a table and data.query is set: give one; "
+                    "with a query, data.source is bq://PROJECT (the project that runs it)"
+                )
+            return self
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            password = make_url(self.source).password
+        except (ArgumentError, ValueError):
+            password = None  # not a URL: reading it says what is wrong
+        if password is not None:
+            raise ValueError(
+                "data.source has a password in it, and the config is copied into run.json, "
+                "ingest.json and Vertex pipeline parameters: remove it from the URL and set "
+                "data.password_env to the name of an environment variable that holds it (or use "
+                ".pgpass / IAM database authentication)"
+            )
+        if (self.table is None) == (self.query is None):
+            raise ValueError(
+                f"data.source {self.source!r} is a SQL database: give data.table (a table name) "
+                "or data.query (a SELECT), exactly one of them"
+            )
+        if self.table is not None and not self.table.strip():
+            raise ValueError("data.table is empty; name a table of the database")
+        return self
 
 
 class AugmentConfig(_Strict):
@@ -638,7 +799,8 @@ class PrivacyConfig(_Strict):
 
 class RuleConfig(_Strict):
     """A rule baseline: predict `predict` where `when` holds, `otherwise` elsewhere. `when`
-    compares columns with literals, joined by and/or/not: "payment_type == 'Credit Card'"."""
+    compares columns with literals, joined by and/or/not: "payment_type == 'Credit Card'"; a
+    column whose name is not an identifier goes in backticks: "`trip miles` > 2"."""
 
     name: str
     when: str
@@ -648,12 +810,10 @@ class RuleConfig(_Strict):
     @field_validator("when")
     @classmethod
     def _parses(cls, value: str) -> str:
-        import ast
+        # The shape is checked here, the column names once the data is read.
+        from mlops.baselines import parse_rule
 
-        try:
-            ast.parse(value, mode="eval")
-        except SyntaxError as exc:
-            raise ValueError(f"not an expression ({exc.msg}): {value!r}") from exc
+        parse_rule(value, columns=None)
         return value
 
 

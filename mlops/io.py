@@ -252,3 +252,50 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+    """`items`, produced by a background thread up to `depth` ahead of the consumer, so reading
+    and parsing (pyarrow's readers let go of the GIL) overlap the consumer's work on the other
+    core. An exception in the producer is raised here, where it would have been; a consumer
+    that stops early (closes the generator) stops the producer at its next item."""
+    import queue
+    import threading
+
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer
+            put((None, exc))
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import secrets
+import shutil
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlops.artifacts import RUN_MANIFEST_FILE
 from mlops.config import PipelineConfig
-from mlops.paths import runs_root
+from mlops.paths import runs_root, step_cache_root
 
 
 def new_run_id(config: PipelineConfig) -> str:
@@ -66,3 +71,73 @@ def compare_runs(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any
         "blessed": [first.get("blessed"), second.get("blessed")],
         "registered_version": [first.get("registered_version"), second.get("registered_version")],
     }
+
+
+@dataclass
+class PruneResult:
+    removed: list[str] = field(default_factory=list)  # run ids, oldest first
+    kept: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    cache_entries_removed: int = 0
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                total += (Path(root) / name).lstat().st_size
+    return total
+
+
+class RunInProgress(ValueError):
+    """Pruning waits for running runs: one may be reading an older run's cached outputs."""
+
+
+def prune_runs(config: PipelineConfig, keep: int) -> PruneResult:
+    """Delete the config's local runs except the newest `keep`, and the step-cache entries whose
+    outputs lived in them, so that disk use stops growing with every run. Registered models are
+    copies (the registry keeps them), so no model is lost; a later run recomputes the steps
+    whose cached outputs were removed. Refused while a run of the config is RUNNING (mark dead
+    ones first: `pipelines.local.mark_interrupted_runs`), since it may be reusing outputs of
+    any older run.
+
+    A run is first renamed out of the runs folder (one atomic step, after which it is no longer
+    listed or reused), then deleted, so an interruption never leaves half a run behind."""
+    if keep < 1:
+        raise ValueError(f"keep at least 1 run (got {keep}): the newest run is never pruned")
+    result = PruneResult()
+    runs = list_runs(config)
+    running = [run["run_id"] for run in runs if run.get("status") == "RUNNING"]
+    if running:
+        raise RunInProgress(
+            f"run {running[0]} is in progress and may be reusing an older run's outputs; prune "
+            "when it has finished"
+        )
+    result.kept = [run["run_id"] for run in runs[-keep:]]
+    root = runs_root(config)
+    for run in runs[:-keep]:
+        run_id = run["run_id"]
+        path = root / run_id
+        trash = root / f".pruning-{run_id}"
+        result.bytes_freed += _size(path)
+        path.rename(trash)
+        shutil.rmtree(trash)
+        result.removed.append(run_id)
+    # A leftover of an interrupted prune.
+    for trash in root.glob(f".pruning-{config.name}-*") if root.is_dir() else []:
+        shutil.rmtree(trash, ignore_errors=True)
+    removed = set(result.removed)
+    cache = step_cache_root(config)
+    for entry_path in sorted(cache.glob("*.json")) if cache.is_dir() else []:
+        try:
+            run_id = json.loads(entry_path.read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            # Unreadable: the cache ignores it too; it holds nothing to keep.
+            entry_path.unlink(missing_ok=True)
+            result.cache_entries_removed += 1
+            continue
+        if run_id in removed:
+            entry_path.unlink(missing_ok=True)
+            result.cache_entries_removed += 1
+    return result

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mlops.config import DataConfig, local_path
+from mlops.config import DataConfig, database_kind, local_path
 from mlops.io import open_uri, uri_exists
 
 PACKAGED_PENGUINS = "palmerpenguins"
@@ -37,14 +37,17 @@ class BadRow:
 
 
 COMPRESSED_SUFFIXES = (".gz", ".gzip")
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def detect_format(source: str, declared: str) -> str:
     """csv, jsonl or parquet: `declared` unless it is "auto", else from the extension (a `.gz`
-    suffix is looked through: `rows.csv.gz` is CSV)."""
+    suffix is looked through: `rows.csv.gz` is CSV); "bigquery" or "sql" for a database."""
     if declared != "auto":
         return declared
+    kind = database_kind(source)
+    if kind is not None:  # not a file: mlops/databases.py reads it
+        return kind
     name = source.lower()
     for suffix in COMPRESSED_SUFFIXES:
         name = name.removesuffix(suffix)
@@ -60,7 +63,7 @@ def detect_format(source: str, declared: str) -> str:
 
 
 def _decompress(raw: bytes, source: str) -> bytes:
-    if not raw.startswith(_GZIP_MAGIC):
+    if not raw.startswith(GZIP_MAGIC):
         return raw
     try:
         return gzip.decompress(raw)
@@ -68,7 +71,7 @@ def _decompress(raw: bytes, source: str) -> bytes:
         raise IngestError(f"{source}: a gzip file that cannot be decompressed ({exc})") from exc
 
 
-def _check_header(header: list[str], source: str) -> None:
+def check_header(header: list[str], source: str) -> None:
     """Every column needs a name, and a name only once: pandas would silently rename the second
     `fare` to `fare.1` and train on it."""
     unnamed = [i + 1 for i, name in enumerate(header) if not name.strip()]
@@ -139,7 +142,7 @@ def _open_decompressed(source: str) -> Iterator[IO[bytes]]:
     with open_uri(source) as handle:
         head = handle.read(2)
         stream = io.BufferedReader(_Prefixed(head, handle), buffer_size=1 << 20)
-        if head == _GZIP_MAGIC:
+        if head == GZIP_MAGIC:
             with gzip.GzipFile(fileobj=stream) as unzipped:
                 yield unzipped
         else:
@@ -153,7 +156,7 @@ def _csv_header(source: str) -> list[str]:
         header = next(csv.reader(text), None)
     if not header:
         raise IngestError(f"{source}: the file is empty")
-    _check_header(header, source)
+    check_header(header, source)
     return header
 
 
@@ -261,25 +264,31 @@ def json_batch(records: list[dict[str, Any]], na_values: list[str]) -> pa.Record
 
 def _parquet_batches(source: str) -> Iterator[pa.RecordBatch]:
     """Record batches of a Parquet file, row group by row group (read whole when gzipped)."""
-    import pyarrow.parquet as pq
-
     with open_uri(source) as handle:
         raw: IO[bytes] = handle
         seekable = getattr(handle, "seekable", lambda: False)()
         head = handle.read(2)
-        if head == _GZIP_MAGIC or not seekable:  # Parquet needs random access: read it whole
+        if head == GZIP_MAGIC or not seekable:  # Parquet needs random access: read it whole
             raw = io.BytesIO(_decompress(head + handle.read(), source))
         else:
             handle.seek(0)
-        try:
-            parquet = pq.ParquetFile(raw)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise IngestError(f"{source}: not a readable Parquet file: {exc}") from exc
-        _check_header(parquet.schema_arrow.names, source)
+        parquet = parquet_file(raw, source)
         yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
 
 
-def _check_file_source(source: str) -> None:
+def parquet_file(raw: IO[bytes], source: str) -> Any:
+    """A `pyarrow.parquet.ParquetFile` over a seekable stream of the source, its header checked."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(raw)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise IngestError(f"{source}: not a readable Parquet file: {exc}") from exc
+    check_header(parquet.schema_arrow.names, source)
+    return parquet
+
+
+def check_file_source(source: str) -> None:
     _check_cloud_credentials(source)
     if "://" not in source and Path(source).is_dir():
         raise IngestError(
@@ -291,7 +300,7 @@ def _check_file_source(source: str) -> None:
 
 
 @contextlib.contextmanager
-def _reading_errors(source: str, fmt: str) -> Iterator[None]:
+def reading_errors(source: str, fmt: str) -> Iterator[None]:
     """What the readers raise, as IngestErrors that name the file."""
     try:
         yield
@@ -314,17 +323,23 @@ def _reading_errors(source: str, fmt: str) -> Iterator[None]:
 def iter_source_batches(data: DataConfig, bad: list[BadRow]) -> Iterator[pa.RecordBatch]:
     """The configured source as Arrow record batches of raw values, read incrementally (memory
     bounded by a batch): CSV and JSON cells as text, null where empty or one of data.na_values;
-    Parquet columns as stored. Rows that cannot be parsed go to `bad`. JSON batches hold the
-    keys their records have (a key may first appear in a later batch)."""
+    Parquet columns as stored; database columns as the database types them (text as CSV cells,
+    mlops/databases.py). Rows that cannot be parsed go to `bad`. JSON batches hold the keys
+    their records have (a key may first appear in a later batch)."""
     source = local_path(data.source)
     if source in PACKAGED_SOURCES:
         frame, found = read_source(data)
         bad.extend(found)
         yield from pa.Table.from_pandas(frame, preserve_index=False).to_batches()
         return
-    _check_file_source(source)
+    if database_kind(source) is not None:  # BigQuery or a SQL database (row N is result row N)
+        from mlops.databases import iter_database_batches
+
+        yield from iter_database_batches(data)
+        return
+    check_file_source(source)
     fmt = detect_format(source, data.format)
-    with _reading_errors(source, fmt):
+    with reading_errors(source, fmt):
         if fmt == "csv":
             yield from _csv_batches(source, bad, data.na_values)
         elif fmt == "jsonl":
@@ -363,10 +378,14 @@ def read_source(data: DataConfig) -> tuple[pd.DataFrame, list[BadRow]]:
         import palmerpenguins
 
         return palmerpenguins.load_penguins(), []
-    _check_file_source(source)
+    if database_kind(source) is not None:
+        # batches may type a column differently (SQLite): concatenated as frames
+        frames = [batch.to_pandas() for batch in iter_source_batches(data, [])]
+        return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), []
+    check_file_source(source)
     fmt = detect_format(source, data.format)
     bad: list[BadRow] = []
-    with _reading_errors(source, fmt):
+    with reading_errors(source, fmt):
         if fmt == "jsonl":
             # pandas types all records at once (numbers stay numbers, booleans booleans)
             records = [record for chunk in _json_records(source, bad) for record in chunk]

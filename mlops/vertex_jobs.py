@@ -10,7 +10,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlops.config import PACKAGED_SOURCES, PLACEHOLDER_IMAGE, ConfigError, PipelineConfig
+from mlops.config import (
+    PACKAGED_SOURCES,
+    PLACEHOLDER_IMAGE,
+    ConfigError,
+    PipelineConfig,
+    database_kind,
+)
 
 # Where data may come from when steps run on Google Cloud (the packaged dataset ships in the
 # image); a relative or absolute path is a file on the machine that compiled the spec.
@@ -87,7 +93,10 @@ def check_cloud_inputs(config: PipelineConfig, kind: str, parameters: dict[str, 
 
     checks: list[tuple[str, str, tuple[str, ...]]] = []
     if kind == "training":
-        checks.append(("data.source", config.data.source, CLOUD_DATA_PREFIXES))
+        # BigQuery, or a SQL database server the steps reach (vertex.network); SQLite is a file
+        source = config.data.source
+        server = database_kind(source) == "sql" and not source.startswith("sqlite")
+        checks.append(("data.source", "" if server else source, (*CLOUD_DATA_PREFIXES, "bq://")))
         checks.append(
             ("validation.schema_path", config.validation.schema_path or "", CLOUD_DATA_PREFIXES)
         )

@@ -93,7 +93,13 @@ def cmd_compile(args: argparse.Namespace, config: PipelineConfig) -> int:
             output = Path(args.output_dir) / compiled_spec_path(config, kind, args.target).name
         else:
             output = compiled_spec_path(config, kind, args.target)
-        compile_pipeline(config, kind, args.target, output)
+        try:
+            compile_pipeline(config, kind, args.target, output)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the compiled pipeline to {output}: {exc.strerror or exc} "
+                "(choose a writable --output / --output-dir)"
+            ) from exc
         print(f"compiled {config.name} {kind} pipeline for {args.target}: {output}")
     return 0
 
@@ -256,9 +262,47 @@ def cmd_models(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole percent from 0 to 100, got {text!r}")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of runs >= 1, got {text!r}")
+    return value
+
+
 def cmd_runs(args: argparse.Namespace, config: PipelineConfig) -> int:
     from mlops.runs import compare_runs, list_runs
 
+    if args.prune is not None:
+        from mlops.paths import runs_root
+        from mlops.runs import RunInProgress, prune_runs
+        from pipelines.local import mark_interrupted_runs
+
+        if runs_root(config).is_dir():
+            mark_interrupted_runs(runs_root(config))  # a dead RUNNING run may go too
+        try:
+            pruned = prune_runs(config, args.prune)
+        except RunInProgress as exc:
+            raise ConfigError(str(exc)) from exc
+        print(
+            f"removed {len(pruned.removed)} run(s) of {config.name!r} "
+            f"({pruned.bytes_freed / 1e6:.1f} MB) and {pruned.cache_entries_removed} step-cache "
+            f"entr{'y' if pruned.cache_entries_removed == 1 else 'ies'}; kept the newest "
+            f"{len(pruned.kept)}: {', '.join(pruned.kept) or 'none'}"
+        )
+        return 0
     runs = list_runs(config)
     if args.compare:
         by_id = {run["run_id"]: run for run in runs}
@@ -348,8 +392,15 @@ def cmd_batch_predict(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 def cmd_monitor(args: argparse.Namespace, config: PipelineConfig) -> int:
     from mlops.paths import request_log_dir
+    from mlops.registry import CHAMPION, RegistryError, resolve_version
     from pipelines.local import run_locally, summarize
 
+    try:  # before the pipeline starts: without a model there is nothing to monitor
+        resolve_version(config, args.version or CHAMPION)
+    except RegistryError as exc:
+        raise ConfigError(
+            f"{exc}: train and register a model first (`mlops run`), or pass --version"
+        ) from exc
     source = args.input or str(request_log_dir(config))
     result = run_locally(
         config
@@ -565,10 +616,18 @@ def build_parser() -> argparse.ArgumentParser:
         "runs",
         help="list the local runs with config hash, data fingerprint and metrics, or compare two",
         description="Reads <local.root>/runs/*/run.json. --compare A B prints the config keys, "
-        "data fingerprint and metrics that differ between two runs.",
+        "data fingerprint and metrics that differ between two runs. --prune KEEP deletes older "
+        "runs and their step-cache entries.",
     )
     _add_config(runs)
     runs.add_argument("--compare", nargs=2, metavar="RUN_ID", help="two run ids to compare")
+    runs.add_argument(
+        "--prune",
+        type=_at_least_one,
+        metavar="KEEP",
+        help="delete all but the newest KEEP runs (never a running one) and the step-cache "
+        "entries that pointed into them; registered models are copies and stay",
+    )
     runs.set_defaults(func=cmd_runs)
 
     deploy = commands.add_parser(
@@ -581,8 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--version", default="champion", help="version number or alias")
     deploy.add_argument(
         "--canary",
-        type=int,
-        help="percent of traffic for this version (default serving.canary_percent)",
+        type=_percent,
+        help="percent of traffic for this version, 0-100 (default serving.canary_percent)",
     )
     deploy.set_defaults(func=cmd_deploy)
 
@@ -645,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from google.auth.exceptions import DefaultCredentialsError, RefreshError
 
+    from mlops.registry import RegistryError
+
     args = build_parser().parse_args(argv)
     try:
         if args.config_json:
@@ -652,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = load_config(args.config)
         return args.func(args, config)
-    except ConfigError as exc:
+    except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (DefaultCredentialsError, RefreshError):

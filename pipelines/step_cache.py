@@ -52,7 +52,7 @@ CACHED = "CACHED"
 # not listed keys on the whole config. train is not listed: the model embeds the whole config,
 # which serving reads back.
 STEP_CONFIG_SECTIONS = {
-    "ingest": ("data", "features", "privacy", "vertex"),  # vertex.project: the DLP check
+    "ingest": ("data", "features", "privacy", "vertex", "beam_args"),  # vertex.project: DLP
     "validate_data": ("data", "features", "validation", "beam_args"),
     "transform": ("data", "features", "beam_args"),
 }
@@ -139,10 +139,15 @@ def _file_digest(path: Path) -> str:
 
 
 def source_fingerprint(value: str) -> str:
-    """The content of a file the config names, as a digest; the package's version for the
-    packaged penguins; UncacheableInput for a URI (its content is not checked from here)."""
+    """The content of a file the config names, as a digest (a SQLite database's file too); the
+    package's version for the packaged penguins; UncacheableInput for a URI (its content is not
+    checked from here)."""
     if value == PACKAGED_PENGUINS:
         return f"{PACKAGED_PENGUINS}=={importlib_metadata.version(PACKAGED_PENGUINS)}"
+    if value.lower().startswith("sqlite:///"):  # a SQLite database is a file: its content counts
+        from sqlalchemy.engine import make_url
+
+        return source_fingerprint(make_url(value).database or "")
     if "://" in value:
         raise UncacheableInput(f"{value} is remote")
     path = Path(local_path(value))

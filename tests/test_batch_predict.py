@@ -290,3 +290,88 @@ def test_chunk_text_equals_the_text_of_each_slice() -> None:
             for (start, stop), o in zip([(0, 2), (2, 3)], outputs, strict=True)
         )
         assert chunk_text("id", ids, outputs) == expected
+
+
+def test_chunk_text_from_predicted_indices_equals_the_text_from_labels() -> None:
+    """After a chunk's first slice the model is asked for the predicted index only: the lines
+    are those the labels give, and a first slice whose index does not name its label makes
+    the chunk use the labels."""
+    from components.batch_predict import _labels_are_indexed, chunk_text
+
+    names = np.array([b"yes", b"no", b"maybe"], dtype=object)
+
+    def out(index: list[int], probabilities: list[list[float]]) -> dict[str, np.ndarray]:
+        chosen = np.array(index, dtype=np.int64)
+        return {
+            "predicted_label": names[chosen],
+            "predicted_index": chosen,
+            "classes": np.tile(names, (len(index), 1)),
+            "probabilities": np.array(probabilities, dtype=np.float32),
+        }
+
+    first = out([0, 2], [[0.75, 0.05, 0.2], [0.1, 0.2, 0.7]])
+    assert _labels_are_indexed(first)
+    for ids, second in [
+        (np.array([4, 5, 6], dtype=np.int64), out([1], [[0.1, 0.5, 0.4]])),  # column-wise
+        (np.array([4, 5, 6], dtype=np.int64), out([1], [[np.nan, 0.5, 0.4]])),  # per row
+        (np.array(["a", 'b"', "c"], dtype=object), out([2], [[0.1, 0.2, 0.7]])),  # per row
+    ]:
+        expected = chunk_text("id", ids, [first, second])
+        lean = {k: second[k] for k in ("probabilities", "predicted_index")}
+        assert chunk_text("id", ids, [first, lean]) == expected
+        assert (
+            chunk_text("id", ids[2:], [lean | {"classes": second["classes"]}])
+            == (expected.split("\n", 2)[2])
+        )
+    wrong = first | {"predicted_index": np.array([1, 2], dtype=np.int64)}
+    assert not _labels_are_indexed(wrong)
+    assert not _labels_are_indexed(first | {"predicted_index": np.array([0, 3])})
+    assert not _labels_are_indexed({k: v for k, v in first.items() if k != "predicted_index"})
+    ids = np.array([4, 5, 6], dtype=np.int64)
+    lean = {"probabilities": second["probabilities"], "predicted_label": second["predicted_label"]}
+    assert chunk_text("id", ids, [wrong, lean]).startswith('{"id": 4, "label": "yes"')
+
+
+def test_model_returns_only_the_outputs_asked_for(penguins_chain, batch_input) -> None:
+    from components.batch_predict import _labels_are_indexed
+    from mlops.serving.server import load_model
+
+    config, paths, _ = penguins_chain
+    model = load_model(paths["model"])
+    arrays = frame_to_arrays(pd.read_csv(batch_input), config.features)
+    full = model.predict_raw(arrays)
+    some = model.predict_raw(arrays, {"probabilities", "predicted_index"})
+    assert set(some) == {"probabilities", "predicted_index"} < set(full)
+    for name, values in some.items():
+        assert np.array_equal(values, full[name]), name
+    assert _labels_are_indexed(full)  # what the exported signature promises
+
+
+def test_errors_in_the_reading_and_writing_threads_stop_the_job(
+    penguins_chain, batch_input, tmp_path: Path
+) -> None:
+    """A bad value in a later chunk (read and converted in its own thread) and a value the
+    JSON writer refuses (written in its own thread) fail the job as before, with every thread
+    ended and no output."""
+    import threading
+
+    config, paths, _ = penguins_chain
+    frame = pd.read_csv(batch_input)
+    frame["bill_length_mm"] = frame["bill_length_mm"].astype(object)
+    frame.loc[25, "bill_length_mm"] = "forty"
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    with pytest.raises(Exception, match=r"row 'p025': feature 'bill_length_mm' is 'forty'"):
+        run_batch_predict(
+            config, paths["model"], str(source), tmp_path / "out", "penguin_id", 4, chunk_rows=8
+        )
+    lines = pd.read_csv(batch_input).to_json(orient="records", lines=True).splitlines()
+    lines[20] = lines[20].replace('"penguin_id":"p020"', '"penguin_id":' + str(2**70))
+    source = tmp_path / "rows.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TypeError, match="64-bit"):  # orjson's error, as before the threads
+        run_batch_predict(
+            config, paths["model"], str(source), tmp_path / "out", "penguin_id", 4, chunk_rows=8
+        )
+    assert not (tmp_path / "out").exists()
+    assert not [t for t in threading.enumerate() if t.name.startswith("batch-predict")]

@@ -84,3 +84,51 @@ def test_a_config_that_is_not_utf8_is_one_message(tmp_path: Path) -> None:
     result = _cli("run", "--config", str(config))
     assert result.returncode == 2
     assert "not UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["deploy", "--version", "7"], "error: model 'penguins-tfx' has no version 7"),
+        (["deploy", "--version", "banana"], "error: model 'penguins-tfx' has no alias 'banana'"),
+        (["serve", "--version", "7"], "error: model 'penguins-tfx' has no version 7"),
+        (["deploy", "--canary", "150"], "expected a whole percent from 0 to 100, got '150'"),
+    ],
+)
+def test_an_unknown_model_version_or_percent_is_one_message(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    from mlops.config import load_config
+    from mlops.paths import registry_root
+    from mlops.registry import LocalModelRegistry
+
+    config_path = _config(tmp_path, ("", ""))
+    model_dir = tmp_path / "model"
+    (model_dir / "variables").mkdir(parents=True)
+    (model_dir / "saved_model.pb").write_bytes(b"")
+    config = load_config(config_path)
+    LocalModelRegistry(registry_root(config)).register(
+        config.name, model_dir, metadata={}, aliases=["champion"]
+    )
+    result = _cli(*args, "--config", str(config_path))
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["monitor"], "has no alias 'champion' (aliases: none): train and register a model first"),
+        (
+            ["compile", "--target", "local", "--output", "/proc/self/no/spec.json"],
+            "cannot write the compiled pipeline to /proc/self/no/spec.json",
+        ),
+    ],
+)
+def test_nothing_to_monitor_or_nowhere_to_write_is_one_message_at_once(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = _cli(*args, "--config", str(_config(tmp_path, ("", ""))))
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "root" / "runs").exists()  # refused before any run started

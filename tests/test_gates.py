@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from mlops.baselines import (
     RuleError,
@@ -160,6 +161,32 @@ def test_baselines_majority_linear_and_rules() -> None:
 def test_rules_are_comparisons_only_never_code(rule: str, message: str) -> None:
     with pytest.raises(RuleError, match=message):
         parse_rule(rule, {"colour", "x"})
+
+
+def test_rules_name_columns_in_backticks_and_take_literals_on_either_side() -> None:
+    frame = pd.DataFrame({"trip miles": [1.0, 5.0, None, 3.0], "colour": ["a", "b", "a", "b"]})
+    columns = set(frame.columns)
+    matches = parse_rule("`trip miles` > 2 and not colour == 'a'", columns)
+    assert matches(frame).tolist() == [False, True, False, True]
+    assert parse_rule("2 < `trip miles`", columns)(frame).tolist() == [False, True, False, True]
+    assert parse_rule("'a' == colour", columns)(frame).tolist() == [True, False, True, False]
+    with pytest.raises(RuleError, match="'trip mile', which is not a column"):
+        parse_rule("`trip mile` > 2", columns)
+
+
+@pytest.mark.parametrize(
+    "when, message",
+    [
+        ("fare + 1 > 2", "only `column <op> literal`"),
+        ("`trip miles > 2", "unclosed backtick"),
+        ("`` > 2", "empty column name"),
+        ("fare == None", "only `column <op> literal`"),
+        ("fare >", "not an expression"),
+    ],
+)
+def test_a_malformed_rule_is_refused_when_the_config_loads(when: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RuleConfig(name="r", when=when, predict="1", otherwise="0")
 
 
 def test_undefined_auc_is_left_out_not_nan() -> None:

@@ -120,3 +120,36 @@ def test_atomic_writes_honour_the_umask_like_open_and_mkdir(tmp_path: Path, umas
     assert _mode(tmp_path / "model") == _mode(tmp_path / "plain") == 0o777 & ~umask
     for name in ("report.html", "model/info.json", "model/saved_model.pb"):
         assert _mode(tmp_path / name) == _mode(tmp_path / "plain.txt") == 0o666 & ~umask, name
+
+
+def test_read_ahead_keeps_order_raises_where_the_error_was_and_stops_when_closed() -> None:
+    import threading
+
+    from mlops.io import read_ahead
+
+    assert list(read_ahead(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield from range(5)
+        raise ValueError("bad row 6")
+
+    seen = []
+    with pytest.raises(ValueError, match="bad row 6"):
+        for item in read_ahead(failing(), depth=2):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+
+    produced = []
+
+    def endless():
+        number = 0
+        while True:
+            produced.append(number)
+            yield number
+            number += 1
+
+    items = read_ahead(endless(), depth=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()  # the consumer stops early: so does the producer, and its thread ends
+    assert len(produced) <= 3 + 2 + 2
+    assert not [t for t in threading.enumerate() if t.name == "read-ahead"]

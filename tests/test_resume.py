@@ -110,6 +110,24 @@ def test_the_key_follows_the_data_file_content(tmp_path: Path) -> None:
     assert _key(cache, "comp-ingest", config) != before
 
 
+def test_the_key_follows_a_sqlite_database_and_ignores_a_server(tmp_path: Path) -> None:
+    import sqlite3
+
+    database = tmp_path / "zoo.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE penguins (species TEXT)")
+    data = {**PENGUINS.data.model_dump(), "source": f"sqlite:///{database}", "table": "penguins"}
+    config = _config_json(data=data)
+    cache = _cache(tmp_path, "run-a")
+    before = _key(cache, "comp-ingest", config)
+    assert _key(cache, "comp-ingest", config) == before and not before.startswith("uncacheable")
+    with sqlite3.connect(database) as connection:
+        connection.execute("INSERT INTO penguins VALUES ('Adelie')")
+    assert _key(cache, "comp-ingest", config) != before
+    server = _config_json(data={**data, "source": "postgresql://reader@db.internal/zoo"})
+    assert _key(cache, "comp-ingest", server).startswith("uncacheable")
+
+
 def test_a_remote_source_is_never_reused(tmp_path: Path) -> None:
     config = _config_json(data={**PENGUINS.data.model_dump(), "source": "gs://bucket/x.csv"})
     cache = _cache(tmp_path, "run-a")

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -173,8 +173,11 @@ class LoadedModel:
                 f"but config.features expects {show(expected)}"
             )
 
-    def predict_raw(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The signature's outputs as numpy arrays."""
+    def predict_raw(
+        self, arrays: Mapping[str, np.ndarray], outputs: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The signature's outputs as numpy arrays; only those named in `outputs` when given
+        (copying a text output out of TensorFlow costs a Python object per value)."""
         import tensorflow as tf
 
         missing = [name for name in self.input_specs if name not in arrays]
@@ -201,7 +204,9 @@ class LoadedModel:
                     for name, spec in self.input_specs.items()
                 }
             )
-        return {name: value.numpy() for name, value in out.items()}
+        return {
+            name: value.numpy() for name, value in out.items() if outputs is None or name in outputs
+        }
 
     def enable_flat_call(self) -> bool:
         """Call the signature with its flat list of tensors, as its keyword call ends up doing,

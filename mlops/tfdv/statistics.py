@@ -67,13 +67,14 @@ def compute_statistics(
 
 def frame_to_arrow(df: pd.DataFrame) -> pa.Table:
     """The frame as Arrow columns typed as the statistics read them (see compute_statistics)."""
-    columns = {str(name): _column_to_arrow(df[name]) for name in df.columns}
+    columns = {str(name): column_to_arrow(df[name]) for name in df.columns}
     if not columns:
         return pa.table({})
     return pa.table(columns)
 
 
-def _column_to_arrow(series: pd.Series) -> pa.Array:
+def column_to_arrow(series: pd.Series) -> pa.Array:
+    """One column as the statistics read it (see compute_statistics)."""
     kind = _stats_type(series)
     if kind == _FNS.INT:
         return pa.array(series, from_pandas=True)
