@@ -397,6 +397,16 @@ def line_offset(config: PipelineConfig) -> int:
     return 2 if is_csv else 1
 
 
+def source_summary(data: DataConfig) -> dict[str, str]:
+    """What ingest.json records of where the rows came from: the source, and for a database the
+    table or query that selected them (lineage: the same URL can hold other data)."""
+    summary = {"source": data.source}
+    for name in ("table", "query"):
+        if getattr(data, name) is not None:
+            summary[name] = getattr(data, name)
+    return summary
+
+
 def bad_row_text(data: DataConfig, bad: BadRow) -> str:
     """`line N: reason` (a file's line) or `row N: reason` (a database result has no lines)."""
     return f"{'row' if database_kind(data.source) else 'line'} {bad.line}: {bad.reason}"
@@ -631,7 +641,7 @@ def _ingest(config: PipelineConfig, output_dir: str | Path, spill: Path) -> dict
     dtypes = column_dtypes(columns, typed, image)
     schema = split_schema(dtypes, image)
     summary: dict[str, Any] = {
-        "source": data.source,
+        **source_summary(data),
         "rows_read": read_rows,
         "rows_dropped": unusable,
         "dropped_examples": [bad_row_text(data, b) for b in bad[:SHOWN_BAD_ROWS]],

@@ -71,6 +71,7 @@ from components.ingest import (
     no_usable_rows,
     number_problems,
     privacy_decisions,
+    source_summary,
     split_keys,
     split_schema,
     time_column_error,
@@ -501,7 +502,7 @@ def _plan(scan: Scan, reading: tuple[int, list[BadRow]], config: PipelineConfig)
         hashed=hashed,
         schema=split_schema(dtypes, None),
         summary={
-            "source": data.source,
+            **source_summary(data),
             "rows_read": scan.rows + reading_bad,
             "columns": dtypes,
             "personal_data": privacy,

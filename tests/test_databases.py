@@ -76,7 +76,10 @@ def test_sqlite_ingest_gives_the_same_splits_as_csv(penguins_config, penguins, t
     summary = run_ingest(from_table, tmp_path / "table")
     query = "SELECT * FROM penguins -- every row"
     from_query = _with_data(penguins_config, source=url, query=query, batch_rows=1000)
-    run_ingest(from_query, tmp_path / "query")
+    by_query = run_ingest(from_query, tmp_path / "query")
+    assert summary["table"] == "penguins" and "query" not in summary  # what selected the rows
+    assert by_query["query"] == query and "table" not in by_query
+    assert "table" not in reference and "query" not in reference
     assert summary["rows"] == reference["rows"]
     assert summary["columns"] == reference["columns"]
     assert summary["columns"]["year"] == "Int64"
