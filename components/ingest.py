@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
-from mlops.config import DataConfig, PipelineConfig, database_kind, local_path
+from mlops.config import DataConfig, PipelineConfig, database_kind, local_path, on_dataflow
 from mlops.images import content_key, is_image_source, read_images
 from mlops.io import atomic_dir, on_cloud_storage, open_uri, read_ahead, write_json_atomic
 from mlops.privacy import PersonalDataError, apply_privacy, hash_salt, hash_token
@@ -551,25 +551,13 @@ class SplitWriter:
         self.writer.close()
 
 
-def runner_name(beam_args: list[str]) -> str:
-    """The `--runner` in Beam arguments ("" when none), read without importing Beam (a local
-    ingest should not pay Beam's import to learn that it runs in-process)."""
-    runner = ""
-    for index, arg in enumerate(beam_args):
-        if arg.startswith("--runner="):
-            runner = arg.split("=", 1)[1]
-        elif arg == "--runner" and index + 1 < len(beam_args):
-            runner = beam_args[index + 1]
-    return runner
-
-
 def ingest_on_beam(config: PipelineConfig) -> bool:
     """Whether ingest runs as a Beam pipeline (components/ingest_beam.py): when config.beam_args
     select Dataflow and the source is a file on Cloud Storage, where Dataflow workers read it, or
     a database (BigQuery, a SQL server).
     A file on this machine (or in the image, as the shipped configs' data), an image folder and
     the packaged penguins set are read in-process."""
-    if "Dataflow" not in runner_name(config.beam_args):
+    if not on_dataflow(config.beam_args):
         return False
     source = config.data.source
     kind = database_kind(source)

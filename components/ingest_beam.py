@@ -78,7 +78,7 @@ from components.ingest import (
     typed_table,
 )
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
-from mlops.config import DataConfig, PipelineConfig, database_kind, local_path
+from mlops.config import DataConfig, PipelineConfig, database_kind, local_path, on_dataflow
 from mlops.databases import beam_bigquery_batches
 from mlops.io import (
     atomic_uri_dir,
@@ -836,9 +836,7 @@ def ingest_pipeline(pipeline: beam.Pipeline, config: PipelineConfig, work: str) 
 def check_worker_locations(config: PipelineConfig, output_dir: str | Path) -> None:
     """On Dataflow the workers read the source and write the splits: both must be on Cloud
     Storage (gs:// or the /gcs/ mount), not on this machine's disk."""
-    from components.ingest import runner_name
-
-    if "Dataflow" not in runner_name(config.beam_args):
+    if not on_dataflow(config.beam_args):
         return
     places = [("the output", str(output_dir))]
     if database_kind(config.data.source) is None:  # a database is reached over the network

@@ -15,7 +15,7 @@ from mlops.artifacts import (
     VALIDATION_SUMMARY_FILE,
     split_path,
 )
-from mlops.config import PipelineConfig, local_path
+from mlops.config import PipelineConfig, local_path, on_dataflow
 from mlops.data_checks import count_shared
 from mlops.io import atomic_dir, write_json_atomic
 from mlops.tfdv.beam_stats import statistics_of_parquet
@@ -87,13 +87,6 @@ def _readiness(
     return report, problems
 
 
-def _on_dataflow(beam_args: list[str]) -> bool:
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or ""
-    return "Dataflow" in str(runner)
-
-
 def run_data_validation(
     config: PipelineConfig,
     dataset_dir: str | Path,
@@ -119,12 +112,12 @@ def run_data_validation(
     # The same sketches either way: on Beam when Beam runs on Dataflow (Vertex), where the data
     # may outgrow one machine; here in the pass that streams each split once for the readiness
     # checks too, which saves a local Beam pipeline's start-up (seconds per run).
-    on_dataflow = _on_dataflow(config.beam_args) and not image
+    statistics_on_beam = on_dataflow(config.beam_args) and not image
     scan = scan_splits(
-        paths, spec, options=None if on_dataflow else StatsOptions(label=label), image=image
+        paths, spec, options=None if statistics_on_beam else StatsOptions(label=label), image=image
     )
     with atomic_dir(statistics_dir) as out:
-        if on_dataflow:
+        if statistics_on_beam:
             stats = statistics_of_parquet(
                 paths, out / STATS_FILE, label=label, beam_args=config.beam_args
             )

@@ -56,6 +56,24 @@ SQL_DIALECTS = frozenset({"sqlite", "postgresql", "mysql", "mariadb", "mssql", "
 _BQ_PROJECT = r"(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
 
 
+def beam_runner_name(beam_args: list[str]) -> str:
+    """The `--runner` in Beam arguments ("" when none), read without importing Beam (a local
+    step should not pay Beam's import to learn that it runs in-process)."""
+    runner = ""
+    for index, arg in enumerate(beam_args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and index + 1 < len(beam_args):
+            runner = beam_args[index + 1]
+    return runner
+
+
+def on_dataflow(beam_args: list[str]) -> bool:
+    """Whether Beam steps with these arguments run on Dataflow (their data must then be where
+    Dataflow's workers reach it, and the work may outgrow one machine)."""
+    return "Dataflow" in beam_runner_name(beam_args)
+
+
 def database_kind(source: str) -> Literal["bigquery", "sql"] | None:
     """ "bigquery" for a bq:// source, "sql" for a SQLAlchemy URL (sqlite:///..., postgresql://
     ...), None for a file, a folder or a packaged data set."""

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import mlops.tabular as tabular
-from components.ingest import IngestError, ingest_on_beam, run_ingest, runner_name
+from components.ingest import IngestError, ingest_on_beam, run_ingest
 from components.ingest_beam import run_ingest_beam
 from mlops.artifacts import INGEST_SUMMARY_FILE, SPLITS, UNLABELED
-from mlops.config import PipelineConfig
+from mlops.config import PipelineConfig, beam_runner_name
 from tests.conftest import config_in, on_vertex
 
 BEAM = ["--runner=FnApiRunner"]
@@ -269,8 +269,8 @@ def test_run_ingest_goes_to_beam_when_the_runner_is_dataflow(tmp_path: Path) -> 
     )
     cloud = vertex_runtime_config(config, settings)  # as `mlops submit` runs it
     options = PipelineOptions(cloud.beam_args)
-    assert options.view_as(StandardOptions).runner == runner_name(cloud.beam_args)
-    assert runner_name(cloud.beam_args) == "DataflowRunner" and ingest_on_beam(cloud)
+    assert options.view_as(StandardOptions).runner == beam_runner_name(cloud.beam_args)
+    assert beam_runner_name(cloud.beam_args) == "DataflowRunner" and ingest_on_beam(cloud)
     assert options.get_all_options()["sdk_container_image"] == config.vertex.image
     assert ingest_on_beam(on(cloud, "/gcs/my-bucket/data/rows.csv"))
     # Read in-process even on Dataflow: a file in the image, the packaged set.
@@ -286,7 +286,9 @@ def test_run_ingest_goes_to_beam_when_the_runner_is_dataflow(tmp_path: Path) -> 
     sqlite = {**server, "source": "sqlite:///data/zoo.db"}
     assert not ingest_on_beam(cloud.with_overrides(data={**cloud.data.model_dump(), **sqlite}))
     for args in (["--runner", "DataflowRunner"], ["--runner=FnApiRunner"], []):
-        assert runner_name(args) == (PipelineOptions(args).view_as(StandardOptions).runner or "")
+        assert beam_runner_name(args) == (
+            PipelineOptions(args).view_as(StandardOptions).runner or ""
+        )
     # run_ingest takes the Beam path: Dataflow workers cannot write this machine's disk, which
     # that path says before anything starts (the in-process path would have written it).
     with pytest.raises(IngestError, match=r"the output '.*local' is not on Cloud Storage"):
