@@ -50,14 +50,11 @@ def check_vertex_ready(config: PipelineConfig) -> None:
     if vertex.automl_challenger.enabled:
         # The challenger's dataset, training job and batch prediction are resources of a
         # project, read CSVs from the pipeline root and write predictions under it.
-        needs = [
-            f"vertex.{name} ({why})"
-            for name, why in (
-                ("project", "the AutoML dataset, training job and batch prediction live in it"),
-                ("pipeline_root", "the split CSVs and AutoML's predictions are written under it"),
-            )
-            if not getattr(vertex, name)
-        ]
+        needs = _unset(
+            vertex,
+            project="the AutoML dataset, training job and batch prediction live in it",
+            pipeline_root="the split CSVs and AutoML's predictions are written under it",
+        )
         if needs:
             raise ConfigError(
                 "vertex.automl_challenger.enabled needs "
@@ -68,20 +65,24 @@ def check_vertex_ready(config: PipelineConfig) -> None:
     if vertex.tensorboard:
         # Vertex AI refuses a custom job with a TensorBoard but no service account, and the
         # job's logs need a Cloud Storage home (its base output directory).
-        needs = [
-            f"vertex.{name} ({why})"
-            for name, why in (
-                ("service_account", "Vertex AI TensorBoard runs the training job as it"),
-                ("pipeline_root", "the training job's base output directory goes under it"),
-            )
-            if not getattr(vertex, name)
-        ]
+        needs = _unset(
+            vertex,
+            service_account="Vertex AI TensorBoard runs the training job as it",
+            pipeline_root="the training job's base output directory goes under it",
+        )
         if needs:
             raise ConfigError(
                 f"vertex.tensorboard is {vertex.tensorboard!r}, which needs "
                 + " and ".join(needs)
                 + ": set it in the config (mlops submit: --service-account / --pipeline-root)"
             )
+
+
+def _unset(vertex: Any, **why: str) -> list[str]:
+    """`vertex.<name> (<why it is needed>)` for each named vertex field the config leaves unset."""
+    return [
+        f"vertex.{name} ({reason})" for name, reason in why.items() if not getattr(vertex, name)
+    ]
 
 
 def check_cloud_inputs(config: PipelineConfig, kind: str, parameters: dict[str, str]) -> None:
