@@ -40,6 +40,19 @@ def fake_model(tmp: Path, name: str) -> Path:
     return path
 
 
+def assert_load_refused(path: Path, expected: list[str]) -> None:
+    """Loading the config file at `path` fails with a ConfigError naming the file and holding
+    every text in `expected`."""
+    from mlops.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message
+    for part in expected:
+        assert part in message
+
+
 def config_in(tmp: Path, name: str = "penguins", **overrides) -> PipelineConfig:
     """A repo config whose runs and registry live under `tmp`."""
     config = load_config(CONFIG_DIR / f"{name}.yaml")
