@@ -102,8 +102,8 @@ def test_a_leaking_taxi_column_stops_the_run_unless_acknowledged(
 
 
 def test_row_checks_are_vectorised_with_the_per_value_meaning() -> None:
-    from mlops.data_checks import shared_rows
     from mlops.features import category_text, category_texts
+    from tests.readiness_reference import shared_rows
 
     column = pd.Series([8.0, None, 2.5, 8.0, float("nan")], index=[3, 1, 4, 1, 5])
     assert category_texts(column).tolist() == [category_text(v) for v in column]
@@ -155,7 +155,7 @@ def test_leakage_table_matches_a_per_row_reference(classes) -> None:
     coincide (1, 1.0, "1"; None, NaN, NA), missing labels and a class absent from train."""
     import numpy as np
 
-    from mlops.data_checks import leakage_table
+    from tests.readiness_reference import leakage_table
 
     rng = np.random.default_rng(7)
     n = 3000
@@ -196,7 +196,7 @@ def test_arrow_text_frames_give_the_same_statistics_and_row_checks(
     of the frames `pandas.read_parquet` gives (Python strings)."""
     from mlops import tfdv as dv
     from mlops.artifacts import SPLITS, read_split
-    from mlops.data_checks import identifier_like, leakage_table, shared_rows
+    from tests.readiness_reference import identifier_like, leakage_table, shared_rows
 
     run_ingest(penguins_config, tmp_path / "data")
     plain = {s: read_split(tmp_path / "data", s) for s in SPLITS}

@@ -17,9 +17,9 @@ from components.ingest import run_ingest
 from components.validate import run_data_validation
 from mlops import tfdv as dv
 from mlops.artifacts import SPLITS, read_split
-from mlops.data_checks import identifier_like, leakage_table, shared_rows
 from mlops.tfdv.scan import ReadinessSpec, scan_splits
 from mlops.tfdv.sketch_stats import StatsOptions
+from tests.readiness_reference import identifier_like, leakage_table, shared_rows
 
 
 def _rewrite_in_small_row_groups(source: Path, target: Path, rows: int) -> None:
